@@ -1,0 +1,9 @@
+// interlock/interlock.hpp: the whole library. Includes every public header and
+// nothing else.
+#ifndef INTERLOCK_INTERLOCK_HPP
+#define INTERLOCK_INTERLOCK_HPP
+
+#include <interlock/config.hpp>
+#include <interlock/sha256.hpp>
+
+#endif  // INTERLOCK_INTERLOCK_HPP

@@ -1,0 +1,35 @@
+# Regenerates the single headers into WORK_DIR and fails if any committed file in
+# single_include/interlock differs, is missing, or is left over.
+set(committed "${INTERLOCK_SOURCE_DIR}/single_include/interlock")
+file(REMOVE_RECURSE "${WORK_DIR}")
+execute_process(
+  COMMAND "${CMAKE_COMMAND}" -DINTERLOCK_SOURCE_DIR=${INTERLOCK_SOURCE_DIR}
+          -DOUTPUT_DIR=${WORK_DIR} -P "${INTERLOCK_SOURCE_DIR}/cmake/amalgamate.cmake"
+  RESULT_VARIABLE status)
+if(NOT status EQUAL 0)
+  message(FATAL_ERROR "the single-header generator failed")
+endif()
+file(GLOB fresh RELATIVE "${WORK_DIR}" "${WORK_DIR}/*.hpp")
+file(GLOB stored RELATIVE "${committed}" "${committed}/*.hpp")
+set(stale "")
+foreach(name IN LISTS fresh)
+  if(NOT EXISTS "${committed}/${name}")
+    list(APPEND stale "${name} (missing)")
+  else()
+    file(READ "${WORK_DIR}/${name}" a)
+    file(READ "${committed}/${name}" b)
+    if(NOT a STREQUAL b)
+      list(APPEND stale "${name} (out of date)")
+    endif()
+  endif()
+endforeach()
+foreach(name IN LISTS stored)
+  if(NOT EXISTS "${WORK_DIR}/${name}")
+    list(APPEND stale "${name} (no such public header any more)")
+  endif()
+endforeach()
+if(stale)
+  message(FATAL_ERROR "single_include/interlock is stale: ${stale}\n"
+    "Regenerate it with: cmake --build <build-dir> --target interlock_single_header")
+endif()
+message(STATUS "single_include/interlock is up to date")
