@@ -1,0 +1,353 @@
+// interlock/cas_slot.hpp: a lock-free slot whose value carries its SHA-256 content
+// digest (its ETag) and a logical stamp; writers commit only if the content they
+// read is still current.
+//
+// Design note. Concurrent read-modify-write loses updates when each writer overwrites
+// what another wrote. A cas_slot<T> holds one immutable node {value, digest, stamp}
+// behind an atomic pointer. A writer builds its new node (hashing the new content)
+// before the atomic step, then publishes it with one compare-and-swap that succeeds
+// only if the node it checked is still current. compare_exchange checks *content
+// identity* (the digest, like HTTP If-Match or an S3 conditional write): writing back
+// content identical to what was read leaves the digest unchanged, so a
+// compare_exchange against that digest still succeeds (ETag semantics: ABA on content
+// is by design; use the stamp, or update(), when any intervening commit matters).
+//
+// Readers never block, never hash and never see a torn value: load() protects the
+// current node with a hazard pointer (see detail/hazard_pointer.hpp) and returns a
+// move-only snapshot that keeps that node alive until the snapshot is destroyed.
+// Replaced nodes are reclaimed once no snapshot holds them: never freed under a
+// reader, never leaked, and at most a bounded number wait per thread.
+//
+// Stamps: every commit takes a stamp from a lamport_clock, the slot's own by default
+// or one shared by several slots, so that stamps order commits across them. Stamps of
+// one slot strictly increase, so waiting for "a stamp other than the one I saw"
+// cannot miss an A -> B -> A change.
+//
+// When not to use it: for a plain counter (std::atomic is faster), for a value that
+// is written far more often than read and is expensive to hash, or when writers must
+// queue rather than retry (use keyed_mutex).
+//
+// Memory ordering: everything a writer did before a successful commit (including
+// building the value) is visible to a reader whose load() returns that commit's
+// snapshot: the publishing CAS is a release and the reader's validating load an
+// acquire. Commits to one slot are totally ordered (the CAS on one atomic), and that
+// order agrees with their stamps.
+//
+// Exception safety: if the codec, T's copy or move constructor, `fn`, or an
+// allocation throws, the slot is unchanged and the exception reaches the caller.
+#ifndef INTERLOCK_CAS_SLOT_HPP
+#define INTERLOCK_CAS_SLOT_HPP
+
+#include <interlock/config.hpp>
+#include <interlock/detail/hazard_pointer.hpp>
+#include <interlock/detail/wait_on_word.hpp>
+#include <interlock/lamport_clock.hpp>
+#include <interlock/sha256.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <concepts>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <type_traits>
+#include <utility>
+
+INTERLOCK_NAMESPACE_BEGIN
+
+/// Thrown by cas_slot::update and value() when the slot (or snapshot) holds no value.
+class empty_slot_error : public std::logic_error {
+ public:
+  using std::logic_error::logic_error;
+};
+
+template <class T>
+class cas_slot {
+  static_assert(std::is_object_v<T> && !std::is_const_v<T>,
+                "cas_slot<T>: T must be a non-const object type");
+
+  struct node : detail::retirable {
+    template <class... Args>
+    node(const digest& hash, Args&&... args) : value(std::forward<Args>(args)...), etag(hash) {
+      reclaim = [](detail::retirable* self) noexcept { delete static_cast<node*>(self); };
+    }
+    const T value;
+    const digest etag;
+    std::uint64_t stamp = 0;  // written before publication, immutable after
+  };
+
+ public:
+  using value_type = T;
+  using stamp_type = lamport_clock::time_type;
+
+  /// A consistent view of one commit: value, digest and stamp. Move-only; it keeps
+  /// its node alive (a hazard pointer) until it is destroyed or assigned.
+  /// Thread-safety: a snapshot may be read from any thread, one at a time.
+  class snapshot {
+   public:
+    snapshot(snapshot&&) noexcept = default;
+    snapshot& operator=(snapshot&&) noexcept = default;
+
+    /// False for a snapshot of an empty slot.
+    [[nodiscard]] bool has_value() const noexcept { return node_ != nullptr; }
+    explicit operator bool() const noexcept { return has_value(); }
+
+    /// The value. Throws empty_slot_error when the slot was empty.
+    [[nodiscard]] const T& value() const {
+      if (node_ == nullptr) throw empty_slot_error("interlock::cas_slot: the slot is empty");
+      return node_->value;
+    }
+    /// The value, unchecked: precondition has_value().
+    const T& operator*() const noexcept {
+      INTERLOCK_ASSERT(node_ != nullptr, "dereferencing a snapshot of an empty cas_slot");
+      return node_->value;
+    }
+    const T* operator->() const noexcept { return &**this; }
+
+    /// The content digest (ETag); the all-zero digest for an empty slot.
+    [[nodiscard]] const digest& etag() const noexcept {
+      static constexpr digest none{};
+      return node_ != nullptr ? node_->etag : none;
+    }
+    /// The commit's stamp; 0 for an empty slot.
+    [[nodiscard]] stamp_type stamp() const noexcept {
+      return node_ != nullptr ? node_->stamp : 0;
+    }
+
+   private:
+    friend class cas_slot;
+    snapshot(detail::hazard_guard guard, const node* n) noexcept
+        : guard_(std::move(guard)), node_(n) {}
+    detail::hazard_guard guard_;
+    const node* node_;
+  };
+
+  /// The outcome of a conditional write: committed or not, and always the snapshot
+  /// that is current after the call (the new one, or the one that won), so a caller
+  /// can retry without another load.
+  struct result {
+    bool committed;
+    snapshot current;
+    explicit operator bool() const noexcept { return committed; }
+  };
+
+  /// An empty slot with its own clock.
+  cas_slot() : clock_(&own_clock_) {}
+  /// An empty slot whose stamps come from `shared` (which must outlive the slot).
+  explicit cas_slot(lamport_clock& shared) : clock_(&shared) {}
+  /// A slot holding `initial` (stamped by its own clock).
+  explicit cas_slot(T initial) : cas_slot() { publish_initial(std::move(initial)); }
+  cas_slot(T initial, lamport_clock& shared) : cas_slot(shared) {
+    publish_initial(std::move(initial));
+  }
+
+  cas_slot(const cas_slot&) = delete;
+  cas_slot& operator=(const cas_slot&) = delete;
+
+  /// Destroys the slot. Snapshots may outlive it: the current node is retired, not
+  /// freed, so a snapshot still holding it stays valid. Precondition: no other
+  /// thread is calling into the slot.
+  ~cas_slot() {
+    if (node* last = cell_.head.load(std::memory_order_acquire)) retire(last);  // pairs with publish
+  }
+
+  /// The current snapshot. Thread-safe. Lock-free (wait-free unless writers keep
+  /// replacing the node between two loads); never hashes, never blocks. Throws
+  /// std::bad_alloc only when a thread holds more snapshots than ever before and no
+  /// hazard record can be allocated.
+  [[nodiscard]] snapshot load() const {
+    detail::hazard_guard guard;
+    const node* current = guard.protect(cell_.head);
+    return snapshot(std::move(guard), current);
+  }
+
+  /// Commits `desired` only if the current digest equals `expected` (the all-zero
+  /// digest, `digest{}`, expects an empty slot). The digest of `desired` is computed
+  /// first, outside any critical region. Thread-safe; lock-free. Returns committed
+  /// or conflict, with the snapshot current after the call. Throws what hashing,
+  /// T's move or the allocation throws, leaving the slot unchanged.
+  result compare_exchange(const digest& expected, T desired) {
+    return commit(make_node(std::move(desired)), [&expected](const node* current) {
+      return (current != nullptr ? current->etag : digest{}) == expected;
+    });
+  }
+
+  /// Creates the value only if the slot is empty (create-only write). Lock-free.
+  /// On conflict the result carries the value that exists.
+  result try_create(T desired) {
+    return commit(make_node(std::move(desired)),
+                  [](const node* current) { return current == nullptr; });
+  }
+
+  /// Writes `desired` unconditionally and returns its snapshot. Lock-free.
+  snapshot store(T desired) {
+    return commit(make_node(std::move(desired)), [](const node*) { return true; }).current;
+  }
+
+  /// The read-modify-write loop: fn(const T&) -> T is called on the current value
+  /// and its result committed if no other commit intervened; otherwise fn runs
+  /// again on the newer value. Returns the committed snapshot. Lock-free (some
+  /// writer always commits); fn may run several times under contention, so it
+  /// should be free of side effects. Throws empty_slot_error on an empty slot, and
+  /// whatever fn, hashing or T's move throws (the slot is then unchanged).
+  template <class Fn>
+    requires std::is_invocable_r_v<T, Fn&, const T&>
+  snapshot update(Fn fn) {
+    for (;;) {
+      snapshot seen = load();
+      auto outcome = commit(make_node(fn(seen.value())), same_node(seen));
+      if (outcome.committed) return std::move(outcome.current);
+    }
+  }
+
+  /// Like update, but fn(const T&) -> std::optional<T> may decline by returning an
+  /// empty optional: then nothing is written and the result (not committed) carries
+  /// the snapshot fn saw. On an empty slot fn is not called and the result is not
+  /// committed.
+  template <class Fn>
+    requires std::is_invocable_r_v<std::optional<T>, Fn&, const T&>
+  result try_update(Fn fn) {
+    for (;;) {
+      snapshot seen = load();
+      if (!seen.has_value()) return result{false, std::move(seen)};
+      std::optional<T> next = fn(*seen);
+      if (!next) return result{false, std::move(seen)};
+      auto outcome = commit(make_node(std::move(*next)), same_node(seen));
+      if (outcome.committed) return outcome;
+    }
+  }
+
+  /// Blocks until the slot's stamp differs from `seen_stamp` and returns the newer
+  /// snapshot. Pass the stamp of a snapshot you hold (0 for an empty slot). Keyed on
+  /// the stamp, so a change back to identical content still wakes the waiter.
+  /// Thread-safe; blocking (futex); no lost wake-ups.
+  snapshot wait_for_change(stamp_type seen_stamp) const {
+    for (;;) {
+      if (auto changed = wait_step(seen_stamp, nullptr)) return std::move(*changed);
+    }
+  }
+
+  /// As wait_for_change, but gives up after `timeout`: an empty optional means the
+  /// stamp was still `seen_stamp` at the deadline. A waiter that times out leaves
+  /// nothing behind.
+  template <class Rep, class Period>
+  std::optional<snapshot> wait_for_change_for(stamp_type seen_stamp,
+                                              std::chrono::duration<Rep, Period> timeout) const {
+    return wait_for_change_until(seen_stamp, std::chrono::steady_clock::now() + timeout);
+  }
+
+  /// As wait_for_change, but gives up at `deadline` (any clock).
+  template <class Clock, class Duration>
+  std::optional<snapshot> wait_for_change_until(
+      stamp_type seen_stamp, const std::chrono::time_point<Clock, Duration>& deadline) const {
+    for (;;) {
+      bool timed_out = false;
+      if (auto changed = wait_step(seen_stamp, &deadline, &timed_out)) return changed;
+      if (timed_out) {
+        snapshot last = load();
+        if (last.stamp() != seen_stamp) return last;
+        return std::nullopt;
+      }
+    }
+  }
+
+  /// The clock that stamps this slot's commits.
+  [[nodiscard]] lamport_clock& clock() const noexcept { return *clock_; }
+
+ private:
+  template <class... Args>
+  static std::unique_ptr<node> make_node(Args&&... args) {
+    // Hash first, then construct the node around a moved value: if either throws,
+    // nothing has been published.
+    if constexpr (sizeof...(Args) == 1) {
+      const digest hash = content_digest(args...);
+      return std::make_unique<node>(hash, std::forward<Args>(args)...);
+    }
+  }
+
+  static auto same_node(const snapshot& seen) {
+    return [expected = seen.node_](const node* current) { return current == expected; };
+  }
+
+  void publish_initial(T initial) {
+    auto fresh = make_node(std::move(initial));
+    fresh->stamp = clock_->tick();
+    // Relaxed: the constructor runs before the slot is shared with other threads.
+    cell_.head.store(fresh.release(), std::memory_order_relaxed);
+  }
+
+  /// The one commit path: publishes `fresh` if decide(current) holds for the node
+  /// current at the moment of the CAS. `current` is protected while it is checked
+  /// and compared, so its address cannot be reused (no ABA on the pointer).
+  template <class Decide>
+  result commit(std::unique_ptr<node> fresh, Decide decide) {
+    detail::hazard_guard current_guard;
+    detail::hazard_guard fresh_guard;
+    fresh_guard.protect_unpublished(fresh.get());
+    for (;;) {
+      node* current = current_guard.protect(cell_.head);
+      if (!decide(current)) return result{false, snapshot(std::move(current_guard), current)};
+      // Ticking after observing `current` makes stamps of one slot strictly increase:
+      // current's stamp was taken before it was published, and we saw it published.
+      fresh->stamp = clock_->tick();
+      // (1) release on success: publishes the node's contents to readers' acquire
+      // load (hazard_guard::protect (8)). Relaxed on failure: the loop re-protects.
+      if (cell_.head.compare_exchange_strong(current, fresh.get(), std::memory_order_release,
+                                             std::memory_order_relaxed)) {
+        const node* published = fresh.release();
+        if (current != nullptr) retire(current);
+        notify_waiters();
+        return result{true, snapshot(std::move(fresh_guard), published)};
+      }
+    }
+  }
+
+  static void retire(node* n) noexcept { detail::hazard_domain::instance().retire(n); }
+
+  void notify_waiters() noexcept {
+    // (2) seq_cst, with (3): either this increment precedes a waiter's registration
+    // (4) and its futex sees the new word, or we see the waiter and wake it.
+    cell_.changes.fetch_add(1, std::memory_order_seq_cst);
+    if (cell_.waiters.load(std::memory_order_seq_cst) > 0) detail::wake_all(cell_.changes);  // (3)
+  }
+
+  /// One round of waiting. Returns a snapshot if the stamp changed; otherwise sleeps
+  /// once (until a commit, the deadline or a spurious wake) and returns empty.
+  template <class Deadline = std::chrono::steady_clock::time_point>
+  std::optional<snapshot> wait_step(stamp_type seen_stamp, const Deadline* deadline,
+                                    bool* timed_out = nullptr) const {
+    // (5) seq_cst: read the change counter before the node, so a commit after this
+    // read changes the word the futex compares against.
+    const std::uint32_t observed = cell_.changes.load(std::memory_order_seq_cst);
+    snapshot current = load();
+    if (current.stamp() != seen_stamp) return current;
+    cell_.waiters.fetch_add(1, std::memory_order_seq_cst);  // (4) pairs with (2)/(3)
+    struct unregister {
+      std::atomic<std::uint32_t>& waiters;
+      ~unregister() { waiters.fetch_sub(1, std::memory_order_relaxed); }  // a count only
+    } guard{cell_.waiters};
+    if (deadline == nullptr) {
+      detail::wait(cell_.changes, observed);
+    } else if (!detail::wait_until(cell_.changes, observed, *deadline)) {
+      *timed_out = true;
+    }
+    return std::nullopt;
+  }
+
+  // The pointer, the change counter the futex sleeps on and the waiter count share
+  // one line: writers touch all three, readers only the pointer.
+  struct alignas(detail::cache_line_size) cell {
+    std::atomic<node*> head{nullptr};
+    mutable detail::wait_word changes{0};
+    mutable std::atomic<std::uint32_t> waiters{0};
+  };
+
+  cell cell_;
+  lamport_clock own_clock_;
+  lamport_clock* clock_;
+};
+
+INTERLOCK_NAMESPACE_END
+
+#endif  // INTERLOCK_CAS_SLOT_HPP

@@ -1,0 +1,373 @@
+// interlock/detail/hazard_pointer.hpp: safe memory reclamation for lock-free reads.
+//
+// Design note. Readers of a published immutable node (cas_slot, versioned, the keyed
+// tables) protect it with a hazard pointer: they write the node's address into a
+// per-thread record, then re-check that the node is still published. A writer that
+// unpublishes a node *retires* it; a retired node is freed only once no record holds
+// its address. Hazard pointers were chosen over epochs because a reader may hold a
+// snapshot for as long as it likes: with epochs one held snapshot stops all
+// reclamation, while here it pins only its own node, so the count of retired but
+// unreclaimed nodes stays bounded (at most threshold + records per thread).
+//
+// Cost on the read path: one store and one re-load. The store-load ordering that
+// hazard pointers need is made asymmetric: readers issue only a compiler barrier and
+// the rare scanner issues membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), which runs a
+// full barrier on every CPU running this process. Where membarrier is unavailable, or
+// under ThreadSanitizer (which does not model it), both sides use seq_cst fences and
+// the protecting store is seq_cst.
+//
+// Records are never freed while the process runs; they are reused by any thread.
+// Each thread caches a few free records and keeps its own retired list; at thread
+// exit the cache returns to the domain and unreclaimed nodes go to a shared orphan
+// list that the next scan adopts.
+#ifndef INTERLOCK_DETAIL_HAZARD_POINTER_HPP
+#define INTERLOCK_DETAIL_HAZARD_POINTER_HPP
+
+#include <interlock/config.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <new>
+#include <utility>
+#include <vector>
+
+#if defined(__linux__)
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+INTERLOCK_NAMESPACE_BEGIN
+namespace detail {
+
+// ---- asymmetric barrier ------------------------------------------------------
+
+inline bool register_membarrier() noexcept {
+#if defined(__linux__) && !INTERLOCK_TSAN
+  const long commands = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0);
+  if (commands < 0 || (commands & MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0) return false;
+  return syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0) == 0;
+#else
+  return false;
+#endif
+}
+
+/// True when readers may use a compiler barrier because scanners use membarrier.
+/// Decided once per process; the function-local static makes every caller agree.
+inline bool asymmetric_barrier() noexcept {
+  static const bool available = register_membarrier();
+  return available;
+}
+
+/// The reader's half: orders its hazard store before its re-load of the source.
+inline void light_barrier() noexcept {
+  if (asymmetric_barrier()) {
+    std::atomic_signal_fence(std::memory_order_seq_cst);  // heavy_barrier does the CPU part
+  } else {
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with heavy_barrier's fence
+  }
+}
+
+/// The scanner's half: after it, every reader's earlier hazard store is visible.
+inline void heavy_barrier() noexcept {
+#if defined(__linux__)
+  if (asymmetric_barrier() &&
+      syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0) {
+    return;
+  }
+#endif
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with light_barrier's fence
+}
+
+// ---- records and retired nodes -----------------------------------------------
+
+/// Base of every node that can be retired: an intrusive link, so retiring never
+/// allocates (and so never throws after a commit).
+struct retirable {
+  retirable* next_retired = nullptr;
+  void (*reclaim)(retirable*) noexcept = nullptr;
+};
+
+struct hazard_record {
+  std::atomic<const void*> pointer{nullptr};
+  std::atomic<bool> in_use{false};
+  hazard_record* next = nullptr;  // written before the record is published; immutable after
+};
+
+/// Per-thread state. Trivially destructible, so it is constant-initialized and the
+/// hot path reaches it without a TLS guard; `thread_exit_flush` (below) empties it.
+struct hazard_thread_state {
+  static constexpr int cache_capacity = 8;
+  hazard_record* cache[cache_capacity] = {};
+  int cached = 0;
+  retirable* retired = nullptr;
+  std::size_t retired_count = 0;
+  bool flush_registered = false;
+  bool exited = false;  // after thread_local destruction: bypass the cache
+};
+
+inline thread_local hazard_thread_state hazard_tls{};
+
+class hazard_domain {
+ public:
+  static hazard_domain& instance() noexcept {
+    static hazard_domain domain;
+    return domain;
+  }
+
+  hazard_domain(const hazard_domain&) = delete;
+  hazard_domain& operator=(const hazard_domain&) = delete;
+
+  /// A record owned by the caller until release_record. Throws std::bad_alloc only
+  /// when every record is taken and a new one cannot be allocated.
+  hazard_record* acquire_record() {
+    hazard_thread_state& state = hazard_tls;
+    if (state.cached > 0) return state.cache[--state.cached];
+    return acquire_shared_record();
+  }
+
+  void release_record(hazard_record* record) noexcept {
+    // (1) release: the reader's accesses to the node it protected happen before a
+    // scanner's acquire load (4) that sees the cleared record.
+    record->pointer.store(nullptr, std::memory_order_release);
+    hazard_thread_state& state = hazard_tls;
+    if (!state.exited && state.cached < hazard_thread_state::cache_capacity) {
+      register_thread_flush(state);
+      state.cache[state.cached++] = record;
+      return;
+    }
+    // (2) release: pairs with the acquire CAS (3) of the next thread to take it.
+    record->in_use.store(false, std::memory_order_release);
+  }
+
+  /// Hands `node` to the domain: it is reclaimed once no hazard record holds it.
+  /// The caller must already have unpublished it. Never throws.
+  void retire(retirable* node) noexcept {
+    hazard_thread_state& state = hazard_tls;
+    if (state.exited) {
+      push_orphans(node, node);
+      return;
+    }
+    register_thread_flush(state);
+    node->next_retired = state.retired;
+    state.retired = node;
+    if (++state.retired_count >= scan_threshold()) scan(state);
+  }
+
+  /// Reclaims now every node retired by this thread or by exited threads that no
+  /// record protects. For tests and orderly shutdown; never needed for correctness.
+  void reclaim_now() noexcept {
+    hazard_thread_state& state = hazard_tls;
+    if (state.exited) return;
+    scan(state);
+  }
+
+  /// Called when a thread exits: cached records go back, unreclaimed nodes become orphans.
+  void thread_exit(hazard_thread_state& state) noexcept {
+    while (state.cached > 0) {
+      state.cache[--state.cached]->in_use.store(false, std::memory_order_release);  // (2)
+    }
+    scan(state);
+    if (state.retired != nullptr) {
+      retirable* tail = state.retired;
+      while (tail->next_retired != nullptr) tail = tail->next_retired;
+      push_orphans(state.retired, tail);
+    }
+    state.retired = nullptr;
+    state.retired_count = 0;
+    state.exited = true;
+  }
+
+ private:
+  hazard_domain() = default;
+  ~hazard_domain() {
+    // Process exit: reclaim what no surviving record protects. Records stay allocated
+    // (a static destroyed later may still release one).
+    hazard_thread_state leftovers;
+    scan(leftovers);
+    if (leftovers.retired != nullptr) {
+      retirable* tail = leftovers.retired;
+      while (tail->next_retired != nullptr) tail = tail->next_retired;
+      push_orphans(leftovers.retired, tail);
+    }
+  }
+
+  std::size_t scan_threshold() const noexcept {
+    // Relaxed: a heuristic; a stale count only moves the next scan a little.
+    const std::size_t records = record_count_.load(std::memory_order_relaxed);
+    return std::max<std::size_t>(128, 2 * records);
+  }
+
+  static void register_thread_flush(hazard_thread_state& state) noexcept;
+
+  hazard_record* acquire_shared_record() {
+    // (3) acquire: pairs with the release (2) of the thread that gave it back.
+    for (hazard_record* r = records_.load(std::memory_order_acquire); r != nullptr; r = r->next) {
+      bool expected = false;
+      if (!r->in_use.load(std::memory_order_relaxed) &&  // cheap pre-check; the CAS decides
+          r->in_use.compare_exchange_strong(expected, true, std::memory_order_acquire,
+                                            std::memory_order_relaxed)) {
+        return r;
+      }
+    }
+    auto* record = new hazard_record;
+    record->in_use.store(true, std::memory_order_relaxed);  // not yet shared
+    record->next = records_.load(std::memory_order_relaxed);
+    // (5) release: publishes the record's fields to scanners' acquire loads (4).
+    while (!records_.compare_exchange_weak(record->next, record, std::memory_order_release,
+                                           std::memory_order_relaxed)) {
+    }
+    record_count_.fetch_add(1, std::memory_order_relaxed);  // only a heuristic reads it
+    return record;
+  }
+
+  void push_orphans(retirable* head, retirable* tail) noexcept {
+    tail->next_retired = orphans_.load(std::memory_order_relaxed);
+    // (6) release: pairs with the acquire exchange (7) of the adopting scanner.
+    while (!orphans_.compare_exchange_weak(tail->next_retired, head, std::memory_order_release,
+                                           std::memory_order_relaxed)) {
+    }
+  }
+
+  void adopt_orphans(hazard_thread_state& state) noexcept {
+    // (7) acquire: pairs with (6).
+    retirable* adopted = orphans_.exchange(nullptr, std::memory_order_acquire);
+    while (adopted != nullptr) {
+      retirable* next = adopted->next_retired;
+      adopted->next_retired = state.retired;
+      state.retired = adopted;
+      ++state.retired_count;
+      adopted = next;
+    }
+  }
+
+  void scan(hazard_thread_state& state) noexcept {
+    adopt_orphans(state);
+    if (state.retired == nullptr) return;
+    std::vector<const void*> hazards;
+    try {
+      hazards.reserve(record_count_.load(std::memory_order_relaxed) + 16);
+    } catch (const std::bad_alloc&) {
+      return;  // keep everything; the next retire tries again
+    }
+    // Every reader's hazard store that preceded its successful re-validation is
+    // visible after this barrier (light_barrier is the other half).
+    heavy_barrier();
+    // (4) acquire: pairs with the records_ publication (5) and with a reader's
+    // release of its record (1), so a cleared record means the reader is done.
+    for (hazard_record* r = records_.load(std::memory_order_acquire); r != nullptr; r = r->next) {
+      if (const void* p = r->pointer.load(std::memory_order_acquire); p != nullptr) {
+        try {
+          hazards.push_back(p);
+        } catch (const std::bad_alloc&) {
+          return;  // keep everything; the next retire tries again
+        }
+      }
+    }
+    std::sort(hazards.begin(), hazards.end());
+    retirable* keep = nullptr;
+    std::size_t kept = 0;
+    retirable* node = state.retired;
+    while (node != nullptr) {
+      retirable* next = node->next_retired;
+      if (std::binary_search(hazards.begin(), hazards.end(), static_cast<const void*>(node))) {
+        node->next_retired = keep;
+        keep = node;
+        ++kept;
+      } else {
+        node->reclaim(node);
+      }
+      node = next;
+    }
+    state.retired = keep;
+    state.retired_count = kept;
+  }
+
+  std::atomic<hazard_record*> records_{nullptr};
+  std::atomic<std::size_t> record_count_{0};
+  std::atomic<retirable*> orphans_{nullptr};
+};
+
+/// Runs hazard_domain::thread_exit when the owning thread ends.
+struct hazard_thread_flusher {
+  ~hazard_thread_flusher() { hazard_domain::instance().thread_exit(hazard_tls); }
+};
+
+inline void hazard_domain::register_thread_flush(hazard_thread_state& state) noexcept {
+  if (state.flush_registered) return;
+  state.flush_registered = true;
+  thread_local hazard_thread_flusher flusher;
+  (void)flusher;  // odr-use: constructs it for this thread, so its destructor runs
+}
+
+/// Holds one hazard record: protects at most one node at a time. Movable, not
+/// copyable. Construction may throw std::bad_alloc (see acquire_record).
+class hazard_guard {
+ public:
+  hazard_guard() : record_(hazard_domain::instance().acquire_record()) {}
+  hazard_guard(hazard_guard&& other) noexcept : record_(std::exchange(other.record_, nullptr)) {}
+  hazard_guard& operator=(hazard_guard&& other) noexcept {
+    std::swap(record_, other.record_);
+    return *this;
+  }
+  hazard_guard(const hazard_guard&) = delete;
+  hazard_guard& operator=(const hazard_guard&) = delete;
+  ~hazard_guard() {
+    if (record_ != nullptr) hazard_domain::instance().release_record(record_);
+  }
+
+  /// Loads `source` and protects the loaded node: the result stays valid (not
+  /// reclaimed) until this guard protects something else or is destroyed.
+  /// Lock-free: retries only when a writer replaced the node in between.
+  template <class T>
+  T* protect(const std::atomic<T*>& source) noexcept {
+    // Relaxed: a first guess, validated below.
+    T* candidate = source.load(std::memory_order_relaxed);
+    for (;;) {
+      set(candidate);
+      light_barrier();
+      // (8) acquire: pairs with the writer's release CAS that published the node, so
+      // the node's contents are visible once we see its address.
+      T* current = source.load(std::memory_order_acquire);
+      if (current == candidate) return current;
+      candidate = current;
+    }
+  }
+
+  /// Protects `node`, which the caller owns and has not yet published: once it is
+  /// published and later retired, a scan sees this record (the publishing release
+  /// CAS orders this store before any retirement of the node).
+  void protect_unpublished(const void* node) noexcept { set(node); }
+
+  void clear() noexcept {
+    // (9) release: as (1).
+    record_->pointer.store(nullptr, std::memory_order_release);
+  }
+
+ private:
+  void set(const void* node) noexcept {
+    if constexpr (INTERLOCK_TSAN) {
+      // TSan does not model the barrier pair; a seq_cst store gives it the
+      // happens-before edge from this reader to the scanner.
+      record_->pointer.store(node, std::memory_order_seq_cst);
+    } else {
+      // Relaxed: ordered before the re-load by light_barrier / heavy_barrier.
+      record_->pointer.store(node, std::memory_order_relaxed);
+    }
+  }
+
+  hazard_record* record_;
+};
+
+}  // namespace detail
+
+/// Reclaims now every value that this thread or an exited thread replaced and that
+/// no live snapshot still holds. Never needed for correctness (reclamation runs on
+/// its own every few hundred replacements); useful in tests and before measuring
+/// memory.
+inline void reclaim_retired() noexcept { detail::hazard_domain::instance().reclaim_now(); }
+
+INTERLOCK_NAMESPACE_END
+
+#endif  // INTERLOCK_DETAIL_HAZARD_POINTER_HPP
