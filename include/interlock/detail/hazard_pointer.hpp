@@ -62,7 +62,9 @@ inline bool asymmetric_barrier() noexcept {
 
 /// The reader's half: orders its hazard store before its re-load of the source.
 inline void light_barrier() noexcept {
-  if (asymmetric_barrier()) {
+  if constexpr (INTERLOCK_TSAN) {
+    return;  // the hazard store itself is seq_cst under TSan (hazard_guard::set)
+  } else if (asymmetric_barrier()) {
     std::atomic_signal_fence(std::memory_order_seq_cst);  // heavy_barrier does the CPU part
   } else {
     std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with heavy_barrier's fence
@@ -71,6 +73,13 @@ inline void light_barrier() noexcept {
 
 /// The scanner's half: after it, every reader's earlier hazard store is visible.
 inline void heavy_barrier() noexcept {
+#if INTERLOCK_TSAN
+  // TSan does not support fences: a seq_cst read-modify-write stands in for one (the
+  // readers' hazard stores are seq_cst too, so the store-load order still holds).
+  static std::atomic<int> tsan_fence{0};
+  tsan_fence.fetch_add(0, std::memory_order_seq_cst);
+  return;
+#endif
 #if defined(__linux__)
   if (asymmetric_barrier() &&
       syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0) {
