@@ -284,7 +284,7 @@ class cas_slot {
   result commit(std::unique_ptr<node> fresh, Decide decide) {
     detail::hazard_guard current_guard;
     detail::hazard_guard fresh_guard;
-    fresh_guard.protect_unpublished(fresh.get());
+    fresh_guard.protect_stable(fresh.get());
     for (;;) {
       node* current = current_guard.protect(cell_.head);
       if (!decide(current)) return result{false, snapshot(std::move(current_guard), current)};

@@ -344,10 +344,11 @@ class hazard_guard {
     }
   }
 
-  /// Protects `node`, which the caller owns and has not yet published: once it is
-  /// published and later retired, a scan sees this record (the publishing release
-  /// CAS orders this store before any retirement of the node).
-  void protect_unpublished(const void* node) noexcept { set(node); }
+  /// Protects `node` without validation. The caller guarantees that the node cannot
+  /// be retired before this store is visible to a scanner: it owns the node and has
+  /// not yet published it (the publishing release orders this store first), or it
+  /// holds the lock under which the node would be unlinked (the unlock orders it).
+  void protect_stable(const void* node) noexcept { set(node); }
 
   void clear() noexcept {
     // (9) release: as (1).

@@ -272,6 +272,11 @@ class keyed_table {
   /// Locks the shard of `h`. Blocking (std::mutex).
   [[nodiscard]] locked_shard lock_shard(std::uint64_t h) { return locked_shard(this, &shard_for(h), h); }
 
+  /// A hash value that selects shard `index` (for visiting every shard's lock).
+  [[nodiscard]] std::uint64_t shard_hash(std::size_t index) const noexcept {
+    return shard_bits_ == 0 ? 0 : static_cast<std::uint64_t>(index) << (64 - shard_bits_);
+  }
+
   /// The number of shards (a power of two).
   [[nodiscard]] std::size_t shard_count() const noexcept { return shard_count_(); }
 

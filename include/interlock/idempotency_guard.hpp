@@ -1,0 +1,770 @@
+// interlock/idempotency_guard.hpp: exactly-once effects for retried and duplicated
+// requests, and unique claims.
+//
+// Design note. A client times out and retries a payment, or two copies of one request
+// arrive at once, and the charge runs twice. idempotency_guard<Key, Result> runs the
+// first call for a key, lets concurrent duplicates wait for it and share its result
+// (one shared object, no copy per waiter), replays that result to later retries until
+// it expires, and rejects the same key with a different request (a fingerprint
+// mismatch) without running anything. unique_claims<Key> is the same table without an
+// operation: try_claim(key) succeeds for exactly one caller until the claim is
+// released or expires (the double-spend / nullifier case).
+//
+// The per-key state machine (absent -> in progress -> completed | failed -> expired)
+// is `idempotency_record_state` with the pure decision function `decide_idempotent`,
+// separate from the in-memory table that stores the records, so that a shared store
+// (Redis, PostgreSQL) can hold the same states for several processes.
+//
+// Storage is detail::keyed_table: replaying a stored result or joining an execution in
+// flight takes no lock (a hazard-protected lookup); only creating, expiring, evicting
+// or forgetting a record locks its shard. Each shard keeps its completed records in
+// completion order, which is both the expiry queue and the eviction order.
+//
+// When not to use it: across processes (use the Redis store), or when the operation's
+// effect is itself idempotent and cheap (just run it).
+//
+// Memory ordering: everything the executing call did before it published the outcome
+// (the operation's effects and the stored result) is visible to every caller that
+// receives that outcome, joined or replayed: the state is published with a release
+// store (1) and read with acquire loads (2).
+//
+// Exceptions: an exception thrown by the operation reaches the executing caller and
+// every joined waiter (rethrown from one std::exception_ptr). By default nothing is
+// stored, so a later retry runs the operation again; with failure_policy::store the
+// failure is replayed until it expires. A record is never left in progress: the
+// executing call always publishes an outcome, success or failure, before it returns.
+// Hashing the request (sha256_error, or a codec's exception) and std::bad_alloc happen
+// before any record is created.
+#ifndef INTERLOCK_IDEMPOTENCY_GUARD_HPP
+#define INTERLOCK_IDEMPOTENCY_GUARD_HPP
+
+#include <interlock/config.hpp>
+#include <interlock/detail/hazard_pointer.hpp>
+#include <interlock/detail/keyed_table.hpp>
+#include <interlock/detail/wait_on_word.hpp>
+#include <interlock/sha256.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+INTERLOCK_NAMESPACE_BEGIN
+
+// ============================================================================
+// The state machine (store-independent)
+// ============================================================================
+
+/// The states of one idempotency key. `absent` and `expired` are the same to a
+/// caller: the next call executes.
+enum class idempotency_record_state : std::uint32_t { absent, in_progress, completed, failed, expired };
+
+/// What happened to one call.
+enum class run_status {
+  executed,     ///< this call ran the operation
+  joined,       ///< waited for the call in flight and shares its result
+  replayed,     ///< received the stored result of an earlier call
+  mismatch,     ///< the key was used with a different request: nothing ran
+  in_progress,  ///< another call is running it and this one did not wait (long enough)
+};
+
+/// What to do with a concurrent duplicate.
+enum class concurrency_policy {
+  wait,    ///< wait (bounded by run_for / run_until) and share the result (singleflight)
+  reject,  ///< return run_status::in_progress at once (the Stripe / IETF 409 behaviour)
+};
+
+/// What to keep when the operation throws.
+enum class failure_policy {
+  forget,  ///< store nothing: a later retry runs the operation again (default)
+  store,   ///< store the failure and replay it until it expires (Stripe v1)
+};
+
+/// The decision for a call, given the stored record (if any).
+enum class idempotency_action { execute, join, replay, mismatch, reject };
+
+/// The whole state machine: what a call with `fingerprint` does when the key's record
+/// is in `state` with `stored_fingerprint`. Pure; every store uses it.
+[[nodiscard]] constexpr idempotency_action decide_idempotent(idempotency_record_state state,
+                                                            const digest& stored_fingerprint,
+                                                            const digest& fingerprint,
+                                                            concurrency_policy policy) noexcept {
+  switch (state) {
+    case idempotency_record_state::absent:
+    case idempotency_record_state::expired:
+      return idempotency_action::execute;
+    case idempotency_record_state::in_progress:
+      if (stored_fingerprint != fingerprint) return idempotency_action::mismatch;
+      return policy == concurrency_policy::wait ? idempotency_action::join
+                                                : idempotency_action::reject;
+    case idempotency_record_state::completed:
+    case idempotency_record_state::failed:
+      return stored_fingerprint == fingerprint ? idempotency_action::replay
+                                               : idempotency_action::mismatch;
+  }
+  return idempotency_action::execute;
+}
+
+/// The result of idempotency_guard::run.
+template <class Result>
+struct run_outcome {
+  run_status status;
+  /// The shared result for executed, joined and replayed; empty otherwise.
+  std::shared_ptr<const Result> result;
+
+  [[nodiscard]] bool has_result() const noexcept { return result != nullptr; }
+  /// The result; precondition has_result().
+  const Result& operator*() const noexcept { return *result; }
+  const Result* operator->() const noexcept { return result.get(); }
+};
+
+/// Retention and behaviour of an idempotency_guard or unique_claims.
+struct idempotency_options {
+  /// How long a completed (or stored failed) record is kept after it completed.
+  std::chrono::nanoseconds time_to_live = std::chrono::hours(24);
+  /// The most completed records kept; the oldest completed are evicted beyond it,
+  /// never one in progress. Enforced per shard: each of the `shards` shards keeps at
+  /// most ceil(capacity / shards), evicting its own oldest (set shards = 1 for an
+  /// exact global order).
+  std::size_t capacity = std::numeric_limits<std::size_t>::max();
+  concurrency_policy on_concurrent = concurrency_policy::wait;
+  failure_policy on_failure = failure_policy::forget;
+  std::size_t shards = 64;
+};
+
+/// Counters of an idempotency_guard since construction (each read with a relaxed
+/// load: exact per counter, not a snapshot across counters).
+struct idempotency_stats {
+  std::uint64_t executed = 0;
+  std::uint64_t joined = 0;
+  std::uint64_t replayed = 0;
+  std::uint64_t mismatches = 0;
+  std::uint64_t in_progress_rejections = 0;
+  std::uint64_t failures = 0;
+  std::uint64_t expirations = 0;
+  std::uint64_t evictions = 0;
+  std::uint64_t entries = 0;  ///< records stored now (in progress and completed)
+};
+
+/// Counters of a unique_claims since construction.
+struct claim_stats {
+  std::uint64_t granted = 0;
+  std::uint64_t refused = 0;
+  std::uint64_t released = 0;
+  std::uint64_t expirations = 0;
+  std::uint64_t evictions = 0;
+  std::uint64_t entries = 0;  ///< claims held now
+};
+
+namespace detail {
+
+/// A relaxed event counter: a statistic, ordered with nothing else.
+struct event_counter {
+  std::atomic<std::uint64_t> value{0};
+  void bump() noexcept { value.fetch_add(1, std::memory_order_relaxed); }  // a statistic
+  [[nodiscard]] std::uint64_t get() const noexcept {
+    return value.load(std::memory_order_relaxed);  // a statistic
+  }
+};
+
+/// A stored record with an expiry and a place in its shard's completion order.
+template <class Key>
+struct retained_entry : keyed_entry<Key> {
+  using keyed_entry<Key>::keyed_entry;
+  /// Expiry in ticks of the clock since its epoch. Written before the record is
+  /// published as completed, immutable after.
+  std::int64_t expires_at = std::numeric_limits<std::int64_t>::max();
+  // Completion order, guarded by the shard lock.
+  retained_entry* older = nullptr;
+  retained_entry* newer = nullptr;
+  bool in_order = false;
+};
+
+/// The retention machinery shared by idempotency_guard and unique_claims: a keyed
+/// table whose shards keep their completed entries oldest first, expire them and
+/// evict beyond a capacity. Entries to retire are collected while a shard is locked
+/// and retired after it is unlocked (a reclamation scan never runs under the lock).
+template <class Key, class Entry, class Hash, class Equal, class Clock>
+class retained_table {
+ public:
+  using time_point = typename Clock::time_point;
+  using table_type = keyed_table<Key, Entry, Hash, Equal>;
+  using locked_shard = typename table_type::locked_shard;
+
+  retained_table(const idempotency_options& options, std::function<time_point()> now)
+      : options_(options),
+        now_(now ? std::move(now) : std::function<time_point()>(&Clock::now)),
+        table_(options.shards),
+        orders_(table_.shard_count()),
+        per_shard_capacity_(per_shard(options.capacity, table_.shard_count())) {}
+
+  table_type& table() noexcept { return table_; }
+  const table_type& table() const noexcept { return table_; }
+  const idempotency_options& options() const noexcept { return options_; }
+
+  [[nodiscard]] std::int64_t now_ticks() const { return now_().time_since_epoch().count(); }
+
+  /// now + time_to_live, saturating.
+  [[nodiscard]] std::int64_t expiry_from_now() const {
+    using ticks = typename Clock::duration;
+    const std::int64_t now = now_ticks();
+    const std::int64_t max = std::numeric_limits<std::int64_t>::max();
+    const auto ttl_ns = options_.time_to_live;
+    if (ttl_ns >= std::chrono::duration_cast<std::chrono::nanoseconds>(ticks::max())) return max;
+    const auto ttl = static_cast<std::int64_t>(std::chrono::duration_cast<ticks>(ttl_ns).count());
+    return ttl > max - now ? max : now + ttl;
+  }
+
+  static bool expired(const Entry& e, std::int64_t now) noexcept { return now >= e.expires_at; }
+
+  /// Under the shard lock: appends a completed entry to the shard's order and evicts
+  /// the oldest beyond capacity into `retired`.
+  void complete_locked(locked_shard& shard, Entry* e, std::vector<Entry*>& retired) {
+    retired.reserve(retired.size() + 1);  // may throw before anything changes
+    order& o = orders_[shard.index()];
+    e->in_order = true;
+    e->older = o.newest;
+    e->newer = nullptr;
+    (o.newest != nullptr ? o.newest->newer : o.oldest) = e;
+    o.newest = e;
+    ++o.size;
+    while (o.size > per_shard_capacity_) {
+      auto* victim = static_cast<Entry*>(o.oldest);
+      erase_locked(shard, victim);
+      retired.push_back(victim);
+      evictions_.bump();
+    }
+  }
+
+  /// Under the shard lock: removes the shard's expired entries (oldest first).
+  void purge_locked(locked_shard& shard, std::int64_t now, std::vector<Entry*>& retired) {
+    order& o = orders_[shard.index()];
+    while (o.oldest != nullptr && expired(*static_cast<Entry*>(o.oldest), now)) {
+      auto* victim = static_cast<Entry*>(o.oldest);
+      retired.push_back(victim);  // may throw: then nothing was erased yet
+      erase_locked(shard, victim);
+      expirations_.bump();
+    }
+  }
+
+  /// Under the shard lock: removes one expired entry found by key.
+  void expire_locked(locked_shard& shard, Entry* e, std::vector<Entry*>& retired) {
+    retired.push_back(e);
+    erase_locked(shard, e);
+    expirations_.bump();
+  }
+
+  /// Under the shard lock: unlinks `e` from the table and from the completion order.
+  void erase_locked(locked_shard& shard, Entry* e) noexcept {
+    if (e->in_order) {
+      order& o = orders_[shard.index()];
+      (e->older != nullptr ? e->older->newer : o.oldest) = e->newer;
+      (e->newer != nullptr ? e->newer->older : o.newest) = e->older;
+      e->in_order = false;
+      --o.size;
+    }
+    shard.erase(e);
+  }
+
+  static void retire_all(std::vector<Entry*>& retired) noexcept {
+    for (Entry* e : retired) table_type::retire(e);
+    retired.clear();
+  }
+
+  /// Removes every expired entry now. O(shards + expired).
+  std::size_t purge_expired() {
+    std::size_t purged = 0;
+    std::vector<Entry*> retired;
+    const std::int64_t now = now_ticks();
+    for (std::size_t i = 0; i < table_.shard_count(); ++i) {
+      {
+        auto shard = table_.lock_shard(table_.shard_hash(i));
+        purge_locked(shard, now, retired);
+      }
+      purged += retired.size();
+      retire_all(retired);
+    }
+    return purged;
+  }
+
+  [[nodiscard]] std::uint64_t expirations() const noexcept { return expirations_.get(); }
+  [[nodiscard]] std::uint64_t evictions() const noexcept { return evictions_.get(); }
+
+ private:
+  struct alignas(cache_line_size) order {
+    retained_entry<Key>* oldest = nullptr;
+    retained_entry<Key>* newest = nullptr;
+    std::size_t size = 0;
+  };
+
+  static std::size_t per_shard(std::size_t capacity, std::size_t shards) noexcept {
+    if (capacity == std::numeric_limits<std::size_t>::max()) return capacity;
+    return capacity / shards + (capacity % shards != 0 ? 1 : 0);
+  }
+
+  idempotency_options options_;
+  std::function<time_point()> now_;
+  table_type table_;
+  std::vector<order> orders_;
+  std::size_t per_shard_capacity_;
+  event_counter expirations_;
+  event_counter evictions_;
+};
+
+}  // namespace detail
+
+// ============================================================================
+// idempotency_guard
+// ============================================================================
+
+/// Runs an operation at most once per key (until its record expires) and gives every
+/// caller with that key the same outcome.
+///
+/// Thread-safety: every member function is thread-safe.
+/// Progress: replaying a stored result and detecting a mismatch take no lock (one
+/// hashed, hazard-protected lookup; lock-free); creating a record locks one shard
+/// briefly; joining blocks until the execution in flight publishes its outcome or the
+/// caller's deadline passes.
+/// Complexity: O(1) expected per call, plus the expired records a call purges.
+template <class Key, class Result, class Hash = key_hash<Key>, class Equal = std::equal_to<>,
+          class Clock = std::chrono::steady_clock>
+class idempotency_guard {
+  struct entry : detail::retained_entry<Key> {
+    template <class K>
+    entry(K&& k, std::uint64_t h, const digest& fp)
+        : detail::retained_entry<Key>(std::forward<K>(k), h), fingerprint(fp) {
+      this->reclaim = [](detail::retirable* self) noexcept { delete static_cast<entry*>(self); };
+    }
+    const digest fingerprint;
+    detail::wait_word state{static_cast<std::uint32_t>(idempotency_record_state::in_progress)};
+    std::atomic<std::uint32_t> waiters{0};
+    // Written by the executing call before the state is published (1); immutable after.
+    std::shared_ptr<const Result> result;
+    std::exception_ptr failure;
+  };
+  using retained = detail::retained_table<Key, entry, Hash, Equal, Clock>;
+  using steady_deadline = std::chrono::steady_clock::time_point;
+
+ public:
+  using key_type = Key;
+  using result_type = Result;
+  using clock_type = Clock;
+  using time_point = typename Clock::time_point;
+  using outcome = run_outcome<Result>;
+
+  /// `now` replaces Clock::now for expiry (tests pass a fake clock; nothing sleeps).
+  explicit idempotency_guard(idempotency_options options = {},
+                             std::function<time_point()> now = nullptr)
+      : store_(options, std::move(now)) {}
+
+  idempotency_guard(const idempotency_guard&) = delete;
+  idempotency_guard& operator=(const idempotency_guard&) = delete;
+
+  /// Runs op() -> Result for the first call with `key`; see run_status for the other
+  /// cases. `request` identifies the request: its fingerprint is
+  /// content_digest(request), or `request` itself when it is an interlock::digest.
+  /// A concurrent duplicate waits without a deadline (or is rejected, per policy).
+  /// Throws what op throws (to the executing and every joined caller), and what
+  /// hashing the request or allocating a record throws (before anything is recorded).
+  template <class K, class Request, class Op>
+  outcome run(const K& key, const Request& request, Op&& op) {
+    return run_impl(key, fingerprint_of(request), op, nullptr);
+  }
+
+  /// As run, but a concurrent duplicate waits at most `timeout`, then returns
+  /// run_status::in_progress.
+  template <class K, class Request, class Rep, class Period, class Op>
+  outcome run_for(const K& key, const Request& request, std::chrono::duration<Rep, Period> timeout,
+                  Op&& op) {
+    const steady_deadline deadline =
+        std::chrono::steady_clock::now() +
+        std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
+    return run_impl(key, fingerprint_of(request), op, &deadline);
+  }
+
+  /// As run_for, with a deadline on the steady clock.
+  template <class K, class Request, class Op>
+  outcome run_until(const K& key, const Request& request, steady_deadline deadline, Op&& op) {
+    return run_impl(key, fingerprint_of(request), op, &deadline);
+  }
+
+  /// Drops the completed (or stored failed) record for `key`, so the next call runs.
+  /// Returns false when there is none, or when the key is in progress (never
+  /// dropped: that would let a second execution start beside the first).
+  /// Blocking (one shard lock).
+  template <class K>
+  bool forget(const K& key) {
+    const std::uint64_t h = store_.table().hash_of(key);
+    entry* victim = nullptr;
+    {
+      auto shard = store_.table().lock_shard(h);
+      victim = shard.find(key);
+      if (victim == nullptr || state_of(*victim) == idempotency_record_state::in_progress) {
+        return false;
+      }
+      store_.erase_locked(shard, victim);
+    }
+    retained::table_type::retire(victim);
+    return true;
+  }
+
+  /// Removes every expired record now (expired records are also removed as their
+  /// shard is used). Returns how many. Blocking; O(shards + expired).
+  std::size_t purge_expired() { return store_.purge_expired(); }
+
+  /// The counters; `entries` locks each shard in turn (O(shards)).
+  [[nodiscard]] idempotency_stats stats() const {
+    idempotency_stats s;
+    s.executed = executed_.get();
+    s.joined = joined_.get();
+    s.replayed = replayed_.get();
+    s.mismatches = mismatches_.get();
+    s.in_progress_rejections = rejections_.get();
+    s.failures = failures_.get();
+    s.expirations = store_.expirations();
+    s.evictions = store_.evictions();
+    s.entries = store_.table().size();
+    return s;
+  }
+
+  /// Records stored now (in progress and completed). O(shards).
+  [[nodiscard]] std::size_t size() const { return store_.table().size(); }
+
+ private:
+  template <class Request>
+  static digest fingerprint_of(const Request& request) {
+    if constexpr (std::is_same_v<Request, digest>) {
+      return request;
+    } else {
+      return content_digest(request);
+    }
+  }
+
+  static idempotency_record_state state_of(const entry& e) noexcept {
+    // (2) acquire: pairs with the publication (1); the result and failure written
+    // before it are visible.
+    return static_cast<idempotency_record_state>(e.state.load(std::memory_order_acquire));
+  }
+
+  idempotency_record_state visible_state(const entry& e, std::int64_t now) const noexcept {
+    const auto s = state_of(e);
+    const bool done =
+        s == idempotency_record_state::completed || s == idempotency_record_state::failed;
+    return done && retained::expired(e, now) ? idempotency_record_state::expired : s;
+  }
+
+  template <class K, class Op>
+  outcome run_impl(const K& key, const digest& fingerprint, Op& op,
+                   const steady_deadline* deadline) {
+    auto& table = store_.table();
+    const std::uint64_t h = table.hash_of(key);
+    typename retained::table_type::lookup_guards guards;
+    // Fast path, no lock: replay, mismatch, join or reject on a live record.
+    if (entry* e = table.find(guards, key, h)) {
+      if (auto answered = answer(*e, fingerprint, deadline)) return std::move(*answered);
+    }
+    // Slow path: under the shard lock, find the record again or create ours.
+    for (;;) {
+      entry* existing = nullptr;
+      entry* mine = nullptr;
+      std::vector<entry*> retired;
+      {
+        auto shard = table.lock_shard(h);
+        const std::int64_t now = store_.now_ticks();
+        store_.purge_locked(shard, now, retired);
+        existing = shard.find(key);
+        if (existing != nullptr &&
+            visible_state(*existing, now) == idempotency_record_state::expired) {
+          store_.expire_locked(shard, existing, retired);
+          existing = nullptr;
+        }
+        if (existing == nullptr) {
+          mine = new entry(Key(key), h, fingerprint);
+          shard.insert(mine);
+        }
+        // Pinned while the lock is held: it can only be unlinked under this lock.
+        guards.found.protect_stable(existing != nullptr ? existing : mine);
+      }
+      retained::retire_all(retired);
+      if (mine != nullptr) return execute(*mine, op);
+      if (auto answered = answer(*existing, fingerprint, deadline)) return std::move(*answered);
+      // It expired or a forgotten failure was removed meanwhile: try again.
+    }
+  }
+
+  /// The answer for a call that found record `e`, or empty when this call must execute.
+  std::optional<outcome> answer(entry& e, const digest& fingerprint,
+                                const steady_deadline* deadline) {
+    const auto state = visible_state(e, store_.now_ticks());
+    switch (decide_idempotent(state, e.fingerprint, fingerprint, store_.options().on_concurrent)) {
+      case idempotency_action::mismatch:
+        mismatches_.bump();
+        return outcome{run_status::mismatch, nullptr};
+      case idempotency_action::reject:
+        rejections_.bump();
+        return outcome{run_status::in_progress, nullptr};
+      case idempotency_action::replay:
+        if (state == idempotency_record_state::failed &&
+            store_.options().on_failure == failure_policy::forget) {
+          return std::nullopt;  // a failure being removed, not stored: run again
+        }
+        replayed_.bump();
+        return deliver(e, run_status::replayed);
+      case idempotency_action::join:
+        if (!wait_for_outcome(e, deadline)) {
+          rejections_.bump();
+          return outcome{run_status::in_progress, nullptr};
+        }
+        joined_.bump();
+        return deliver(e, run_status::joined);
+      case idempotency_action::execute:
+        break;
+    }
+    return std::nullopt;
+  }
+
+  /// The outcome of a completed record; rethrows a failed record's exception.
+  static outcome deliver(const entry& e, run_status status) {
+    if (state_of(e) == idempotency_record_state::failed) std::rethrow_exception(e.failure);
+    return outcome{status, e.result};
+  }
+
+  /// Waits until `e` leaves in_progress; false when the deadline passed first.
+  bool wait_for_outcome(entry& e, const steady_deadline* deadline) {
+    constexpr auto in_progress = static_cast<std::uint32_t>(idempotency_record_state::in_progress);
+    while (state_of(e) == idempotency_record_state::in_progress) {
+      // (3) seq_cst, with the publisher's (1) and (4): either the publisher sees this
+      // waiter and wakes it, or the futex sees the published state and returns.
+      e.waiters.fetch_add(1, std::memory_order_seq_cst);
+      bool in_time = true;
+      if (deadline == nullptr) {
+        detail::wait(e.state, in_progress);
+      } else {
+        in_time = detail::wait_until(e.state, in_progress, *deadline);
+      }
+      e.waiters.fetch_sub(1, std::memory_order_relaxed);  // a count; the futex orders
+      if (!in_time) return state_of(e) != idempotency_record_state::in_progress;
+    }
+    return true;
+  }
+
+  void publish(entry& e, idempotency_record_state state) noexcept {
+    // (1) seq_cst (a release, and ordered before (4)): pairs with (2) and (3).
+    e.state.store(static_cast<std::uint32_t>(state), std::memory_order_seq_cst);
+  }
+
+  static void wake_waiters(entry& e) noexcept {
+    if (e.waiters.load(std::memory_order_seq_cst) > 0) detail::wake_all(e.state);  // (4)
+  }
+
+  template <class Op>
+  outcome execute(entry& e, Op& op) {
+    std::shared_ptr<const Result> result;
+    try {
+      result = std::make_shared<const Result>(std::invoke(op));
+    } catch (...) {
+      fail(e, std::current_exception());
+      throw;
+    }
+    executed_.bump();
+    e.result = result;
+    finish(e, idempotency_record_state::completed);
+    return outcome{run_status::executed, std::move(result)};
+  }
+
+  /// Publishes a completed (or stored failed) record: it enters its shard's
+  /// completion order, which may evict older records.
+  void finish(entry& e, idempotency_record_state state) noexcept {
+    e.expires_at = store_.expiry_from_now();
+    std::vector<entry*> retired;
+    {
+      auto shard = store_.table().lock_shard(e.hash);
+      try {
+        store_.complete_locked(shard, &e, retired);
+      } catch (const std::bad_alloc&) {
+        // Out of memory for the eviction list: keep the record, evict later.
+      }
+      publish(e, state);
+    }
+    wake_waiters(e);
+    retained::retire_all(retired);
+  }
+
+  void fail(entry& e, std::exception_ptr failure) noexcept {
+    failures_.bump();
+    e.failure = std::move(failure);
+    if (store_.options().on_failure == failure_policy::store) {
+      finish(e, idempotency_record_state::failed);
+      return;
+    }
+    {
+      auto shard = store_.table().lock_shard(e.hash);
+      store_.erase_locked(shard, &e);  // a retry runs again
+      publish(e, idempotency_record_state::failed);
+    }
+    wake_waiters(e);
+    retained::table_type::retire(&e);  // joined waiters still hold hazard pointers
+  }
+
+  retained store_;
+  detail::event_counter executed_, joined_, replayed_, mismatches_, rejections_, failures_;
+};
+
+// ============================================================================
+// unique_claims
+// ============================================================================
+
+/// Claims that succeed for exactly one caller per key, until released or expired
+/// (the double-spend / nullifier case). A claim can carry an owner, inspected with
+/// owner_of. Retention: by default claims never expire (time_to_live = max) and are
+/// never evicted; with a capacity, the oldest claims are evicted (and can then be
+/// claimed again): choose a capacity only where that is acceptable.
+///
+/// Thread-safety: every member function is thread-safe. Progress: a refused claim and
+/// owner_of take no lock (lock-free lookup); granting or releasing locks one shard.
+template <class Key, class Owner = std::string, class Hash = key_hash<Key>,
+          class Equal = std::equal_to<>, class Clock = std::chrono::steady_clock>
+class unique_claims {
+  struct entry : detail::retained_entry<Key> {
+    template <class K>
+    entry(K&& k, std::uint64_t h, std::optional<Owner> o)
+        : detail::retained_entry<Key>(std::forward<K>(k), h), owner(std::move(o)) {
+      this->reclaim = [](detail::retirable* self) noexcept { delete static_cast<entry*>(self); };
+    }
+    const std::optional<Owner> owner;
+  };
+  using retained = detail::retained_table<Key, entry, Hash, Equal, Clock>;
+
+ public:
+  using time_point = typename Clock::time_point;
+
+  /// Options whose time_to_live defaults to "never expires".
+  static idempotency_options default_options() {
+    idempotency_options options;
+    options.time_to_live = std::chrono::nanoseconds::max();
+    return options;
+  }
+
+  explicit unique_claims(idempotency_options options = default_options(),
+                         std::function<time_point()> now = nullptr)
+      : store_(options, std::move(now)) {}
+
+  /// True for exactly one caller per key until release(key) or expiry. Lock-free
+  /// when the key is already claimed; otherwise locks one shard. Throws only
+  /// std::bad_alloc (or what copying the key or owner throws), claiming nothing.
+  template <class K>
+  [[nodiscard]] bool try_claim(const K& key, std::optional<Owner> owner = std::nullopt) {
+    auto& table = store_.table();
+    const std::uint64_t h = table.hash_of(key);
+    {
+      typename retained::table_type::lookup_guards guards;
+      if (entry* e = table.find(guards, key, h); e != nullptr && !retained::expired(*e, store_.now_ticks())) {
+        refused_.bump();
+        return false;
+      }
+    }
+    std::vector<entry*> retired;
+    bool granted = false;
+    {
+      auto shard = table.lock_shard(h);
+      const std::int64_t now = store_.now_ticks();
+      store_.purge_locked(shard, now, retired);
+      entry* e = shard.find(key);
+      if (e != nullptr && retained::expired(*e, now)) {
+        store_.expire_locked(shard, e, retired);
+        e = nullptr;
+      }
+      if (e == nullptr) {
+        auto fresh = std::make_unique<entry>(Key(key), h, std::move(owner));
+        fresh->expires_at = store_.expiry_from_now();
+        retired.reserve(retired.size() + 1);
+        shard.insert(fresh.get());
+        store_.complete_locked(shard, fresh.release(), retired);
+        granted = true;
+      }
+    }
+    retained::retire_all(retired);
+    (granted ? granted_ : refused_).bump();
+    return granted;
+  }
+
+  /// Releases the claim on `key` so it can be claimed again. False when not claimed.
+  template <class K>
+  bool release(const K& key) {
+    const std::uint64_t h = store_.table().hash_of(key);
+    entry* victim = nullptr;
+    {
+      auto shard = store_.table().lock_shard(h);
+      victim = shard.find(key);
+      if (victim == nullptr) return false;
+      store_.erase_locked(shard, victim);
+    }
+    retained::table_type::retire(victim);
+    released_.bump();
+    return true;
+  }
+
+  /// True when `key` is claimed and the claim has not expired. Lock-free.
+  template <class K>
+  [[nodiscard]] bool is_claimed(const K& key) const {
+    typename retained::table_type::lookup_guards guards;
+    const entry* e = find_live(guards, key);
+    return e != nullptr;
+  }
+
+  /// The owner recorded with the claim on `key`: empty when unclaimed or claimed
+  /// without an owner. Lock-free; copies the owner.
+  template <class K>
+  [[nodiscard]] std::optional<Owner> owner_of(const K& key) const {
+    typename retained::table_type::lookup_guards guards;
+    const entry* e = find_live(guards, key);
+    return e != nullptr ? e->owner : std::nullopt;
+  }
+
+  std::size_t purge_expired() { return store_.purge_expired(); }
+
+  [[nodiscard]] claim_stats stats() const {
+    claim_stats s;
+    s.granted = granted_.get();
+    s.refused = refused_.get();
+    s.released = released_.get();
+    s.expirations = store_.expirations();
+    s.evictions = store_.evictions();
+    s.entries = store_.table().size();
+    return s;
+  }
+
+  [[nodiscard]] std::size_t size() const { return store_.table().size(); }
+
+ private:
+  template <class K>
+  const entry* find_live(typename retained::table_type::lookup_guards& guards, const K& key) const {
+    auto& table = store_.table();
+    const std::uint64_t h = table.hash_of(key);
+    if (entry* e = table.find(guards, key, h); e != nullptr && !retained::expired(*e, store_.now_ticks())) {
+      return e;
+    }
+    // A false miss is possible while the shard grows: confirm under the lock.
+    auto shard = table.lock_shard(h);
+    entry* e = shard.find(key);
+    if (e == nullptr || retained::expired(*e, store_.now_ticks())) return nullptr;
+    guards.found.protect_stable(e);
+    return e;
+  }
+
+  mutable retained store_;  // lookups from const members lock shards
+  detail::event_counter granted_, refused_, released_;
+};
+
+INTERLOCK_NAMESPACE_END
+
+#endif  // INTERLOCK_IDEMPOTENCY_GUARD_HPP
