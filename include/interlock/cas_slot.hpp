@@ -224,7 +224,8 @@ class cas_slot {
   /// Thread-safe; blocking (futex); no lost wake-ups.
   snapshot wait_for_change(stamp_type seen_stamp) const {
     for (;;) {
-      if (auto changed = wait_step(seen_stamp, nullptr)) return std::move(*changed);
+      using no_deadline = const std::chrono::steady_clock::time_point*;
+      if (auto changed = wait_step(seen_stamp, no_deadline{nullptr})) return std::move(*changed);
     }
   }
 
