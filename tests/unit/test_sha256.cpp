@@ -15,6 +15,7 @@
 #include <optional>
 #include <random>
 #include <set>
+#include <stdexcept>
 #include <sstream>
 #include <string>
 #include <tuple>
@@ -293,4 +294,27 @@ TEST_CASE("one-shot hashing is independent per thread", "[sha256][threads]") {
   }
   for (auto& w : workers) w.join();
   CHECK(mismatches.load() == 0);
+}
+
+namespace {
+struct throws_midway {
+  int value;
+};
+}  // namespace
+
+template <>
+struct interlock::content_codec<throws_midway> {
+  template <interlock::byte_sink Sink>
+  static void encode(const throws_midway& v, Sink& sink) {
+    interlock::encode_field(sink, v.value);
+    throw std::runtime_error("codec failed half-way");
+  }
+};
+
+TEST_CASE("a codec that throws half-way leaves the next digest correct", "[sha256][codec]") {
+  const auto expected = interlock::sha256_digest("abc");
+  CHECK_THROWS_AS(interlock::content_digest(throws_midway{7}), std::runtime_error);
+  CHECK(interlock::sha256_digest("abc") == expected);
+  CHECK_THROWS_AS(interlock::content_digest(throws_midway{8}), std::runtime_error);
+  CHECK(interlock::content_digest(std::string("abc")) == expected);
 }
