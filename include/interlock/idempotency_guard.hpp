@@ -54,6 +54,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <ratio>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -219,7 +220,11 @@ class retained_table {
     const std::int64_t now = now_ticks();
     const std::int64_t max = std::numeric_limits<std::int64_t>::max();
     const auto ttl_ns = options_.time_to_live;
-    if (ttl_ns >= std::chrono::duration_cast<std::chrono::nanoseconds>(ticks::max())) return max;
+    if constexpr (std::ratio_less_v<typename ticks::period, std::nano>) {
+      // Ticks finer than a nanosecond: the conversion below could overflow.
+      if (ttl_ns >= std::chrono::duration_cast<std::chrono::nanoseconds>(ticks::max())) return max;
+    }
+    // Ticks of a nanosecond or coarser: the conversion only divides.
     const auto ttl = static_cast<std::int64_t>(std::chrono::duration_cast<ticks>(ttl_ns).count());
     return ttl > max - now ? max : now + ttl;
   }

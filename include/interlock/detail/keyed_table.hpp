@@ -105,7 +105,7 @@ class keyed_table {
   static constexpr std::size_t initial_buckets = 8;
 
   explicit keyed_table(std::size_t shard_count = 64, Hash hash = Hash{}, Equal equal = Equal{})
-      : shard_bits_(static_cast<unsigned>(std::countr_zero(std::bit_ceil(shard_count < 2 ? 2 : shard_count)))),
+      : shard_bits_(static_cast<unsigned>(std::countr_zero(std::bit_ceil(shard_count < 1 ? 1 : shard_count)))),
         shards_(new shard[std::size_t{1} << shard_bits_]),
         hash_(std::move(hash)),
         equal_(std::move(equal)) {
@@ -216,9 +216,10 @@ class keyed_table {
 
     /// Unlinks `entry` and hands it to the caller for retirement (retire it after
     /// the lock is released, so a reclamation scan does not run under the lock).
+    /// `entry` may have any key of this shard (its own hash picks the bucket).
     void erase(Entry* entry) noexcept {
       bucket_array* array = s_->buckets.load(std::memory_order_relaxed);
-      link* source = &array->heads[h_ & array->mask];
+      link* source = &array->heads[entry->hash & array->mask];
       while (source->load(std::memory_order_relaxed) != entry) {
         source = &source->load(std::memory_order_relaxed)->next;
       }

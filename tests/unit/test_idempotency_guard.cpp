@@ -1,0 +1,755 @@
+// idempotency_guard and unique_claims: racing duplicates run the operation exactly once
+// and share one result; retries replay; mismatches run nothing; failures reach every
+// caller; expiry (fake clock), eviction, bounded waits, forget, stats; one winner per
+// claimed nullifier.
+#include <interlock/idempotency_guard.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <latch>
+#include <memory>
+#include <numeric>
+#include <optional>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+namespace {
+
+using namespace std::chrono_literals;
+using interlock::idempotency_guard;
+using interlock::idempotency_options;
+using interlock::run_status;
+using interlock::unique_claims;
+
+#if INTERLOCK_TSAN || defined(__SANITIZE_ADDRESS__)
+constexpr bool sanitized = true;
+#else
+constexpr bool sanitized = false;
+#endif
+
+/// A clock that moves only when the test advances it: expiry without sleeping.
+struct fake_clock {
+  std::atomic<std::int64_t> nanoseconds{1'000'000'000};
+
+  void advance(std::chrono::nanoseconds by) { nanoseconds.fetch_add(by.count()); }
+
+  std::function<std::chrono::steady_clock::time_point()> now() {
+    return [this] {
+      return std::chrono::steady_clock::time_point(std::chrono::nanoseconds(nanoseconds.load()));
+    };
+  }
+};
+
+/// Starts `count` threads together (a latch) and joins them.
+template <class Body>
+void run_threads(int count, Body body) {
+  std::latch start(count);
+  std::vector<std::thread> threads;
+  threads.reserve(static_cast<std::size_t>(count));
+  for (int t = 0; t < count; ++t) {
+    threads.emplace_back([&start, &body, t] {
+      start.arrive_and_wait();
+      body(t);
+    });
+  }
+  for (auto& thread : threads) thread.join();
+}
+
+/// Holds one key in progress on another thread until release() (or a generous
+/// safety deadline, so a wrong implementation fails the test instead of hanging it).
+class held_call {
+ public:
+  template <class Guard>
+  held_call(Guard& guard, std::string key, std::string request)
+      : thread_([this, &guard, key = std::move(key), request = std::move(request)] {
+          auto out = guard.run(key, request, [this] {
+            started_.store(true);
+            const auto give_up = std::chrono::steady_clock::now() + 30s;
+            while (!released_.load() && std::chrono::steady_clock::now() < give_up) {
+              std::this_thread::sleep_for(1ms);
+            }
+            return typename Guard::result_type{};
+          });
+          executed_.store(out.status == run_status::executed);
+        }) {
+    while (!started_.load()) std::this_thread::yield();
+  }
+  held_call(const held_call&) = delete;
+  held_call& operator=(const held_call&) = delete;
+  ~held_call() { finish(); }
+
+  /// Lets the held call complete and joins it. Returns whether it executed.
+  bool finish() {
+    released_.store(true);
+    if (thread_.joinable()) thread_.join();
+    return executed_.load();
+  }
+
+ private:
+  std::atomic<bool> started_{false};
+  std::atomic<bool> released_{false};
+  std::atomic<bool> executed_{false};
+  std::thread thread_;
+};
+
+}  // namespace
+
+TEST_CASE("idempotency_guard: 16 concurrent duplicates run the operation once and share one result",
+          "[idempotency_guard][stress]") {
+  constexpr int threads = 16;
+  idempotency_guard<std::string, std::string> guard;
+  std::atomic<int> runs{0};
+  std::atomic<int> arrived{0};
+  std::atomic<int> executed{0};
+  std::atomic<int> joined{0};
+  std::atomic<int> other{0};
+  std::vector<std::shared_ptr<const std::string>> seen(threads);  // one slot per thread
+
+  run_threads(threads, [&](int t) {
+    arrived.fetch_add(1);
+    auto out = guard.run("payment:42", std::string("charge 10 EUR to card 4242"), [&] {
+      runs.fetch_add(1);
+      // Stay in flight until every caller has arrived, and a little longer, so that
+      // all of them find the call in progress.
+      while (arrived.load() < threads) std::this_thread::yield();
+      std::this_thread::sleep_for(sanitized ? 200ms : 20ms);
+      return "receipt from thread " + std::to_string(t);
+    });
+    switch (out.status) {
+      case run_status::executed:
+        executed.fetch_add(1);
+        break;
+      case run_status::joined:
+        joined.fetch_add(1);
+        break;
+      default:
+        other.fetch_add(1);
+        break;
+    }
+    seen[static_cast<std::size_t>(t)] = out.result;
+  });
+
+  CHECK(runs.load() == 1);
+  CHECK(executed.load() == 1);
+  CHECK(joined.load() == threads - 1);
+  CHECK(other.load() == 0);
+  REQUIRE(seen[0] != nullptr);
+  for (const auto& result : seen) CHECK(result.get() == seen[0].get());  // one shared object
+  const auto stats = guard.stats();
+  CHECK(stats.executed == 1);
+  CHECK(stats.joined == threads - 1);
+  CHECK(stats.replayed == 0);
+  CHECK(stats.entries == 1);
+  auto later = guard.run("payment:42", std::string("charge 10 EUR to card 4242"),
+                         [&] { return std::string("must not run"); });
+  CHECK(later.status == run_status::replayed);
+  CHECK(later.result.get() == seen[0].get());
+  CHECK(runs.load() == 1);
+}
+
+TEST_CASE("idempotency_guard: 8 threads retrying 10,000 random keys run each operation once",
+          "[idempotency_guard][stress]") {
+  constexpr int threads = 8;
+  constexpr int passes = 2;
+  constexpr std::size_t key_count = 10000;  // about a second under TSan
+
+  std::vector<std::string> keys;
+  {
+    std::mt19937_64 random(2024);
+    std::unordered_set<std::string> unique;
+    while (keys.size() < key_count) {
+      std::string key = "order:" + std::to_string(random() % 1'000'000'000'000ULL);
+      if (unique.insert(key).second) keys.push_back(std::move(key));
+    }
+  }
+
+  idempotency_guard<std::string, std::uint64_t> guard;
+  std::vector<std::atomic<int>> runs(key_count);
+  std::vector<std::atomic<std::uint64_t>> executor(key_count);  // thread + 1 that ran it
+  std::vector<std::vector<std::uint64_t>> seen(threads, std::vector<std::uint64_t>(key_count, 0));
+  std::atomic<std::uint64_t> without_result{0};
+  std::atomic<std::uint64_t> changed_between_passes{0};
+  std::atomic<std::uint64_t> executed{0};
+  std::atomic<std::uint64_t> joined_or_replayed{0};
+
+  run_threads(threads, [&](int t) {
+    std::vector<std::size_t> order(key_count);
+    std::iota(order.begin(), order.end(), std::size_t{0});
+    std::mt19937_64 random(static_cast<std::uint64_t>(t) + 1);
+    auto& mine = seen[static_cast<std::size_t>(t)];
+    for (int pass = 0; pass < passes; ++pass) {
+      std::shuffle(order.begin(), order.end(), random);
+      for (const std::size_t k : order) {
+        const auto thread_tag = static_cast<std::uint64_t>(t) + 1;
+        auto out = guard.run(keys[k], static_cast<std::uint64_t>(k), [&, k, thread_tag] {
+          runs[k].fetch_add(1);
+          executor[k].store(thread_tag);
+          return (thread_tag << 32) | k;
+        });
+        if (out.status == run_status::executed) {
+          executed.fetch_add(1);
+        } else if (out.status == run_status::joined || out.status == run_status::replayed) {
+          joined_or_replayed.fetch_add(1);
+        }
+        if (!out.has_result()) {
+          without_result.fetch_add(1);
+          continue;
+        }
+        if (mine[k] != 0 && mine[k] != *out) changed_between_passes.fetch_add(1);
+        mine[k] = *out;
+      }
+    }
+  });
+
+  std::size_t not_once = 0;
+  std::size_t wrong_result = 0;
+  for (std::size_t k = 0; k < key_count; ++k) {
+    if (runs[k].load() != 1) ++not_once;
+    const std::uint64_t expected = (executor[k].load() << 32) | k;
+    for (int t = 0; t < threads; ++t) {
+      if (seen[static_cast<std::size_t>(t)][k] != expected) ++wrong_result;
+    }
+  }
+  CHECK(not_once == 0);
+  CHECK(wrong_result == 0);
+  CHECK(without_result.load() == 0);
+  CHECK(changed_between_passes.load() == 0);
+  CHECK(executed.load() == key_count);
+  CHECK(executed.load() + joined_or_replayed.load() == key_count * threads * passes);
+  const auto stats = guard.stats();
+  CHECK(stats.executed == key_count);
+  CHECK(stats.joined + stats.replayed == key_count * (threads * passes - 1));
+  CHECK(stats.mismatches == 0);
+  CHECK(stats.entries == key_count);
+  CHECK(guard.size() == key_count);
+}
+
+TEST_CASE("idempotency_guard: a different request under the same key is a mismatch",
+          "[idempotency_guard]") {
+  idempotency_guard<std::string, int> guard;
+  int runs = 0;
+  auto op = [&runs] { return ++runs; };
+
+  auto first = guard.run(std::string("pay:7"), std::string("amount=10"), op);
+  CHECK(first.status == run_status::executed);
+  REQUIRE(first.has_result());
+  CHECK(*first == 1);
+
+  auto retry = guard.run(std::string("pay:7"), std::string("amount=10"), op);
+  CHECK(retry.status == run_status::replayed);
+  CHECK(retry.result.get() == first.result.get());
+
+  auto tampered = guard.run(std::string("pay:7"), std::string("amount=99"), op);
+  CHECK(tampered.status == run_status::mismatch);
+  CHECK_FALSE(tampered.has_result());
+  CHECK(runs == 1);
+
+  SECTION("a mismatch against a call in progress does not wait and runs nothing") {
+    held_call held(guard, "pay:8", "amount=10");
+    auto other = guard.run(std::string("pay:8"), std::string("amount=11"), op);
+    CHECK(other.status == run_status::mismatch);
+    CHECK(held.finish());
+    CHECK(runs == 1);
+    CHECK(guard.stats().mismatches == 2);
+  }
+
+  SECTION("a digest passed as the request is the fingerprint itself") {
+    // content_digest(request) is what run computes for a non-digest request, so the
+    // digest of the same request replays and any other digest is a mismatch.
+    const interlock::digest same = interlock::content_digest(std::string("amount=10"));
+    auto by_digest = guard.run(std::string("pay:7"), same, op);
+    CHECK(by_digest.status == run_status::replayed);
+    CHECK(by_digest.result.get() == first.result.get());
+
+    // A digest is not hashed again: content_digest(d) != d, so using one where the
+    // other was stored mismatches.
+    const interlock::digest d = interlock::sha256_digest("refund order 12");
+    auto stored = guard.run(std::string("refund:12"), d, op);
+    CHECK(stored.status == run_status::executed);
+    CHECK(guard.run(std::string("refund:12"), d, op).status == run_status::replayed);
+    CHECK(guard.run(std::string("refund:12"), interlock::content_digest(d), op).status ==
+          run_status::mismatch);
+    CHECK(runs == 2);
+    CHECK(guard.stats().mismatches == 2);
+  }
+
+  SECTION("string_view and const char* keys find std::string keys") {
+    const std::string_view view_key = "pay:7";
+    const char* pointer_key = "pay:7";
+    CHECK(guard.run(view_key, std::string("amount=10"), op).status == run_status::replayed);
+    CHECK(guard.run(pointer_key, std::string("amount=10"), op).status == run_status::replayed);
+    CHECK(guard.run("pay:7", std::string("amount=10"), op).status == run_status::replayed);
+    CHECK(guard.run(view_key, std::string("amount=12"), op).status == run_status::mismatch);
+    auto fresh = guard.run(std::string_view("pay:9"), std::string("amount=10"), op);
+    CHECK(fresh.status == run_status::executed);
+    CHECK(guard.run(std::string("pay:9"), std::string("amount=10"), op).status ==
+          run_status::replayed);
+    CHECK(runs == 2);
+    CHECK(guard.forget(std::string_view("pay:9")));
+    CHECK(guard.size() == 1);
+  }
+}
+
+TEST_CASE(
+    "idempotency_guard: a throwing operation reaches every caller; by default a retry runs it "
+    "again",
+    "[idempotency_guard]") {
+  idempotency_guard<std::string, int> guard;
+
+  SECTION("the executor and every joined waiter get the same exception") {
+    constexpr int threads = 4;
+    std::atomic<int> runs{0};
+    std::atomic<int> arrived{0};
+    std::atomic<int> same_message{0};
+    std::atomic<int> returned{0};
+    std::vector<const void*> thrown(threads, nullptr);  // one slot per thread
+    run_threads(threads, [&](int t) {
+      arrived.fetch_add(1);
+      try {
+        (void)guard.run(std::string("charge:1"), std::string("10 EUR"), [&]() -> int {
+          runs.fetch_add(1);
+          while (arrived.load() < threads) std::this_thread::yield();
+          std::this_thread::sleep_for(sanitized ? 200ms : 20ms);
+          throw std::runtime_error("card declined");
+        });
+        returned.fetch_add(1);
+      } catch (const std::runtime_error& e) {
+        if (std::string_view(e.what()) == "card declined") same_message.fetch_add(1);
+        thrown[static_cast<std::size_t>(t)] = &e;
+      }
+    });
+    CHECK(runs.load() == 1);
+    CHECK(returned.load() == 0);
+    CHECK(same_message.load() == threads);
+    for (const void* object : thrown) CHECK(object == thrown[0]);  // one exception_ptr
+    auto stats = guard.stats();
+    CHECK(stats.failures == 1);
+    CHECK(stats.executed == 0);
+    CHECK(stats.joined == threads - 1);
+    CHECK(guard.size() == 0);  // failure_policy::forget stores nothing
+
+    auto retry = guard.run(std::string("charge:1"), std::string("10 EUR"), [&] {
+      runs.fetch_add(1);
+      return 7;
+    });
+    CHECK(retry.status == run_status::executed);
+    CHECK(*retry == 7);
+    CHECK(runs.load() == 2);
+  }
+
+  SECTION("a failure is not stored: the next call runs again") {
+    int runs = 0;
+    auto failing = [&runs]() -> int {
+      ++runs;
+      throw std::invalid_argument("bad card");
+    };
+    CHECK_THROWS_AS(guard.run(std::string("k"), 1, failing), std::invalid_argument);
+    CHECK_THROWS_AS(guard.run(std::string("k"), 1, failing), std::invalid_argument);
+    CHECK(runs == 2);
+    CHECK(guard.size() == 0);
+    CHECK(guard.stats().failures == 2);
+    CHECK(guard.run(std::string("k"), 1, [] { return 3; }).status == run_status::executed);
+  }
+}
+
+TEST_CASE("idempotency_guard: failure_policy::store replays the failure until it expires",
+          "[idempotency_guard]") {
+  fake_clock clock;
+  idempotency_options options;
+  options.on_failure = interlock::failure_policy::store;
+  options.time_to_live = 1min;
+  idempotency_guard<std::string, int> guard(options, clock.now());
+  int runs = 0;
+  auto failing = [&runs]() -> int {
+    ++runs;
+    throw std::runtime_error("insufficient funds");
+  };
+
+  CHECK_THROWS_WITH(guard.run(std::string("pay:1"), 5, failing), "insufficient funds");
+  CHECK(guard.size() == 1);
+  clock.advance(30s);
+  CHECK_THROWS_WITH(guard.run(std::string("pay:1"), 5, [&runs] { return ++runs; }),
+                    "insufficient funds");
+  CHECK_THROWS_WITH(guard.run(std::string("pay:1"), 5, [&runs] { return ++runs; }),
+                    "insufficient funds");
+  CHECK(runs == 1);
+  CHECK(guard.run(std::string("pay:1"), 6, failing).status == run_status::mismatch);
+  auto stats = guard.stats();
+  CHECK(stats.failures == 1);
+  CHECK(stats.replayed == 2);
+  CHECK(stats.executed == 0);
+  CHECK(stats.mismatches == 1);
+
+  clock.advance(30s);  // the stored failure is now exactly time_to_live old: expired
+  auto after = guard.run(std::string("pay:1"), 5, [&runs] { return ++runs; });
+  CHECK(after.status == run_status::executed);
+  CHECK(*after == 2);
+  CHECK(guard.stats().expirations == 1);
+}
+
+TEST_CASE("idempotency_guard: records expire after time_to_live (fake clock)",
+          "[idempotency_guard]") {
+  fake_clock clock;
+  idempotency_options options;
+  options.time_to_live = 10s;
+  idempotency_guard<std::string, int> guard(options, clock.now());
+  int runs = 0;
+  auto op = [&runs] { return ++runs; };
+
+  CHECK(guard.run(std::string("a"), 0, op).status == run_status::executed);
+  clock.advance(9s);
+  auto replay = guard.run(std::string("a"), 0, op);
+  CHECK(replay.status == run_status::replayed);
+  CHECK(*replay == 1);
+  clock.advance(1s);
+  auto again = guard.run(std::string("a"), 0, op);
+  CHECK(again.status == run_status::executed);
+  CHECK(*again == 2);
+  CHECK(guard.stats().expirations == 1);
+  CHECK(guard.size() == 1);
+
+  // An expired record is also not a mismatch any more: the new request just runs.
+  clock.advance(10s);
+  CHECK(guard.run(std::string("a"), 1, op).status == run_status::executed);
+  CHECK(guard.stats().expirations == 2);
+
+  // purge_expired removes exactly the expired records.
+  for (int i = 0; i < 5; ++i) (void)guard.run("old:" + std::to_string(i), 0, op);
+  clock.advance(5s);
+  for (int i = 0; i < 3; ++i) (void)guard.run("new:" + std::to_string(i), 0, op);
+  CHECK(guard.size() == 9);  // "a", 5 old, 3 new
+  clock.advance(5s);         // "a" and the old ones are 10 s old now, the new ones 5 s
+  CHECK(guard.purge_expired() == 6);
+  CHECK(guard.size() == 3);
+  CHECK(guard.stats().expirations == 8);
+  CHECK(guard.run(std::string("new:1"), 0, op).status == run_status::replayed);
+  CHECK(guard.run(std::string("old:1"), 0, op).status == run_status::executed);
+  CHECK(guard.stats().entries == 4);
+}
+
+TEST_CASE("idempotency_guard: capacity evicts the oldest completed records, never one in progress",
+          "[idempotency_guard]") {
+  idempotency_options options;
+  options.capacity = 4;
+  options.shards = 1;  // one shard: the capacity and the eviction order are exact
+  idempotency_guard<std::string, int> guard(options);
+  int runs = 0;
+  auto op = [&runs] { return ++runs; };
+
+  held_call held(guard, "in-flight", "r");  // the oldest record of all, in progress
+  for (int i = 0; i < 10; ++i) {
+    CHECK(guard.run("k" + std::to_string(i), 0, op).status == run_status::executed);
+  }
+  CHECK(guard.size() == 5);  // 4 completed + 1 in progress
+  CHECK(guard.stats().evictions == 6);
+  for (int i = 6; i < 10; ++i) {
+    CHECK(guard.run("k" + std::to_string(i), 0, op).status == run_status::replayed);
+  }
+  for (int i = 0; i < 6; ++i) CHECK_FALSE(guard.forget("k" + std::to_string(i)));
+  CHECK(runs == 10);
+
+  CHECK(held.finish());  // it survived the evictions and completed as the executor
+  CHECK(guard.run(std::string("in-flight"), std::string("r"), [] { return -1; }).status ==
+        run_status::replayed);
+  CHECK(guard.size() == 4);  // its completion evicted the oldest completed, "k6"
+  CHECK(guard.stats().evictions == 7);
+  CHECK_FALSE(guard.forget(std::string("k6")));
+  CHECK(guard.run(std::string("k7"), 0, op).status == run_status::replayed);
+}
+
+TEST_CASE("idempotency_guard: bounded waits, reject policy and forget", "[idempotency_guard]") {
+  int runs = 0;
+  auto op = [&runs] { return ++runs; };
+
+  SECTION("run_for returns in_progress when the call in flight does not finish in time") {
+    idempotency_guard<std::string, int> guard;
+    held_call held(guard, "slow", "r");
+    auto out = guard.run_for(std::string("slow"), std::string("r"), 20ms, op);
+    CHECK(out.status == run_status::in_progress);
+    CHECK_FALSE(out.has_result());
+    auto until = guard.run_until(std::string("slow"), std::string("r"),
+                                 std::chrono::steady_clock::now() + 1ms, op);
+    CHECK(until.status == run_status::in_progress);
+    CHECK(runs == 0);
+    CHECK(guard.stats().in_progress_rejections == 2);
+    CHECK_FALSE(guard.forget(std::string("slow")));  // never dropped while in progress
+    CHECK(held.finish());
+    auto done = guard.run_for(std::string("slow"), std::string("r"), 20ms, op);
+    CHECK(done.status == run_status::replayed);
+    CHECK(runs == 0);
+  }
+
+  SECTION("run_for joins a call that finishes within the timeout") {
+    idempotency_guard<std::string, int> guard;
+    std::atomic<bool> started{false};
+    std::thread first([&] {
+      (void)guard.run(std::string("quick"), std::string("r"), [&] {
+        started.store(true);
+        std::this_thread::sleep_for(20ms);
+        return 42;
+      });
+    });
+    while (!started.load()) std::this_thread::yield();
+    auto out = guard.run_for(std::string("quick"), std::string("r"), 60s, op);
+    first.join();
+    CHECK(out.status == run_status::joined);
+    REQUIRE(out.has_result());
+    CHECK(*out == 42);
+    CHECK(runs == 0);
+  }
+
+  SECTION("concurrency_policy::reject answers in_progress at once") {
+    idempotency_options options;
+    options.on_concurrent = interlock::concurrency_policy::reject;
+    idempotency_guard<std::string, int> guard(options);
+    held_call held(guard, "busy", "r");
+    // Without a deadline: a guard that waited here would only return when the held
+    // call gives up, as joined.
+    auto out = guard.run(std::string("busy"), std::string("r"), op);
+    CHECK(out.status == run_status::in_progress);
+    CHECK_FALSE(out.has_result());
+    CHECK(runs == 0);
+    CHECK(guard.stats().in_progress_rejections == 1);
+    CHECK(guard.stats().joined == 0);
+    CHECK(held.finish());
+    CHECK(guard.run(std::string("busy"), std::string("r"), op).status == run_status::replayed);
+  }
+
+  SECTION("forget drops a completed record so the next call executes") {
+    idempotency_guard<std::string, int> guard;
+    CHECK(guard.run(std::string("k"), 1, op).status == run_status::executed);
+    CHECK(guard.forget(std::string("k")));
+    CHECK_FALSE(guard.forget(std::string("k")));
+    CHECK_FALSE(guard.forget(std::string("never seen")));
+    CHECK(guard.size() == 0);
+    auto again = guard.run(std::string("k"), 2, op);  // not a mismatch any more
+    CHECK(again.status == run_status::executed);
+    CHECK(*again == 2);
+  }
+}
+
+TEST_CASE("idempotency_guard: stats count what happened", "[idempotency_guard]") {
+  fake_clock clock;
+  idempotency_options options;
+  options.time_to_live = 1s;
+  options.capacity = 2;
+  options.shards = 1;
+  idempotency_guard<std::string, int> guard(options, clock.now());
+  auto op = [] { return 1; };
+
+  (void)guard.run(std::string("a"), 0, op);                                // executed
+  (void)guard.run(std::string("a"), 0, op);                                // replayed
+  (void)guard.run(std::string("a"), 0, op);                                // replayed
+  (void)guard.run(std::string("a"), 9, op);                                // mismatch
+  CHECK_THROWS(guard.run(std::string("b"), 0, []() -> int { throw 1; }));  // failure
+  (void)guard.run(std::string("b"), 0, op);                                // executed
+  (void)guard.run(std::string("c"), 0, op);                                // executed, evicts "a"
+  {
+    held_call held(guard, "d", "r");
+    (void)guard.run_for(std::string("d"), std::string("r"), 1ms, op);  // rejection
+    CHECK(held.finish());                                              // executed, evicts "b"
+  }
+  clock.advance(1s);
+  CHECK(guard.purge_expired() == 2);  // "c", "d" expire
+
+  const auto stats = guard.stats();
+  CHECK(stats.executed == 4);
+  CHECK(stats.joined == 0);
+  CHECK(stats.replayed == 2);
+  CHECK(stats.mismatches == 1);
+  CHECK(stats.in_progress_rejections == 1);
+  CHECK(stats.failures == 1);
+  CHECK(stats.evictions == 2);
+  CHECK(stats.expirations == 2);
+  CHECK(stats.entries == 0);
+}
+
+TEST_CASE("idempotency_guard: entries stay bounded: expired records are purged",
+          "[idempotency_guard]") {
+  fake_clock clock;
+  idempotency_options options;
+  options.time_to_live = 100ms;
+  idempotency_guard<std::string, std::string> guard(options, clock.now());
+  const int keys = sanitized ? 5000 : 20000;
+  const int per_tick = keys / 20;  // the clock moves 10 ms every per_tick calls: 200 ms in all
+  for (int i = 0; i < keys; ++i) {
+    (void)guard.run("session:" + std::to_string(i), i, [i] { return std::to_string(i); });
+    if (i % per_tick == per_tick - 1) clock.advance(10ms);
+  }
+  // Each call purges its shard, so what is stored is about the last 100 ms of keys (half
+  // of them), not every key ever seen.
+  CHECK(guard.size() <= static_cast<std::size_t>(keys / 2 + keys / 20));
+  CHECK(guard.stats().expirations >= static_cast<std::uint64_t>(keys / 2 - keys / 20));
+  clock.advance(100ms);
+  const std::uint64_t expired_by_calls = guard.stats().expirations;
+  const std::size_t purged = guard.purge_expired();
+  CHECK(guard.size() == 0);
+  CHECK(guard.stats().entries == 0);
+  CHECK(expired_by_calls + purged == static_cast<std::uint64_t>(keys));
+  CHECK(guard.stats().expirations == static_cast<std::uint64_t>(keys));
+  interlock::reclaim_retired();
+}
+
+namespace {
+
+/// A clock that counts milliseconds (an ordinary Clock: e.g. a coarse wall clock).
+struct millisecond_clock {
+  using rep = std::int64_t;
+  using period = std::milli;
+  using duration = std::chrono::milliseconds;
+  using time_point = std::chrono::time_point<millisecond_clock>;
+  static time_point now() noexcept { return time_point(duration(0)); }
+};
+
+}  // namespace
+
+TEST_CASE("idempotency_guard: time_to_live works with a clock that ticks in milliseconds",
+          "[idempotency_guard][clock]") {
+  std::atomic<std::int64_t> ms{1000};
+  idempotency_options options;
+  options.time_to_live = 10s;
+  idempotency_guard<std::string, int, interlock::key_hash<std::string>, std::equal_to<>,
+                    millisecond_clock>
+      guard(options,
+            [&ms] { return millisecond_clock::time_point(std::chrono::milliseconds(ms.load())); });
+  int runs = 0;
+  auto op = [&runs] { return ++runs; };
+  CHECK(guard.run(std::string("a"), 0, op).status == run_status::executed);
+  ms += 9999;
+  CHECK(guard.run(std::string("a"), 0, op).status == run_status::replayed);
+  ms += 1;
+  CHECK(guard.run(std::string("a"), 0, op).status == run_status::executed);
+  CHECK(runs == 2);
+}
+
+TEST_CASE("unique_claims: 8 threads racing for 1,000 nullifiers: one winner each",
+          "[unique_claims][stress]") {
+  constexpr int threads = 8;
+  constexpr std::size_t nullifiers = 1000;
+  std::vector<std::string> keys;
+  for (std::size_t i = 0; i < nullifiers; ++i)
+    keys.push_back("nullifier:" + std::to_string(i * 7919));
+
+  unique_claims<std::string> claims;
+  std::vector<std::atomic<int>> wins(nullifiers);
+  std::vector<std::atomic<int>> winner(nullifiers);
+  const int rounds = sanitized ? 1 : 3;
+  std::atomic<int> false_claims{0};  // a refused key whose claim is not visible
+  for (int round = 0; round < rounds; ++round) {
+    if (round > 0) {
+      for (const auto& key : keys) CHECK(claims.release(key));
+    }
+    for (auto& w : wins) w.store(0);
+    run_threads(threads, [&](int t) {
+      std::vector<std::size_t> order(nullifiers);
+      std::iota(order.begin(), order.end(), std::size_t{0});
+      std::shuffle(order.begin(), order.end(),
+                   std::mt19937_64(static_cast<std::uint64_t>(t) * 31 + 7));
+      for (const std::size_t i : order) {
+        if (claims.try_claim(keys[i], "wallet-" + std::to_string(t))) {
+          wins[i].fetch_add(1);
+          winner[i].store(t);
+        } else if (!claims.is_claimed(keys[i])) {
+          false_claims.fetch_add(1);
+        }
+      }
+    });
+    std::size_t not_one = 0;
+    std::size_t wrong_owner = 0;
+    for (std::size_t i = 0; i < nullifiers; ++i) {
+      if (wins[i].load() != 1) ++not_one;
+      if (claims.owner_of(keys[i]) != "wallet-" + std::to_string(winner[i].load())) ++wrong_owner;
+    }
+    CHECK(not_one == 0);
+    CHECK(wrong_owner == 0);
+  }
+  CHECK(false_claims.load() == 0);
+  const auto stats = claims.stats();
+  CHECK(stats.granted == nullifiers * static_cast<std::size_t>(rounds));
+  CHECK(stats.refused == nullifiers * static_cast<std::size_t>(rounds) * (threads - 1));
+  CHECK(stats.released == nullifiers * static_cast<std::size_t>(rounds - 1));
+  CHECK(stats.entries == nullifiers);
+}
+
+TEST_CASE("unique_claims: owner, release, expiry and capacity", "[unique_claims]") {
+  SECTION("owner_of and release") {
+    unique_claims<std::string> claims;
+    CHECK(claims.try_claim(std::string("note:1"), std::string("alice")));
+    CHECK_FALSE(claims.try_claim(std::string("note:1"), std::string("bob")));
+    CHECK(claims.is_claimed(std::string_view("note:1")));
+    CHECK(claims.owner_of("note:1") == std::optional<std::string>("alice"));
+    CHECK(claims.try_claim(std::string_view("note:2")));  // no owner
+    CHECK(claims.is_claimed("note:2"));
+    CHECK_FALSE(claims.owner_of("note:2").has_value());
+    CHECK_FALSE(claims.owner_of("note:3").has_value());
+    CHECK_FALSE(claims.is_claimed("note:3"));
+
+    CHECK(claims.release(std::string("note:1")));
+    CHECK_FALSE(claims.release(std::string("note:1")));
+    CHECK_FALSE(claims.is_claimed("note:1"));
+    CHECK_FALSE(claims.owner_of("note:1").has_value());
+    CHECK(claims.try_claim(std::string("note:1"), std::string("bob")));
+    CHECK(claims.owner_of("note:1") == std::optional<std::string>("bob"));
+    const auto stats = claims.stats();
+    CHECK(stats.granted == 3);
+    CHECK(stats.refused == 1);
+    CHECK(stats.released == 1);
+    CHECK(stats.entries == 2);
+  }
+
+  SECTION("claims expire after time_to_live (fake clock)") {
+    fake_clock clock;
+    auto options = unique_claims<std::string>::default_options();
+    options.time_to_live = 1min;
+    unique_claims<std::string> claims(options, clock.now());
+    CHECK(claims.try_claim(std::string("n"), std::string("first")));
+    clock.advance(59s);
+    CHECK_FALSE(claims.try_claim(std::string("n"), std::string("second")));
+    CHECK(claims.owner_of("n") == std::optional<std::string>("first"));
+    clock.advance(1s);
+    CHECK_FALSE(claims.is_claimed("n"));
+    CHECK_FALSE(claims.owner_of("n").has_value());
+    CHECK(claims.try_claim(std::string("n"), std::string("second")));
+    CHECK(claims.owner_of("n") == std::optional<std::string>("second"));
+    CHECK(claims.stats().expirations == 1);
+    for (int i = 0; i < 10; ++i) CHECK(claims.try_claim("m" + std::to_string(i)));
+    clock.advance(1min);
+    CHECK(claims.purge_expired() == 11);
+    CHECK(claims.size() == 0);
+    CHECK(claims.stats().expirations == 12);
+  }
+
+  SECTION("by default claims never expire") {
+    fake_clock clock;
+    unique_claims<std::string> claims(unique_claims<std::string>::default_options(), clock.now());
+    CHECK(claims.try_claim(std::string("forever")));
+    clock.advance(std::chrono::hours(24 * 365 * 100));
+    CHECK_FALSE(claims.try_claim(std::string("forever")));
+    CHECK(claims.purge_expired() == 0);
+  }
+
+  SECTION("capacity evicts the oldest claims") {
+    auto options = unique_claims<std::string>::default_options();
+    options.capacity = 3;
+    options.shards = 1;
+    unique_claims<std::string> claims(options);
+    for (int i = 0; i < 5; ++i) CHECK(claims.try_claim("c" + std::to_string(i)));
+    CHECK(claims.size() == 3);
+    CHECK(claims.stats().evictions == 2);
+    CHECK_FALSE(claims.is_claimed("c0"));
+    CHECK_FALSE(claims.is_claimed("c1"));
+    for (int i = 2; i < 5; ++i) CHECK_FALSE(claims.try_claim("c" + std::to_string(i)));
+    CHECK(claims.try_claim(std::string("c0")));  // evicted, so claimable again
+    CHECK_FALSE(claims.is_claimed("c2"));        // and that evicted the oldest left
+  }
+}
