@@ -86,8 +86,17 @@ class cas_slot {
   /// Thread-safety: a snapshot may be read from any thread, one at a time.
   class snapshot {
    public:
-    snapshot(snapshot&&) noexcept = default;
-    snapshot& operator=(snapshot&&) noexcept = default;
+    /// An empty snapshot (as of an empty slot); holds no hazard record.
+    snapshot() noexcept : guard_(nullptr), node_(nullptr) {}
+    /// Moving transfers the protection: the moved-from snapshot becomes empty.
+    snapshot(snapshot&& other) noexcept
+        : guard_(std::move(other.guard_)), node_(std::exchange(other.node_, nullptr)) {}
+    snapshot& operator=(snapshot&& other) noexcept {
+      guard_ = std::move(other.guard_);  // swaps records with `other`...
+      other.guard_.clear();              // ...which stops protecting our old node now
+      node_ = std::exchange(other.node_, nullptr);
+      return *this;
+    }
 
     /// False for a snapshot of an empty slot.
     [[nodiscard]] bool has_value() const noexcept { return node_ != nullptr; }

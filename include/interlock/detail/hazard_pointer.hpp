@@ -98,7 +98,9 @@ struct retirable {
   void (*reclaim)(retirable*) noexcept = nullptr;
 };
 
-struct hazard_record {
+// Each record on its own cache line: readers write their record on every load, and
+// two readers sharing a line would slow each other down.
+struct alignas(cache_line_size) hazard_record {
   std::atomic<const void*> pointer{nullptr};
   std::atomic<bool> in_use{false};
   hazard_record* next = nullptr;  // written before the record is published; immutable after
@@ -120,9 +122,13 @@ inline thread_local hazard_thread_state hazard_tls{};
 
 class hazard_domain {
  public:
+  /// The process-wide domain. Never destroyed: a cas_slot or table with static
+  /// storage duration may retire nodes during static destruction, after any
+  /// function-local static would be gone. What is retired after the last thread's
+  /// exit scan is released with the process.
   static hazard_domain& instance() noexcept {
-    static hazard_domain domain;
-    return domain;
+    static hazard_domain* const domain = new hazard_domain;
+    return *domain;
   }
 
   hazard_domain(const hazard_domain&) = delete;
@@ -190,17 +196,7 @@ class hazard_domain {
 
  private:
   hazard_domain() = default;
-  ~hazard_domain() {
-    // Process exit: reclaim what no surviving record protects. Records stay allocated
-    // (a static destroyed later may still release one).
-    hazard_thread_state leftovers;
-    scan(leftovers);
-    if (leftovers.retired != nullptr) {
-      retirable* tail = leftovers.retired;
-      while (tail->next_retired != nullptr) tail = tail->next_retired;
-      push_orphans(leftovers.retired, tail);
-    }
-  }
+  ~hazard_domain() = default;
 
   std::size_t scan_threshold() const noexcept {
     // Relaxed: a heuristic; a stale count only moves the next scan a little.
@@ -315,6 +311,8 @@ inline void hazard_domain::register_thread_flush(hazard_thread_state& state) noe
 class hazard_guard {
  public:
   hazard_guard() : record_(hazard_domain::instance().acquire_record()) {}
+  /// A guard without a record (protects nothing; cannot protect until assigned).
+  explicit hazard_guard(std::nullptr_t) noexcept : record_(nullptr) {}
   hazard_guard(hazard_guard&& other) noexcept : record_(std::exchange(other.record_, nullptr)) {}
   hazard_guard& operator=(hazard_guard&& other) noexcept {
     std::swap(record_, other.record_);
@@ -351,6 +349,7 @@ class hazard_guard {
   void protect_stable(const void* node) noexcept { set(node); }
 
   void clear() noexcept {
+    if (record_ == nullptr) return;
     // (9) release: as (1).
     record_->pointer.store(nullptr, std::memory_order_release);
   }
