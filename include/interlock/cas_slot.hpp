@@ -40,6 +40,7 @@
 
 #include <interlock/config.hpp>
 #include <interlock/detail/hazard_pointer.hpp>
+#include <interlock/detail/snapshot_cell.hpp>
 #include <interlock/detail/wait_on_word.hpp>
 #include <interlock/lamport_clock.hpp>
 #include <interlock/sha256.hpp>
@@ -120,9 +121,7 @@ class cas_slot {
       return node_ != nullptr ? node_->etag : none;
     }
     /// The commit's stamp; 0 for an empty slot.
-    [[nodiscard]] stamp_type stamp() const noexcept {
-      return node_ != nullptr ? node_->stamp : 0;
-    }
+    [[nodiscard]] stamp_type stamp() const noexcept { return node_ != nullptr ? node_->stamp : 0; }
 
    private:
     friend class cas_slot;
@@ -157,9 +156,7 @@ class cas_slot {
   /// Destroys the slot. Snapshots may outlive it: the current node is retired, not
   /// freed, so a snapshot still holding it stays valid. Precondition: no other
   /// thread is calling into the slot.
-  ~cas_slot() {
-    if (node* last = cell_.head.load(std::memory_order_acquire)) retire(last);  // pairs with publish
-  }
+  ~cas_slot() = default;
 
   /// The current snapshot. Thread-safe. Lock-free (wait-free unless writers keep
   /// replacing the node between two loads); never hashes, never blocks. Throws
@@ -167,7 +164,7 @@ class cas_slot {
   /// hazard record can be allocated.
   [[nodiscard]] snapshot load() const {
     detail::hazard_guard guard;
-    const node* current = guard.protect(cell_.head);
+    const node* current = cell_.nodes.protect(guard);
     return snapshot(std::move(guard), current);
   }
 
@@ -201,8 +198,7 @@ class cas_slot {
   /// should be free of side effects. Throws empty_slot_error on an empty slot, and
   /// whatever fn, hashing or T's move throws (the slot is then unchanged).
   template <class Fn>
-    requires std::is_invocable_r_v<T, Fn&, const T&>
-  snapshot update(Fn fn) {
+  requires std::is_invocable_r_v<T, Fn&, const T&> snapshot update(Fn fn) {
     for (;;) {
       snapshot seen = load();
       auto outcome = commit(make_node(fn(seen.value())), same_node(seen));
@@ -215,8 +211,7 @@ class cas_slot {
   /// the snapshot fn saw. On an empty slot fn is not called and the result is not
   /// committed.
   template <class Fn>
-    requires std::is_invocable_r_v<std::optional<T>, Fn&, const T&>
-  result try_update(Fn fn) {
+  requires std::is_invocable_r_v<std::optional<T>, Fn&, const T&> result try_update(Fn fn) {
     for (;;) {
       snapshot seen = load();
       if (!seen.has_value()) return result{false, std::move(seen)};
@@ -281,39 +276,29 @@ class cas_slot {
   }
 
   void publish_initial(T initial) {
-    auto fresh = make_node(std::move(initial));
-    fresh->stamp = clock_->tick();
-    // Relaxed: the constructor runs before the slot is shared with other threads.
-    cell_.head.store(fresh.release(), std::memory_order_relaxed);
+    commit(make_node(std::move(initial)), [](const node*) { return true; });
   }
 
   /// The one commit path: publishes `fresh` if decide(current) holds for the node
-  /// current at the moment of the CAS. `current` is protected while it is checked
-  /// and compared, so its address cannot be reused (no ABA on the pointer).
+  /// current at the moment of the CAS (detail::snapshot_cell::publish), then wakes
+  /// waiters. The fresh node is protected before it is published, so the returned
+  /// snapshot stays valid even if another writer replaces it at once.
   template <class Decide>
   result commit(std::unique_ptr<node> fresh, Decide decide) {
     detail::hazard_guard current_guard;
     detail::hazard_guard fresh_guard;
     fresh_guard.protect_stable(fresh.get());
-    for (;;) {
-      node* current = current_guard.protect(cell_.head);
-      if (!decide(current)) return result{false, snapshot(std::move(current_guard), current)};
-      // Ticking after observing `current` makes stamps of one slot strictly increase:
-      // current's stamp was taken before it was published, and we saw it published.
-      fresh->stamp = clock_->tick();
-      // (1) release on success: publishes the node's contents to readers' acquire
-      // load (hazard_guard::protect (8)). Relaxed on failure: the loop re-protects.
-      if (cell_.head.compare_exchange_strong(current, fresh.get(), std::memory_order_release,
-                                             std::memory_order_relaxed)) {
-        const node* published = fresh.release();
-        if (current != nullptr) retire(current);
-        notify_waiters();
-        return result{true, snapshot(std::move(fresh_guard), published)};
-      }
-    }
+    const node* candidate = fresh.get();
+    const auto outcome = cell_.nodes.publish(fresh, current_guard, decide, [this](node& n) {
+      // Ticking after observing the current node makes stamps of one slot strictly
+      // increase: its stamp was taken before it was published, and we saw it published.
+      n.stamp = clock_->tick();
+    });
+    if (!outcome.published)
+      return result{false, snapshot(std::move(current_guard), outcome.current)};
+    notify_waiters();
+    return result{true, snapshot(std::move(fresh_guard), candidate)};
   }
-
-  static void retire(node* n) noexcept { detail::hazard_domain::instance().retire(n); }
 
   void notify_waiters() noexcept {
     // (2) seq_cst, with (3): either this increment precedes a waiter's registration
@@ -345,10 +330,10 @@ class cas_slot {
     return std::nullopt;
   }
 
-  // The pointer, the change counter the futex sleeps on and the waiter count share
-  // one line: writers touch all three, readers only the pointer.
+  // The node pointer, the change counter the futex sleeps on and the waiter count
+  // share one line: writers touch all three, readers only the pointer.
   struct alignas(detail::cache_line_size) cell {
-    std::atomic<node*> head{nullptr};
+    detail::snapshot_cell<node> nodes;
     mutable detail::wait_word changes{0};
     mutable std::atomic<std::uint32_t> waiters{0};
   };

@@ -64,6 +64,7 @@
 
 #include <interlock/config.hpp>
 #include <interlock/detail/hazard_pointer.hpp>
+#include <interlock/detail/snapshot_cell.hpp>
 #include <interlock/retry.hpp>
 
 #include <array>
@@ -262,24 +263,13 @@ class node_cell {
 
  public:
   template <class U>
-  explicit node_cell(U&& initial) {
-    // Relaxed: the constructor runs before the cell is shared with other threads.
-    head_.store(new node(std::forward<U>(initial), 1), std::memory_order_relaxed);
-  }
-  node_cell(const node_cell&) = delete;
-  node_cell& operator=(const node_cell&) = delete;
-  ~node_cell() {
-    // (D) acquire: pairs with the release CAS (1) of the last commit. No reader holds
-    // the node any more (precondition: no concurrent calls, and every read copies),
-    // so it is freed at once rather than retired.
-    delete head_.load(std::memory_order_acquire);
-  }
+  explicit node_cell(U&& initial) : cell_(new node(std::forward<U>(initial), 1)) {}
 
   /// Calls fn(const T&, version_type) on the current node, protected while fn runs.
   template <class Fn>
   auto visit(Fn&& fn) const {
     hazard_guard guard;
-    const node* current = guard.protect(head_);  // (2) acquire inside: pairs with (1)
+    const node* current = cell_.protect(guard);
     return std::forward<Fn>(fn)(current->value, current->version);
   }
 
@@ -292,30 +282,22 @@ class node_cell {
   }
 
   /// Commits a node built from `desired` as version expected + 1 if the current node
-  /// still has version `expected`.
+  /// still has version `expected` (detail::snapshot_cell::publish: the node checked is
+  /// protected, so a successful CAS means no commit happened since).
   template <class U>
   bool commit(version_type expected, U&& desired) {
     // Build first: if T's constructor or the allocation throws, nothing is published.
     auto fresh = std::make_unique<node>(std::forward<U>(desired), expected + 1);
     hazard_guard guard;
-    // (2) acquire inside protect: pairs with (1), so current->version is the one
-    // its writer stored. Protected, the node cannot be freed and its address cannot
-    // come back, so the CAS below succeeds only if no commit happened since.
-    node* current = guard.protect(head_);
-    if (current->version != expected) return false;
-    // (1) release on success: publishes the node's contents to readers' acquire in
-    // protect (2). Relaxed on failure: another commit replaced `current`, a conflict.
-    if (!head_.compare_exchange_strong(current, fresh.get(), std::memory_order_release,
-                                       std::memory_order_relaxed)) {
-      return false;
-    }
-    static_cast<void>(fresh.release());  // owned by head_ now
-    hazard_domain::instance().retire(current);
-    return true;
+    return cell_
+        .publish(
+            fresh, guard, [expected](const node* current) { return current->version == expected; },
+            [](node&) {})
+        .published;
   }
 
  private:
-  alignas(detail::cache_line_size) std::atomic<node*> head_{nullptr};
+  alignas(detail::cache_line_size) snapshot_cell<node> cell_;
 };
 
 }  // namespace detail

@@ -1,0 +1,91 @@
+// interlock/detail/snapshot_cell.hpp: publication of immutable snapshots, shared by
+// cas_slot and versioned.
+//
+// Design note. A snapshot cell holds an atomic pointer to an immutable node. A writer
+// builds its new node completely (outside any critical region), then publishes it with
+// one compare-and-swap that succeeds only if a caller-supplied condition held for the
+// node it replaces; the replaced node is retired to the hazard-pointer domain and
+// freed once no reader protects it. Readers protect the current node with a hazard
+// pointer (detail/hazard_pointer.hpp): they never block, never see a torn value, and
+// the node stays valid while protected.
+//
+// Because the node being replaced is protected while it is checked and compared, its
+// address cannot be reused meanwhile: a successful CAS means no commit intervened
+// (no ABA on the pointer).
+//
+// Memory ordering: the publishing CAS (1) is a release and a reader's validating load
+// inside hazard_guard::protect is an acquire, so everything the writer did before
+// publishing (building the node) is visible to a reader whose protect returns it.
+#ifndef INTERLOCK_DETAIL_SNAPSHOT_CELL_HPP
+#define INTERLOCK_DETAIL_SNAPSHOT_CELL_HPP
+
+#include <interlock/config.hpp>
+#include <interlock/detail/hazard_pointer.hpp>
+
+#include <atomic>
+#include <memory>
+#include <type_traits>
+
+INTERLOCK_NAMESPACE_BEGIN
+namespace detail {
+
+template <class Node>
+class snapshot_cell {
+  static_assert(std::is_base_of_v<retirable, Node>,
+                "snapshot_cell: Node must derive from retirable");
+
+ public:
+  /// An empty cell, or one that owns `initial` (published before the cell is shared).
+  explicit snapshot_cell(Node* initial = nullptr) noexcept : head_(initial) {}
+  snapshot_cell(const snapshot_cell&) = delete;
+  snapshot_cell& operator=(const snapshot_cell&) = delete;
+
+  /// Retires the last node (a snapshot may still protect it). Precondition: no other
+  /// thread is using the cell.
+  ~snapshot_cell() {
+    // (2) acquire: pairs with the release CAS (1) of the last commit.
+    if (Node* last = head_.load(std::memory_order_acquire)) hazard_domain::instance().retire(last);
+  }
+
+  /// Loads and protects the current node (nullptr for an empty cell). Lock-free.
+  Node* protect(hazard_guard& guard) const noexcept { return guard.protect(head_); }
+
+  /// The outcome of publish: whether `fresh` was published, and otherwise the node
+  /// (protected by the caller's guard) for which `decide` said no.
+  struct outcome {
+    bool published;
+    Node* current;
+  };
+
+  /// Publishes `fresh` if decide(const Node* current) holds for the node current at
+  /// the moment of the CAS; prepare(Node& fresh) runs after each successful decide and
+  /// before each CAS attempt (cas_slot takes its stamp there). `current_guard`
+  /// protects the node being checked; on a conflict it keeps protecting the node
+  /// returned. On success the cell owns `fresh` (released from the unique_ptr) and
+  /// the replaced node is retired. Lock-free: a retry means another writer published.
+  template <class Decide, class Prepare>
+  outcome publish(std::unique_ptr<Node>& fresh, hazard_guard& current_guard, Decide&& decide,
+                  Prepare&& prepare) {
+    for (;;) {
+      Node* current = current_guard.protect(head_);
+      if (!decide(static_cast<const Node*>(current))) return {false, current};
+      prepare(*fresh);
+      // (1) release on success: publishes the node's contents to readers' acquire in
+      // protect. Relaxed on failure: the loop protects and checks the new node.
+      if (head_.compare_exchange_strong(current, fresh.get(), std::memory_order_release,
+                                        std::memory_order_relaxed)) {
+        fresh.release();  // owned by the cell now
+        if (current != nullptr) hazard_domain::instance().retire(current);
+        return {true, current};
+      }
+    }
+  }
+
+ private:
+  std::atomic<Node*> head_;
+};
+
+}  // namespace detail
+INTERLOCK_NAMESPACE_END
+
+#endif  // INTERLOCK_DETAIL_SNAPSHOT_CELL_HPP
