@@ -1,0 +1,435 @@
+// interlock/causal_buffer.hpp: causal-order delivery of messages stamped with vector
+// clocks.
+//
+// Design note. Replicas that exchange updates over a network receive them reordered,
+// delayed and duplicated; applying an update before one it depends on (a reply before
+// the post, a withdrawal before the deposit that funded it) corrupts state. A
+// `causal_buffer` sits between the network and the application of one node: every
+// offered message is delivered exactly once and only after all of its causal
+// predecessors (causal broadcast, Birman-Schiper-Stephenson). A message m from node j
+// stamped with vector clock m is deliverable when m[j] == local[j] + 1 and
+// m[k] <= local[k] for every other node k, where `local` counts what this node has
+// delivered (and sent, see stamp_send). Other messages are held until they become
+// deliverable, expire or are evicted.
+//
+// Contract of the stamps: a node stamps each message it sends with its own clock after
+// ticking its own entry (stamp_send does exactly that), so j's messages carry
+// consecutive counters 1, 2, 3... Pruned clocks are rejected (pruning loses what a
+// message depends on).
+//
+// When not to use it: when messages are independent (commutative updates, CRDTs
+// delivered at least once); for total order (use a consensus log or sequencer).
+//
+// Guarantees: never delivers a message before a causal predecessor nor twice; drops
+// duplicates (a counter already delivered or already held); holds at most
+// max_entries messages and max_bytes bytes (as measured by the size function); an
+// evicted, rejected or expired message leaves a gap that blocks its successors until
+// it is offered again (retransmission), which missing() reports.
+//
+// Thread-safety: internally locked: every member may be called concurrently. The
+// deliver callback runs under the buffer's lock, which keeps deliveries to concurrent
+// callers in one causal order; it must not call back into the same buffer (that
+// deadlocks) and should be short. The batch form returns deliveries after unlocking;
+// each batch is in causal order and batches are causally ordered in the order their
+// offer calls took the lock, so consume them on one thread (or use the callback form).
+// Progress: blocking (one std::mutex).
+//
+// Exceptions: a message is counted as delivered and the local clock advanced before
+// the callback sees it, so a callback that throws does not get it again; the exception
+// leaves offer() (its result is lost); messages that became deliverable and were not
+// handed out yet stay held and are delivered by the next offer() or deliver_ready().
+// Allocation failure while holding leaves the buffer as before the call.
+//
+// Memory ordering: every member locks one std::mutex, so everything a thread did
+// before an offer() returned is visible to any thread whose later call (and whose
+// deliver callback) observes that offer's effect.
+#ifndef INTERLOCK_CAUSAL_BUFFER_HPP
+#define INTERLOCK_CAUSAL_BUFFER_HPP
+
+#include <interlock/config.hpp>
+#include <interlock/vector_clock.hpp>
+
+#include <chrono>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+INTERLOCK_NAMESPACE_BEGIN
+
+/// What an offer did with the offered message.
+enum class offer_status {
+  delivered,  ///< delivered (possibly together with held successors)
+  held,       ///< waiting for a causal predecessor
+  duplicate,  ///< already delivered or already held: dropped
+  rejected,   ///< the buffer is full (reject_new) or the message alone exceeds max_bytes
+  invalid     ///< a pruned clock, or a clock without an entry for its sender
+};
+
+/// What a full buffer does with a message it must hold.
+enum class overflow_policy {
+  reject_new,   ///< drop the new message (offer_status::rejected)
+  evict_oldest  ///< evict the longest-held messages until it fits, report them
+};
+
+/// Causal-order delivery for one node. See the design note at the top of this header.
+///
+/// `Message` must be move-constructible. `Clock` (a std::chrono clock) times held
+/// messages for expiry; tests inject a now-source through options::now.
+template <class Message, class NodeId = std::uint64_t, class Clock = std::chrono::steady_clock>
+requires std::move_constructible<Message>
+class causal_buffer {
+ public:
+  using clock_type = vector_clock<NodeId>;
+  using counter_type = std::uint64_t;
+  using time_point = typename Clock::time_point;
+  using duration = typename Clock::duration;
+
+  /// A message with its sender and stamp.
+  struct envelope {
+    NodeId sender;
+    clock_type clock;
+    Message message;
+  };
+  using delivered = envelope;
+
+  /// A message the buffer needs before it can deliver what it holds: the `counter`th
+  /// message from `node`.
+  struct missing_message {
+    NodeId node;
+    counter_type counter = 0;
+    friend bool operator==(const missing_message&, const missing_message&) = default;
+    /// E.g. "needs message 3 from node b".
+    [[nodiscard]] std::string to_string() const {
+      std::string text = "needs message " + std::to_string(counter) + " from node ";
+      if constexpr (std::same_as<NodeId, std::string>) {
+        text += node;
+      } else if constexpr (requires(std::ostream & out, const NodeId& n) { out << n; }) {
+        std::ostringstream out;
+        out << node;
+        text += out.str();
+      } else {
+        text += "?";
+      }
+      return text;
+    }
+  };
+
+  struct options {
+    /// The most messages held at once.
+    std::size_t max_entries = 4096;
+    /// The most bytes held at once, as measured by size_of.
+    std::size_t max_bytes = std::size_t{64} << 20;
+    overflow_policy when_full = overflow_policy::reject_new;
+    /// Held messages older than this expire; empty: never.
+    std::optional<duration> time_to_live;
+    /// The size of a message in bytes; empty: sizeof(Message).
+    std::function<std::size_t(const Message&)> size_of;
+    /// The current time; empty: Clock::now.
+    std::function<time_point()> now;
+  };
+
+  /// What one offer did.
+  struct offer_result {
+    offer_status status = offer_status::held;
+    /// How many messages this offer delivered (the offered one and held ones).
+    std::size_t delivered_count = 0;
+    /// The batch form's deliveries, in causal order (empty for the callback form).
+    std::vector<delivered> deliveries;
+    /// Messages evicted to make room (evict_oldest), oldest first.
+    std::vector<envelope> evicted;
+    /// Held messages that expired during this offer.
+    std::vector<envelope> expired;
+  };
+
+  struct statistics {
+    std::uint64_t delivered = 0;
+    std::uint64_t held = 0;        ///< held right now
+    std::uint64_t held_bytes = 0;  ///< held right now
+    std::uint64_t duplicates = 0;
+    std::uint64_t rejected = 0;  ///< rejected and invalid messages
+    std::uint64_t evicted = 0;
+    std::uint64_t expired = 0;
+  };
+
+  /// A buffer for a node whose delivered (and sent) counts are `local`.
+  /// Precondition: `local` is not pruned.
+  explicit causal_buffer(clock_type local = {}, options opts = {})
+      : local_(std::move(local)), options_(std::move(opts)) {
+    INTERLOCK_ASSERT(!local_.is_pruned(), "causal_buffer needs an unpruned local clock");
+    if (!options_.size_of) options_.size_of = [](const Message&) { return sizeof(Message); };
+    if (!options_.now) options_.now = [] { return Clock::now(); };
+  }
+  causal_buffer(const causal_buffer&) = delete;
+  causal_buffer& operator=(const causal_buffer&) = delete;
+
+  /// Offers a message from `sender` stamped `clock` and calls `deliver(delivered&&)`
+  /// for every message that became deliverable, in causal order. Expires held messages
+  /// first. Thread-safe; blocking (the callback runs under the lock, see the design
+  /// note). Complexity: O((d + 1) * (s log h + n)) for d deliveries, s senders with
+  /// held messages, h held messages and clocks of n entries. Returns the offered
+  /// message's status (rejected or invalid on failure, nothing is thrown for them);
+  /// exceptions from `deliver` propagate, see the design note.
+  template <std::invocable<delivered&&> DeliverFn>
+  offer_result offer(NodeId sender, clock_type clock, Message message, DeliverFn&& deliver) {
+    offer_result result;
+    const std::lock_guard lock(mutex_);
+    offer_locked(std::move(sender), std::move(clock), std::move(message), result, deliver);
+    return result;
+  }
+
+  /// The batch form: the deliveries are returned in result.deliveries, in causal order.
+  /// Thread-safe; blocking. Same complexity and failures as the callback form.
+  offer_result offer(NodeId sender, clock_type clock, Message message) {
+    offer_result result;
+    const std::lock_guard lock(mutex_);
+    auto collect = [&result](delivered&& d) { result.deliveries.push_back(std::move(d)); };
+    offer_locked(std::move(sender), std::move(clock), std::move(message), result, collect);
+    return result;
+  }
+
+  /// Delivers held messages that are deliverable (after a callback threw). Returns how
+  /// many. Thread-safe; blocking (callback under the lock).
+  template <std::invocable<delivered&&> DeliverFn>
+  std::size_t deliver_ready(DeliverFn&& deliver) {
+    const std::lock_guard lock(mutex_);
+    return deliver_held(deliver);
+  }
+
+  /// Records a message this node sends: ticks its own entry `self` in the local view
+  /// and returns the clock to stamp the message with. Thread-safe; blocking.
+  /// Complexity: O(n) for the copy.
+  clock_type stamp_send(const NodeId& self) {
+    const std::lock_guard lock(mutex_);
+    local_.tick(self);
+    return local_;
+  }
+
+  /// Drops held messages older than the time to live and returns them (empty without
+  /// a time to live). Thread-safe; blocking. Complexity: O(e log h) for e expired.
+  std::vector<envelope> expire() {
+    std::vector<envelope> out;
+    const std::lock_guard lock(mutex_);
+    expire_locked(out);
+    return out;
+  }
+
+  /// For every node, the first message the buffer lacks (neither delivered nor held)
+  /// that some held message depends on, in node order. Empty when nothing is held.
+  /// Thread-safe; blocking. Complexity: O(h * n * log h).
+  [[nodiscard]] std::vector<missing_message> missing() const {
+    const std::lock_guard lock(mutex_);
+    std::map<NodeId, counter_type> needed;  // node -> the highest counter some message needs
+    for (const auto& [sender, queue] : held_) {
+      for (const auto& [counter, item] : queue) {
+        for (const auto& e : item.clock.entries()) {
+          const counter_type need = e.node == sender ? e.counter - 1 : e.counter;
+          if (need > local_.get(e.node)) {
+            auto& slot = needed[e.node];
+            slot = std::max(slot, need);
+          }
+        }
+      }
+    }
+    std::vector<missing_message> out;
+    for (const auto& [node, highest] : needed) {
+      counter_type next = local_.get(node) + 1;
+      while (next <= highest && is_held(node, next)) ++next;
+      if (next <= highest) out.push_back({node, next});
+    }
+    return out;
+  }
+
+  /// What the held message `counter` from `sender` waits for: per blocking node, the
+  /// next message from it. Empty when no such message is held. Thread-safe; blocking.
+  /// Complexity: O(log h + n log n).
+  [[nodiscard]] std::vector<missing_message> waiting_for(const NodeId& sender,
+                                                         counter_type counter) const {
+    const std::lock_guard lock(mutex_);
+    std::vector<missing_message> out;
+    const auto queue = held_.find(sender);
+    if (queue == held_.end()) return out;
+    const auto item = queue->second.find(counter);
+    if (item == queue->second.end()) return out;
+    for (const auto& e : item->second.clock.entries()) {
+      const counter_type have = local_.get(e.node);
+      const counter_type need = e.node == sender ? e.counter - 1 : e.counter;
+      if (need > have) out.push_back({e.node, have + 1});
+    }
+    return out;
+  }
+
+  /// A copy of the local view (delivered and sent counts). Thread-safe; blocking.
+  [[nodiscard]] clock_type local() const {
+    const std::lock_guard lock(mutex_);
+    return local_;
+  }
+
+  [[nodiscard]] statistics stats() const {
+    const std::lock_guard lock(mutex_);
+    statistics s = stats_;
+    s.held = held_count_;
+    s.held_bytes = held_bytes_;
+    return s;
+  }
+
+ private:
+  struct held_item {
+    clock_type clock;
+    Message message;
+    std::uint64_t sequence;
+    time_point arrived;
+    std::size_t bytes;
+  };
+
+  template <class Sink>
+  void offer_locked(NodeId&& sender, clock_type&& clock, Message&& message, offer_result& result,
+                    Sink& sink) {
+    expire_locked(result.expired);
+    const counter_type counter = clock.get(sender);
+    if (clock.is_pruned() || counter == 0) {
+      ++stats_.rejected;
+      result.status = offer_status::invalid;
+      return;
+    }
+    const counter_type have = local_.get(sender);
+    if (counter <= have || is_held(sender, counter)) {
+      ++stats_.duplicates;
+      result.status = offer_status::duplicate;
+      return;
+    }
+    if (counter == have + 1 && others_delivered(clock, sender)) {
+      result.status = offer_status::delivered;
+      local_.tick(sender);
+      ++stats_.delivered;
+      ++result.delivered_count;
+      sink(delivered{std::move(sender), std::move(clock), std::move(message)});
+      result.delivered_count += deliver_held(sink);
+      return;
+    }
+    const std::size_t bytes = options_.size_of(message);
+    if (options_.max_entries == 0 || bytes > options_.max_bytes) {
+      ++stats_.rejected;
+      result.status = offer_status::rejected;
+      return;
+    }
+    while (held_count_ + 1 > options_.max_entries || held_bytes_ + bytes > options_.max_bytes) {
+      if (options_.when_full == overflow_policy::reject_new || arrival_.empty()) {
+        ++stats_.rejected;
+        result.status = offer_status::rejected;
+        return;
+      }
+      const auto [node, oldest] = arrival_.begin()->second;
+      result.evicted.push_back(take(node, oldest));
+      ++stats_.evicted;
+    }
+    const std::uint64_t sequence = next_sequence_++;
+    auto& queue = held_[sender];
+    try {
+      arrival_.emplace(sequence, std::pair{sender, counter});
+      queue.emplace(counter, held_item{std::move(clock), std::move(message), sequence,
+                                       options_.now(), bytes});
+    } catch (...) {
+      arrival_.erase(sequence);
+      if (queue.empty()) held_.erase(sender);
+      throw;
+    }
+    ++held_count_;
+    held_bytes_ += bytes;
+    result.status = offer_status::held;
+  }
+
+  // Delivers every held message that is deliverable, in causal order.
+  template <class Sink>
+  std::size_t deliver_held(Sink& sink) {
+    std::size_t count = 0;
+    bool progress = true;
+    while (progress && held_count_ != 0) {
+      progress = false;
+      for (auto queue = held_.begin(); queue != held_.end();) {
+        const counter_type next = local_.get(queue->first) + 1;
+        const auto item = queue->second.find(next);
+        if (item == queue->second.end() || !others_delivered(item->second.clock, queue->first)) {
+          ++queue;
+          continue;
+        }
+        NodeId sender = queue->first;
+        auto following = std::next(queue);
+        envelope out = take(sender, next);  // may erase *queue
+        local_.tick(sender);
+        ++stats_.delivered;
+        ++count;
+        progress = true;
+        sink(std::move(out));
+        queue = following;
+      }
+    }
+    return count;
+  }
+
+  // True when every entry of `clock` other than the sender's is already delivered.
+  bool others_delivered(const clock_type& clock, const NodeId& sender) const noexcept {
+    const auto mine = local_.entries();
+    auto it = mine.begin();
+    for (const auto& e : clock.entries()) {
+      if (e.node == sender) continue;
+      while (it != mine.end() && it->node < e.node) ++it;
+      if (it == mine.end() || !(it->node == e.node) || it->counter < e.counter) return false;
+    }
+    return true;
+  }
+
+  bool is_held(const NodeId& sender, counter_type counter) const {
+    const auto queue = held_.find(sender);
+    return queue != held_.end() && queue->second.contains(counter);
+  }
+
+  // Removes a held message and returns it.
+  envelope take(const NodeId& sender, counter_type counter) {
+    const auto queue = held_.find(sender);
+    INTERLOCK_ASSERT(queue != held_.end(), "causal_buffer: held message missing");
+    const auto item = queue->second.find(counter);
+    INTERLOCK_ASSERT(item != queue->second.end(), "causal_buffer: held message missing");
+    envelope out{sender, std::move(item->second.clock), std::move(item->second.message)};
+    arrival_.erase(item->second.sequence);
+    held_bytes_ -= item->second.bytes;
+    --held_count_;
+    queue->second.erase(item);
+    if (queue->second.empty()) held_.erase(queue);
+    return out;
+  }
+
+  void expire_locked(std::vector<envelope>& out) {
+    if (!options_.time_to_live || arrival_.empty()) return;
+    const time_point now = options_.now();
+    while (!arrival_.empty()) {
+      const auto [node, counter] = arrival_.begin()->second;
+      const held_item& item = held_.find(node)->second.find(counter)->second;
+      if (now - item.arrived < *options_.time_to_live) break;
+      out.push_back(take(node, counter));
+      ++stats_.expired;
+    }
+  }
+
+  mutable std::mutex mutex_;
+  clock_type local_;
+  options options_;
+  std::map<NodeId, std::map<counter_type, held_item>> held_;          // sender -> counter -> item
+  std::map<std::uint64_t, std::pair<NodeId, counter_type>> arrival_;  // arrival order
+  std::uint64_t next_sequence_ = 0;
+  std::size_t held_count_ = 0;
+  std::size_t held_bytes_ = 0;
+  statistics stats_;
+};
+
+INTERLOCK_NAMESPACE_END
+
+#endif  // INTERLOCK_CAUSAL_BUFFER_HPP

@@ -1,0 +1,216 @@
+// interlock/hybrid_clock.hpp: a lock-free hybrid logical clock (HLC).
+//
+// Design note. A hybrid logical clock (Kulkarni, Demirbas et al., "Logical Physical
+// Clocks", OPODIS 2014) stamps events with (physical, logical): the physical part
+// follows wall-clock time, so stamps are meaningful to people and close to NTP time,
+// and the logical part orders events within one physical tick and across skewed
+// machines. Like a Lamport clock: if a happened before b then stamp(a) < stamp(b), and
+// stamps of one clock are strictly increasing, even when the physical clock jumps
+// backwards. Use it for MVCC timestamps, log ordering across services, snapshot reads
+// "as of" a time.
+//
+// When not to use it: to detect concurrency (use vector_clock), or where stamps must
+// never run ahead of the physical clock (a burst of more than 65536 events within one
+// millisecond moves the physical part ahead, see below).
+//
+// Representation: `hlc_timestamp` packs a 48-bit physical time in milliseconds since
+// the Unix epoch (enough until the year 10889) above a 16-bit logical counter into one
+// std::uint64_t, so the clock is one atomic word and timestamps order as integers.
+//
+// Overflow: when the logical counter would pass 65535, the physical part advances by
+// one millisecond and the logical counter restarts at 0 (the packed word simply grows
+// by one). The clock then runs up to a few milliseconds ahead of the physical clock
+// until the physical clock catches up; stamps stay strictly increasing.
+//
+// Maximum offset: update() rejects a remote stamp whose physical part is more than
+// `max_offset` milliseconds ahead of the local physical clock (a broken or malicious
+// peer would otherwise drag every clock into the future). Remote stamps in the past
+// are always accepted.
+//
+// The physical clock is injected: `basic_hybrid_clock<PhysicalClock>` calls
+// `PhysicalClock{}()`-like objects returning milliseconds as std::uint64_t (values at
+// or above 2^48 are clamped). `hybrid_clock` uses `coarse_wall_clock_ms`, which reads
+// CLOCK_REALTIME_COARSE on Linux (a few nanoseconds, 1 to 4 ms resolution, absorbed by
+// the logical counter) and std::chrono::system_clock elsewhere.
+//
+// Guarantees: now() and update() are lock-free (one CAS loop on one atomic word),
+// never allocate and never throw unless the physical clock does.
+//
+// Memory ordering: every update of the clock word is an acq_rel compare_exchange, so
+// stamps form one total order consistent with each thread's program order, and
+// everything a thread did before a now() or update() that returned stamp t is visible
+// to a thread whose later now(), update() or last() observed a stamp >= t.
+#ifndef INTERLOCK_HYBRID_CLOCK_HPP
+#define INTERLOCK_HYBRID_CLOCK_HPP
+
+#include <interlock/config.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <compare>
+#include <cstdint>
+#include <optional>
+#include <ostream>
+#include <utility>
+
+#if defined(__linux__)
+#include <time.h>
+#endif
+
+INTERLOCK_NAMESPACE_BEGIN
+
+/// A hybrid logical clock timestamp: 48-bit physical milliseconds and a 16-bit
+/// logical counter packed into one integer (physical in the high bits), so timestamps
+/// compare as their packed value. A regular value type.
+class hlc_timestamp {
+ public:
+  static constexpr unsigned logical_bits = 16;
+  static constexpr std::uint64_t max_logical = (std::uint64_t{1} << logical_bits) - 1;
+  static constexpr std::uint64_t max_physical = (std::uint64_t{1} << (64 - logical_bits)) - 1;
+
+  constexpr hlc_timestamp() noexcept = default;
+  /// From parts. Precondition: physical <= max_physical, logical <= max_logical.
+  constexpr hlc_timestamp(std::uint64_t physical, std::uint64_t logical) noexcept
+      : packed_((physical << logical_bits) | logical) {
+    INTERLOCK_ASSERT(physical <= max_physical && logical <= max_logical,
+                     "hlc_timestamp part out of range");
+  }
+  /// From the packed form (as returned by packed()).
+  [[nodiscard]] static constexpr hlc_timestamp from_packed(std::uint64_t packed) noexcept {
+    hlc_timestamp t;
+    t.packed_ = packed;
+    return t;
+  }
+
+  /// Milliseconds since the Unix epoch (for the default physical clock).
+  [[nodiscard]] constexpr std::uint64_t physical() const noexcept {
+    return packed_ >> logical_bits;
+  }
+  [[nodiscard]] constexpr std::uint64_t logical() const noexcept { return packed_ & max_logical; }
+  [[nodiscard]] constexpr std::uint64_t packed() const noexcept { return packed_; }
+
+  friend constexpr bool operator==(hlc_timestamp, hlc_timestamp) noexcept = default;
+  friend constexpr std::strong_ordering operator<=>(hlc_timestamp a, hlc_timestamp b) noexcept {
+    return a.packed_ <=> b.packed_;
+  }
+  /// Writes `physical.logical`, e.g. `1732540000123.7`.
+  friend std::ostream& operator<<(std::ostream& out, hlc_timestamp t) {
+    return out << t.physical() << '.' << t.logical();
+  }
+
+ private:
+  std::uint64_t packed_ = 0;
+};
+
+/// Wall-clock milliseconds since the Unix epoch from std::chrono::system_clock.
+struct wall_clock_ms {
+  std::uint64_t operator()() const noexcept {
+    const auto since_epoch = std::chrono::system_clock::now().time_since_epoch();
+    return static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(since_epoch).count());
+  }
+};
+
+/// Wall-clock milliseconds since the Unix epoch, read cheaply: CLOCK_REALTIME_COARSE
+/// on Linux (resolution of the kernel tick, 1 to 4 ms), system_clock elsewhere.
+struct coarse_wall_clock_ms {
+  std::uint64_t operator()() const noexcept {
+#if defined(__linux__) && defined(CLOCK_REALTIME_COARSE)
+    timespec now{};
+    if (clock_gettime(CLOCK_REALTIME_COARSE, &now) == 0) {
+      return static_cast<std::uint64_t>(now.tv_sec) * 1000U +
+             static_cast<std::uint64_t>(now.tv_nsec) / 1000000U;
+    }
+#endif
+    return wall_clock_ms{}();
+  }
+};
+
+/// A hybrid logical clock over the physical clock `PhysicalClock` (an invocable
+/// returning milliseconds as std::uint64_t; a lambda, a functor, or
+/// std::function<std::uint64_t()> for tests).
+///
+/// Thread-safety: every member may be called concurrently.
+template <class PhysicalClock = coarse_wall_clock_ms>
+class basic_hybrid_clock {
+ public:
+  using physical_clock_type = PhysicalClock;
+
+  /// The default maximum offset accepted from a remote stamp: 500 ms.
+  static constexpr std::uint64_t default_max_offset_ms = 500;
+
+  explicit basic_hybrid_clock(PhysicalClock physical = PhysicalClock{},
+                              std::uint64_t max_offset_ms = default_max_offset_ms)
+      : physical_(std::move(physical)), max_offset_ms_(max_offset_ms) {}
+  basic_hybrid_clock(const basic_hybrid_clock&) = delete;
+  basic_hybrid_clock& operator=(const basic_hybrid_clock&) = delete;
+
+  /// Stamps a local or send event: max(last + 1, (physical now, 0)), i.e. the
+  /// paper's l' = max(l, pt), c' = (l' == l) ? c + 1 : 0, with logical overflow
+  /// carried into the physical part. Returns a stamp greater than every stamp this
+  /// clock returned before. Thread-safe; lock-free (CAS loop; a retry means another
+  /// thread's stamp was taken).
+  hlc_timestamp now() noexcept(noexcept(std::declval<PhysicalClock&>()())) {
+    const std::uint64_t floor = physical_floor();
+    // A guess; the CAS below checks it.
+    std::uint64_t current = state_.load(std::memory_order_relaxed);
+    std::uint64_t next = 0;
+    do {
+      next = current + 1 > floor ? current + 1 : floor;
+      // (1) acq_rel: pairs with the CASes (1), (2) of other calls and the load (3).
+    } while (!state_.compare_exchange_weak(current, next, std::memory_order_acq_rel,
+                                           std::memory_order_relaxed));
+    return hlc_timestamp::from_packed(next);
+  }
+
+  /// Stamps the receipt of a message stamped `remote` (the paper's receive rule):
+  /// l' = max(l, l_m, pt); c' = max(c, c_m) + 1 when l' == l == l_m, c + 1 when only
+  /// l' == l, c_m + 1 when only l' == l_m, and 0 when l' == pt alone; logical
+  /// overflow carries into the physical part. Thread-safe; lock-free (CAS loop).
+  /// Returns the new stamp, or an empty optional (the clock unchanged) when remote's
+  /// physical part is more than max_offset_ms() ahead of the local physical clock.
+  [[nodiscard]] std::optional<hlc_timestamp> update(hlc_timestamp remote) noexcept(
+      noexcept(std::declval<PhysicalClock&>()())) {
+    const std::uint64_t floor = physical_floor();
+    const std::uint64_t pt = floor >> hlc_timestamp::logical_bits;
+    if (remote.physical() > pt && remote.physical() - pt > max_offset_ms_) return std::nullopt;
+    if (remote.packed() == ~std::uint64_t{0}) return std::nullopt;  // no successor exists
+    // A guess; the CAS below checks it.
+    std::uint64_t current = state_.load(std::memory_order_relaxed);
+    std::uint64_t next = 0;
+    do {
+      const std::uint64_t seen = current > remote.packed() ? current : remote.packed();
+      next = seen + 1 > floor ? seen + 1 : floor;
+      // (2) acq_rel: pairs with the CASes (1), (2) of other calls and the load (3).
+    } while (!state_.compare_exchange_weak(current, next, std::memory_order_acq_rel,
+                                           std::memory_order_relaxed));
+    return hlc_timestamp::from_packed(next);
+  }
+
+  /// The latest stamp returned (or the zero stamp). Thread-safe; wait-free.
+  [[nodiscard]] hlc_timestamp last() const noexcept {
+    // (3) acquire: pairs with the acq_rel CASes (1) and (2).
+    return hlc_timestamp::from_packed(state_.load(std::memory_order_acquire));
+  }
+
+  [[nodiscard]] std::uint64_t max_offset_ms() const noexcept { return max_offset_ms_; }
+
+ private:
+  // (physical now, 0) as a packed word; physical values past 48 bits are clamped.
+  std::uint64_t physical_floor() noexcept(noexcept(std::declval<PhysicalClock&>()())) {
+    std::uint64_t pt = static_cast<std::uint64_t>(physical_());
+    if (pt > hlc_timestamp::max_physical) pt = hlc_timestamp::max_physical;
+    return pt << hlc_timestamp::logical_bits;
+  }
+
+  PhysicalClock physical_;
+  const std::uint64_t max_offset_ms_;
+  std::atomic<std::uint64_t> state_{0};
+};
+
+/// The hybrid logical clock over the coarse wall clock.
+using hybrid_clock = basic_hybrid_clock<>;
+
+INTERLOCK_NAMESPACE_END
+
+#endif  // INTERLOCK_HYBRID_CLOCK_HPP

@@ -1,0 +1,355 @@
+// causal_buffer: delivery order, missing-message reports, duplicates, invalid stamps,
+// bounded policies, expiry with a fake clock, a throwing callback, a 5-node simulation
+// of 10,000 messages with delays, duplicates and reordering checked against the
+// simulation's own happens-before, and concurrent offers.
+#include <interlock/causal_buffer.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using interlock::offer_status;
+using interlock::overflow_policy;
+using string_clock = interlock::vector_clock<std::string>;
+using clock64 = interlock::vector_clock<>;
+using text_buffer = interlock::causal_buffer<std::string, std::string>;
+
+// A steady-clock time the test moves by hand.
+struct fake_time {
+  std::chrono::steady_clock::time_point now{};
+  void advance(std::chrono::seconds by) { now += by; }
+};
+
+std::vector<std::string> messages_of(const text_buffer::offer_result& result) {
+  std::vector<std::string> out;
+  for (const auto& d : result.deliveries) out.push_back(d.message);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("causal_buffer delivers in causal order and reports what is missing", "[causal_buffer]") {
+  text_buffer buffer;
+  auto r = buffer.offer("b", string_clock{{"b", 3}}, "b3");
+  CHECK(r.status == offer_status::held);
+  CHECK(r.deliveries.empty());
+  REQUIRE(buffer.missing().size() == 1);
+  CHECK(buffer.missing()[0].node == "b");
+  CHECK(buffer.missing()[0].counter == 1);
+  CHECK(buffer.missing()[0].to_string() == "needs message 1 from node b");
+  const auto waits = buffer.waiting_for("b", 3);
+  REQUIRE(waits.size() == 1);
+  CHECK(waits[0].to_string() == "needs message 1 from node b");
+  CHECK(buffer.waiting_for("b", 9).empty());
+
+  // a reply from a that saw b1 arrives before b1
+  r = buffer.offer("a", string_clock{{"a", 1}, {"b", 1}}, "a1");
+  CHECK(r.status == offer_status::held);
+  r = buffer.offer("b", string_clock{{"b", 2}}, "b2");
+  CHECK(r.status == offer_status::held);
+  CHECK(buffer.waiting_for("a", 1) == std::vector<text_buffer::missing_message>{{"b", 1}});
+
+  r = buffer.offer("b", string_clock{{"b", 1}}, "b1");
+  CHECK(r.status == offer_status::delivered);
+  CHECK(r.delivered_count == 4);
+  const auto order = messages_of(r);
+  REQUIRE(order.size() == 4);
+  CHECK(order[0] == "b1");
+  // a1 after b1; b2 before b3
+  const auto pos = [&](const char* m) {
+    return std::find(order.begin(), order.end(), m) - order.begin();
+  };
+  CHECK(pos("a1") > pos("b1"));
+  CHECK(pos("b2") < pos("b3"));
+  CHECK(buffer.missing().empty());
+  CHECK(buffer.local() == (string_clock{{"a", 1}, {"b", 3}}));
+  const auto s = buffer.stats();
+  CHECK(s.delivered == 4);
+  CHECK(s.held == 0);
+
+  // a gap per node, also past held messages
+  buffer.offer("c", string_clock{{"c", 1}, {"d", 2}}, "c1");
+  buffer.offer("c", string_clock{{"c", 3}}, "c3");
+  const auto gaps = buffer.missing();
+  REQUIRE(gaps.size() == 2);
+  CHECK(gaps[0].to_string() == "needs message 2 from node c");
+  CHECK(gaps[1].to_string() == "needs message 1 from node d");
+}
+
+TEST_CASE("causal_buffer drops duplicates and rejects invalid stamps", "[causal_buffer]") {
+  text_buffer buffer;
+  CHECK(buffer.offer("a", string_clock{{"a", 1}}, "a1").status == offer_status::delivered);
+  CHECK(buffer.offer("a", string_clock{{"a", 1}}, "a1 again").status == offer_status::duplicate);
+  CHECK(buffer.offer("a", string_clock{{"a", 3}}, "a3").status == offer_status::held);
+  CHECK(buffer.offer("a", string_clock{{"a", 3}}, "a3 again").status == offer_status::duplicate);
+  CHECK(buffer.offer("a", string_clock{{"b", 3}}, "no entry for a").status ==
+        offer_status::invalid);
+  string_clock pruned{{"a", 2}, {"b", 1}};
+  pruned.prune(1);
+  CHECK(buffer.offer("a", pruned, "pruned").status == offer_status::invalid);
+  const auto s = buffer.stats();
+  CHECK(s.duplicates == 2);
+  CHECK(s.rejected == 2);
+  CHECK(s.delivered == 1);
+  CHECK(s.held == 1);
+}
+
+TEST_CASE("causal_buffer records its own sends", "[causal_buffer]") {
+  text_buffer a, b;
+  const string_clock first = a.stamp_send("a");
+  CHECK(first == (string_clock{{"a", 1}}));
+  CHECK(b.offer("a", first, "hello").status == offer_status::delivered);
+  const string_clock reply = b.stamp_send("b");
+  CHECK(reply == (string_clock{{"a", 1}, {"b", 1}}));
+  CHECK(a.offer("b", reply, "hi").status == offer_status::delivered);  // a sent a1 itself
+  CHECK(a.offer("a", first, "echo of own message").status == offer_status::duplicate);
+}
+
+TEST_CASE("causal_buffer bounded by entries: reject_new and evict_oldest", "[causal_buffer]") {
+  SECTION("reject_new") {
+    text_buffer::options opts;
+    opts.max_entries = 2;
+    text_buffer buffer({}, opts);
+    CHECK(buffer.offer("a", string_clock{{"a", 2}}, "a2").status == offer_status::held);
+    CHECK(buffer.offer("a", string_clock{{"a", 3}}, "a3").status == offer_status::held);
+    CHECK(buffer.offer("a", string_clock{{"a", 4}}, "a4").status == offer_status::rejected);
+    // a deliverable message needs no room
+    const auto r = buffer.offer("a", string_clock{{"a", 1}}, "a1");
+    CHECK(r.status == offer_status::delivered);
+    CHECK(r.delivered_count == 3);
+    CHECK(buffer.stats().rejected == 1);
+    CHECK(buffer.missing().empty());
+  }
+  SECTION("evict_oldest") {
+    text_buffer::options opts;
+    opts.max_entries = 2;
+    opts.when_full = overflow_policy::evict_oldest;
+    text_buffer buffer({}, opts);
+    buffer.offer("a", string_clock{{"a", 3}}, "a3");
+    buffer.offer("b", string_clock{{"b", 2}}, "b2");
+    const auto r = buffer.offer("a", string_clock{{"a", 2}}, "a2");
+    CHECK(r.status == offer_status::held);
+    REQUIRE(r.evicted.size() == 1);
+    CHECK(r.evicted[0].message == "a3");
+    CHECK(r.evicted[0].sender == "a");
+    CHECK(buffer.stats().evicted == 1);
+    CHECK(buffer.stats().held == 2);
+    // the evicted message leaves a gap until it is offered again
+    CHECK(buffer.offer("a", string_clock{{"a", 1}}, "a1").delivered_count == 2);
+    CHECK(buffer.local().get("a") == 2);
+    CHECK(buffer.offer("a", string_clock{{"a", 3}}, "a3").status == offer_status::delivered);
+  }
+}
+
+TEST_CASE("causal_buffer bounded by bytes with a size function", "[causal_buffer]") {
+  text_buffer::options opts;
+  opts.max_bytes = 10;
+  opts.when_full = overflow_policy::evict_oldest;
+  opts.size_of = [](const std::string& m) { return m.size(); };
+  text_buffer buffer({}, opts);
+  CHECK(buffer.offer("a", string_clock{{"a", 2}}, "aaaa").status == offer_status::held);
+  CHECK(buffer.offer("a", string_clock{{"a", 3}}, "bbbb").status == offer_status::held);
+  CHECK(buffer.offer("a", string_clock{{"a", 4}}, "cc").status == offer_status::held);
+  CHECK(buffer.stats().held_bytes == 10);
+  auto r = buffer.offer("a", string_clock{{"a", 5}}, "ddddd");  // evicts aaaa and bbbb
+  CHECK(r.status == offer_status::held);
+  REQUIRE(r.evicted.size() == 2);
+  CHECK(r.evicted[0].message == "aaaa");
+  CHECK(r.evicted[1].message == "bbbb");
+  CHECK(buffer.stats().held_bytes == 7);
+  r = buffer.offer("a", string_clock{{"a", 6}}, "eeeeeeeeeee");  // 11 bytes never fit
+  CHECK(r.status == offer_status::rejected);
+  CHECK(r.evicted.empty());
+  CHECK(buffer.stats().held == 2);
+  CHECK(buffer.stats().rejected == 1);
+}
+
+TEST_CASE("causal_buffer expires held messages (fake clock, no sleeping)", "[causal_buffer]") {
+  fake_time time;
+  text_buffer::options opts;
+  opts.time_to_live = std::chrono::seconds(10);
+  opts.now = [&time] { return time.now; };
+  text_buffer buffer({}, opts);
+  buffer.offer("a", string_clock{{"a", 2}}, "a2");
+  time.advance(std::chrono::seconds(5));
+  buffer.offer("a", string_clock{{"a", 3}}, "a3");
+  CHECK(buffer.expire().empty());
+  time.advance(std::chrono::seconds(5));  // a2 is 10 s old
+  const auto expired = buffer.expire();
+  REQUIRE(expired.size() == 1);
+  CHECK(expired[0].message == "a2");
+  time.advance(std::chrono::seconds(6));  // a3 is 11 s old: expires on the next offer
+  const auto r = buffer.offer("b", string_clock{{"b", 2}}, "b2");
+  REQUIRE(r.expired.size() == 1);
+  CHECK(r.expired[0].message == "a3");
+  const auto s = buffer.stats();
+  CHECK(s.expired == 2);
+  CHECK(s.held == 1);
+  CHECK(buffer.missing() == std::vector<text_buffer::missing_message>{{"b", 1}});
+}
+
+TEST_CASE("causal_buffer stays consistent when the deliver callback throws", "[causal_buffer]") {
+  text_buffer buffer;
+  buffer.offer("a", string_clock{{"a", 2}}, "a2");
+  buffer.offer("a", string_clock{{"a", 3}}, "a3");
+  std::vector<std::string> seen;
+  auto throwing = [&seen](text_buffer::delivered&& d) {
+    seen.push_back(d.message);
+    if (d.message == "a2") throw std::runtime_error("application failed");
+  };
+  CHECK_THROWS_AS(buffer.offer("a", string_clock{{"a", 1}}, "a1", throwing), std::runtime_error);
+  CHECK(seen == std::vector<std::string>{"a1", "a2"});
+  // a2 counts as delivered (not handed out again); a3 is still held and deliverable
+  CHECK(buffer.local().get("a") == 2);
+  CHECK(buffer.stats().delivered == 2);
+  CHECK(buffer.stats().held == 1);
+  CHECK(buffer.offer("a", string_clock{{"a", 2}}, "a2").status == offer_status::duplicate);
+  CHECK(buffer.deliver_ready(throwing) == 1);
+  CHECK(seen.back() == "a3");
+  CHECK(buffer.stats().held == 0);
+  CHECK(buffer.local().get("a") == 3);
+}
+
+TEST_CASE("causal_buffer: 5 nodes, 10,000 messages, delays, duplicates, reordering",
+          "[causal_buffer][simulation]") {
+  constexpr std::uint64_t nodes = 5;
+  constexpr std::uint64_t total = 10000;
+  std::mt19937_64 random(2024);
+
+  struct sent_message {
+    std::uint64_t sender = 0;
+    clock64 clock;
+    std::vector<std::uint64_t> predecessors;  // ground truth: direct causal predecessors
+  };
+  struct node_state {
+    interlock::causal_buffer<std::uint64_t> buffer;
+    std::vector<char> has;                  // per message id: delivered here or sent here
+    std::vector<std::uint32_t> deliveries;  // per message id: times delivered here
+    std::vector<std::uint64_t> since_last_send;
+    bool sent_any = false;
+    std::uint64_t last_sent = 0;
+  };
+  std::vector<sent_message> messages;
+  messages.reserve(total);
+  std::vector<node_state> state(nodes);
+  for (auto& n : state) {
+    n.has.assign(total, 0);
+    n.deliveries.assign(total, 0);
+  }
+  std::multimap<std::uint64_t, std::pair<std::uint64_t, std::uint64_t>>
+      network;  // time -> (to, id)
+  std::uint64_t causality_violations = 0;
+  std::uint64_t copies_sent = 0;
+  std::uint64_t held_on_arrival = 0;
+
+  std::uint64_t now = 0;
+  while (messages.size() < total || !network.empty()) {
+    if (messages.size() < total && random() % 3 != 0) {
+      const std::uint64_t from = random() % nodes;
+      auto& n = state[from];
+      const std::uint64_t id = messages.size();
+      sent_message m{from, n.buffer.stamp_send(from), std::move(n.since_last_send)};
+      if (n.sent_any) m.predecessors.push_back(n.last_sent);
+      n.since_last_send.clear();
+      n.sent_any = true;
+      n.last_sent = id;
+      n.has[id] = 1;
+      messages.push_back(std::move(m));
+      for (std::uint64_t to = 0; to < nodes; ++to) {
+        if (to == from) continue;
+        const std::uint64_t copies = (random() % 10 == 0) ? 2 : 1;  // 10% duplicated
+        for (std::uint64_t c = 0; c < copies; ++c) {
+          network.emplace(now + 1 + random() % 60, std::pair{to, id});  // random delay
+          ++copies_sent;
+        }
+      }
+    }
+    while (!network.empty() && network.begin()->first <= now) {
+      const auto [to, id] = network.begin()->second;
+      network.erase(network.begin());
+      auto& n = state[to];
+      const auto& m = messages[id];
+      const auto result = n.buffer.offer(m.sender, m.clock, id, [&](auto&& d) {
+        const std::uint64_t got = d.message;
+        for (const std::uint64_t p : messages[got].predecessors) {
+          if (!n.has[p]) ++causality_violations;
+        }
+        ++n.deliveries[got];
+        n.has[got] = 1;
+        n.since_last_send.push_back(got);
+      });
+      if (result.status == offer_status::held) ++held_on_arrival;
+    }
+    ++now;
+  }
+
+  CHECK(causality_violations == 0);
+  std::uint64_t wrong_counts = 0;
+  std::uint64_t duplicates = 0;
+  for (std::uint64_t node = 0; node < nodes; ++node) {
+    const auto& n = state[node];
+    for (std::uint64_t id = 0; id < total; ++id) {
+      const std::uint32_t expected = messages[id].sender == node ? 0 : 1;
+      if (n.deliveries[id] != expected) ++wrong_counts;
+    }
+    const auto s = n.buffer.stats();
+    CHECK(s.held == 0);
+    CHECK(s.rejected == 0);
+    duplicates += s.duplicates;
+  }
+  CHECK(wrong_counts == 0);  // every message delivered exactly once everywhere
+  CHECK(duplicates == copies_sent - total * (nodes - 1));
+  CHECK(duplicates > 1000);
+  CHECK(held_on_arrival > 1000);  // the network really reordered causally related messages
+}
+
+TEST_CASE("causal_buffer: concurrent offers deliver each message once, in order",
+          "[causal_buffer][stress]") {
+  constexpr int senders = 4;
+  constexpr std::uint64_t per_sender = 3000;
+  interlock::causal_buffer<std::uint64_t> buffer;
+  std::vector<std::uint64_t> delivered_order;  // written by callbacks, under the buffer's lock
+  std::vector<std::thread> workers;
+  for (int s = 0; s < senders; ++s) {
+    workers.emplace_back([&, s] {
+      // each thread offers one sender's stream, locally reordered in windows of 8
+      std::mt19937_64 random(static_cast<std::uint64_t>(s));
+      std::vector<std::uint64_t> counters(per_sender);
+      for (std::uint64_t k = 0; k < per_sender; ++k) counters[k] = k + 1;
+      for (std::size_t w = 0; w < counters.size(); w += 8) {
+        std::shuffle(
+            counters.begin() + static_cast<std::ptrdiff_t>(w),
+            counters.begin() + static_cast<std::ptrdiff_t>(std::min(w + 8, counters.size())),
+            random);
+      }
+      const auto sender = static_cast<std::uint64_t>(s);
+      for (const std::uint64_t c : counters) {
+        buffer.offer(sender, clock64{{sender, c}}, sender * per_sender + c - 1,
+                     [&](auto&& d) { delivered_order.push_back(d.message); });
+      }
+    });
+  }
+  for (auto& w : workers) w.join();
+  REQUIRE(delivered_order.size() == senders * per_sender);
+  std::vector<std::uint64_t> next(senders, 0);
+  int out_of_order = 0;
+  for (const std::uint64_t id : delivered_order) {
+    const std::uint64_t sender = id / per_sender;
+    if (id % per_sender != next[sender]) ++out_of_order;
+    ++next[sender];
+  }
+  CHECK(out_of_order == 0);
+  CHECK(buffer.stats().delivered == senders * per_sender);
+  CHECK(buffer.stats().held == 0);
+}
