@@ -100,6 +100,727 @@ INTERLOCK_NAMESPACE_END
 #endif  // INTERLOCK_CONFIG_HPP
 // ---- end interlock/config.hpp ----
 
+// ---- begin interlock/cas_slot.hpp ----
+// interlock/cas_slot.hpp: a lock-free slot whose value carries its SHA-256 content
+// digest (its ETag) and a logical stamp; writers commit only if the content they
+// read is still current.
+//
+// Design note. Concurrent read-modify-write loses updates when each writer overwrites
+// what another wrote. A cas_slot<T> holds one immutable node {value, digest, stamp}
+// behind an atomic pointer. A writer builds its new node (hashing the new content)
+// before the atomic step, then publishes it with one compare-and-swap that succeeds
+// only if the node it checked is still current. compare_exchange checks *content
+// identity* (the digest, like HTTP If-Match or an S3 conditional write): writing back
+// content identical to what was read leaves the digest unchanged, so a
+// compare_exchange against that digest still succeeds (ETag semantics: ABA on content
+// is by design; use the stamp, or update(), when any intervening commit matters).
+//
+// Readers never block, never hash and never see a torn value: load() protects the
+// current node with a hazard pointer (see detail/hazard_pointer.hpp) and returns a
+// move-only snapshot that keeps that node alive until the snapshot is destroyed.
+// Replaced nodes are reclaimed once no snapshot holds them: never freed under a
+// reader, never leaked, and at most a bounded number wait per thread.
+//
+// Stamps: every commit takes a stamp from a lamport_clock, the slot's own by default
+// or one shared by several slots, so that stamps order commits across them. Stamps of
+// one slot strictly increase, so waiting for "a stamp other than the one I saw"
+// cannot miss an A -> B -> A change.
+//
+// When not to use it: for a plain counter (std::atomic is faster), for a value that
+// is written far more often than read and is expensive to hash, or when writers must
+// queue rather than retry (use keyed_mutex).
+//
+// Memory ordering: everything a writer did before a successful commit (including
+// building the value) is visible to a reader whose load() returns that commit's
+// snapshot: the publishing CAS is a release and the reader's validating load an
+// acquire. Commits to one slot are totally ordered (the CAS on one atomic), and that
+// order agrees with their stamps.
+//
+// Exception safety: if the codec, T's copy or move constructor, `fn`, or an
+// allocation throws, the slot is unchanged and the exception reaches the caller.
+#ifndef INTERLOCK_CAS_SLOT_HPP
+#define INTERLOCK_CAS_SLOT_HPP
+
+
+// ---- begin interlock/detail/hazard_pointer.hpp ----
+// interlock/detail/hazard_pointer.hpp: safe memory reclamation for lock-free reads.
+//
+// Design note. Readers of a published immutable node (cas_slot, versioned, the keyed
+// tables) protect it with a hazard pointer: they write the node's address into a
+// per-thread record, then re-check that the node is still published. A writer that
+// unpublishes a node *retires* it; a retired node is freed only once no record holds
+// its address. Hazard pointers were chosen over epochs because a reader may hold a
+// snapshot for as long as it likes: with epochs one held snapshot stops all
+// reclamation, while here it pins only its own node, so the count of retired but
+// unreclaimed nodes stays bounded (at most threshold + records per thread).
+//
+// Cost on the read path: one store and one re-load. The store-load ordering that
+// hazard pointers need is made asymmetric: readers issue only a compiler barrier and
+// the rare scanner issues membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), which runs a
+// full barrier on every CPU running this process. Where membarrier is unavailable, or
+// under ThreadSanitizer (which does not model it), both sides use seq_cst fences and
+// the protecting store is seq_cst.
+//
+// Records are never freed while the process runs; they are reused by any thread.
+// Each thread caches a few free records and keeps its own retired list; at thread
+// exit the cache returns to the domain and unreclaimed nodes go to a shared orphan
+// list that the next scan adopts.
+#ifndef INTERLOCK_DETAIL_HAZARD_POINTER_HPP
+#define INTERLOCK_DETAIL_HAZARD_POINTER_HPP
+
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <new>
+#include <utility>
+#include <vector>
+
+#if defined(__linux__)
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+INTERLOCK_NAMESPACE_BEGIN
+namespace detail {
+
+// ---- asymmetric barrier ------------------------------------------------------
+
+inline bool register_membarrier() noexcept {
+#if defined(__linux__) && !INTERLOCK_TSAN
+  const long commands = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0);
+  if (commands < 0 || (commands & MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0) return false;
+  return syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0) == 0;
+#else
+  return false;
+#endif
+}
+
+/// True when readers may use a compiler barrier because scanners use membarrier.
+/// Decided once per process; the function-local static makes every caller agree.
+inline bool asymmetric_barrier() noexcept {
+  static const bool available = register_membarrier();
+  return available;
+}
+
+/// The reader's half: orders its hazard store before its re-load of the source.
+inline void light_barrier() noexcept {
+  if constexpr (INTERLOCK_TSAN) {
+    return;  // the hazard store itself is seq_cst under TSan (hazard_guard::set)
+  } else if (asymmetric_barrier()) {
+    std::atomic_signal_fence(std::memory_order_seq_cst);  // heavy_barrier does the CPU part
+  } else {
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with heavy_barrier's fence
+  }
+}
+
+/// The scanner's half: after it, every reader's earlier hazard store is visible.
+inline void heavy_barrier() noexcept {
+#if INTERLOCK_TSAN
+  // TSan does not support fences: a seq_cst read-modify-write stands in for one (the
+  // readers' hazard stores are seq_cst too, so the store-load order still holds).
+  static std::atomic<int> tsan_fence{0};
+  tsan_fence.fetch_add(0, std::memory_order_seq_cst);
+  return;
+#endif
+#if defined(__linux__)
+  if (asymmetric_barrier() &&
+      syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0) {
+    return;
+  }
+#endif
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with light_barrier's fence
+}
+
+// ---- records and retired nodes -----------------------------------------------
+
+/// Base of every node that can be retired: an intrusive link, so retiring never
+/// allocates (and so never throws after a commit).
+struct retirable {
+  retirable* next_retired = nullptr;
+  void (*reclaim)(retirable*) noexcept = nullptr;
+};
+
+// Each record on its own cache line: readers write their record on every load, and
+// two readers sharing a line would slow each other down.
+struct alignas(cache_line_size) hazard_record {
+  std::atomic<const void*> pointer{nullptr};
+  std::atomic<bool> in_use{false};
+  hazard_record* next = nullptr;  // written before the record is published; immutable after
+};
+
+/// Per-thread state. Trivially destructible, so it is constant-initialized and the
+/// hot path reaches it without a TLS guard; `thread_exit_flush` (below) empties it.
+struct hazard_thread_state {
+  static constexpr int cache_capacity = 8;
+  hazard_record* cache[cache_capacity] = {};
+  int cached = 0;
+  retirable* retired = nullptr;
+  std::size_t retired_count = 0;
+  bool flush_registered = false;
+  bool exited = false;  // after thread_local destruction: bypass the cache
+};
+
+inline thread_local hazard_thread_state hazard_tls{};
+
+class hazard_domain {
+ public:
+  /// The process-wide domain. Never destroyed: a cas_slot or table with static
+  /// storage duration may retire nodes during static destruction, after any
+  /// function-local static would be gone. What is retired after the last thread's
+  /// exit scan is released with the process.
+  static hazard_domain& instance() noexcept {
+    static hazard_domain* const domain = new hazard_domain;
+    return *domain;
+  }
+
+  hazard_domain(const hazard_domain&) = delete;
+  hazard_domain& operator=(const hazard_domain&) = delete;
+
+  /// A record owned by the caller until release_record. Throws std::bad_alloc only
+  /// when every record is taken and a new one cannot be allocated.
+  hazard_record* acquire_record() {
+    hazard_thread_state& state = hazard_tls;
+    if (state.cached > 0) return state.cache[--state.cached];
+    return acquire_shared_record();
+  }
+
+  void release_record(hazard_record* record) noexcept {
+    // (1) release: the reader's accesses to the node it protected happen before a
+    // scanner's acquire load (4) that sees the cleared record.
+    record->pointer.store(nullptr, std::memory_order_release);
+    hazard_thread_state& state = hazard_tls;
+    if (!state.exited && state.cached < hazard_thread_state::cache_capacity) {
+      register_thread_flush(state);
+      state.cache[state.cached++] = record;
+      return;
+    }
+    // (2) release: pairs with the acquire CAS (3) of the next thread to take it.
+    record->in_use.store(false, std::memory_order_release);
+  }
+
+  /// Hands `node` to the domain: it is reclaimed once no hazard record holds it.
+  /// The caller must already have unpublished it. Never throws.
+  void retire(retirable* node) noexcept {
+    hazard_thread_state& state = hazard_tls;
+    if (state.exited) {
+      push_orphans(node, node);
+      return;
+    }
+    register_thread_flush(state);
+    node->next_retired = state.retired;
+    state.retired = node;
+    if (++state.retired_count >= scan_threshold()) scan(state);
+  }
+
+  /// Reclaims now every node retired by this thread or by exited threads that no
+  /// record protects. For tests and orderly shutdown; never needed for correctness.
+  void reclaim_now() noexcept {
+    hazard_thread_state& state = hazard_tls;
+    if (state.exited) return;
+    scan(state);
+  }
+
+  /// Called when a thread exits: cached records go back, unreclaimed nodes become orphans.
+  void thread_exit(hazard_thread_state& state) noexcept {
+    while (state.cached > 0) {
+      state.cache[--state.cached]->in_use.store(false, std::memory_order_release);  // (2)
+    }
+    scan(state);
+    if (state.retired != nullptr) {
+      retirable* tail = state.retired;
+      while (tail->next_retired != nullptr) tail = tail->next_retired;
+      push_orphans(state.retired, tail);
+    }
+    state.retired = nullptr;
+    state.retired_count = 0;
+    state.exited = true;
+  }
+
+ private:
+  hazard_domain() = default;
+  ~hazard_domain() = default;
+
+  std::size_t scan_threshold() const noexcept {
+    // Relaxed: a heuristic; a stale count only moves the next scan a little.
+    const std::size_t records = record_count_.load(std::memory_order_relaxed);
+    return std::max<std::size_t>(128, 2 * records);
+  }
+
+  static void register_thread_flush(hazard_thread_state& state) noexcept;
+
+  hazard_record* acquire_shared_record() {
+    // (3) acquire: pairs with the release (2) of the thread that gave it back.
+    for (hazard_record* r = records_.load(std::memory_order_acquire); r != nullptr; r = r->next) {
+      bool expected = false;
+      if (!r->in_use.load(std::memory_order_relaxed) &&  // cheap pre-check; the CAS decides
+          r->in_use.compare_exchange_strong(expected, true, std::memory_order_acquire,
+                                            std::memory_order_relaxed)) {
+        return r;
+      }
+    }
+    auto* record = new hazard_record;
+    record->in_use.store(true, std::memory_order_relaxed);  // not yet shared
+    record->next = records_.load(std::memory_order_relaxed);
+    // (5) release: publishes the record's fields to scanners' acquire loads (4).
+    while (!records_.compare_exchange_weak(record->next, record, std::memory_order_release,
+                                           std::memory_order_relaxed)) {
+    }
+    record_count_.fetch_add(1, std::memory_order_relaxed);  // only a heuristic reads it
+    return record;
+  }
+
+  void push_orphans(retirable* head, retirable* tail) noexcept {
+    tail->next_retired = orphans_.load(std::memory_order_relaxed);
+    // (6) release: pairs with the acquire exchange (7) of the adopting scanner.
+    while (!orphans_.compare_exchange_weak(tail->next_retired, head, std::memory_order_release,
+                                           std::memory_order_relaxed)) {
+    }
+  }
+
+  void adopt_orphans(hazard_thread_state& state) noexcept {
+    // (7) acquire: pairs with (6).
+    retirable* adopted = orphans_.exchange(nullptr, std::memory_order_acquire);
+    while (adopted != nullptr) {
+      retirable* next = adopted->next_retired;
+      adopted->next_retired = state.retired;
+      state.retired = adopted;
+      ++state.retired_count;
+      adopted = next;
+    }
+  }
+
+  void scan(hazard_thread_state& state) noexcept {
+    adopt_orphans(state);
+    if (state.retired == nullptr) return;
+    std::vector<const void*> hazards;
+    try {
+      hazards.reserve(record_count_.load(std::memory_order_relaxed) + 16);
+    } catch (const std::bad_alloc&) {
+      return;  // keep everything; the next retire tries again
+    }
+    // Every reader's hazard store that preceded its successful re-validation is
+    // visible after this barrier (light_barrier is the other half).
+    heavy_barrier();
+    // (4) acquire: pairs with the records_ publication (5) and with a reader's
+    // release of its record (1), so a cleared record means the reader is done.
+    for (hazard_record* r = records_.load(std::memory_order_acquire); r != nullptr; r = r->next) {
+      if (const void* p = r->pointer.load(std::memory_order_acquire); p != nullptr) {
+        try {
+          hazards.push_back(p);
+        } catch (const std::bad_alloc&) {
+          return;  // keep everything; the next retire tries again
+        }
+      }
+    }
+    std::sort(hazards.begin(), hazards.end());
+    retirable* keep = nullptr;
+    std::size_t kept = 0;
+    retirable* node = state.retired;
+    while (node != nullptr) {
+      retirable* next = node->next_retired;
+      if (std::binary_search(hazards.begin(), hazards.end(), static_cast<const void*>(node))) {
+        node->next_retired = keep;
+        keep = node;
+        ++kept;
+      } else {
+        node->reclaim(node);
+      }
+      node = next;
+    }
+    state.retired = keep;
+    state.retired_count = kept;
+  }
+
+  std::atomic<hazard_record*> records_{nullptr};
+  std::atomic<std::size_t> record_count_{0};
+  std::atomic<retirable*> orphans_{nullptr};
+};
+
+/// Runs hazard_domain::thread_exit when the owning thread ends.
+struct hazard_thread_flusher {
+  ~hazard_thread_flusher() { hazard_domain::instance().thread_exit(hazard_tls); }
+};
+
+inline void hazard_domain::register_thread_flush(hazard_thread_state& state) noexcept {
+  if (state.flush_registered) return;
+  state.flush_registered = true;
+  thread_local hazard_thread_flusher flusher;
+  (void)flusher;  // odr-use: constructs it for this thread, so its destructor runs
+}
+
+/// Holds one hazard record: protects at most one node at a time. Movable, not
+/// copyable. Construction may throw std::bad_alloc (see acquire_record).
+class hazard_guard {
+ public:
+  hazard_guard() : record_(hazard_domain::instance().acquire_record()) {}
+  /// A guard without a record (protects nothing; cannot protect until assigned).
+  explicit hazard_guard(std::nullptr_t) noexcept : record_(nullptr) {}
+  hazard_guard(hazard_guard&& other) noexcept : record_(std::exchange(other.record_, nullptr)) {}
+  hazard_guard& operator=(hazard_guard&& other) noexcept {
+    std::swap(record_, other.record_);
+    return *this;
+  }
+  hazard_guard(const hazard_guard&) = delete;
+  hazard_guard& operator=(const hazard_guard&) = delete;
+  ~hazard_guard() {
+    if (record_ != nullptr) hazard_domain::instance().release_record(record_);
+  }
+
+  /// Loads `source` and protects the loaded node: the result stays valid (not
+  /// reclaimed) until this guard protects something else or is destroyed.
+  /// Lock-free: retries only when a writer replaced the node in between.
+  template <class T>
+  T* protect(const std::atomic<T*>& source) noexcept {
+    // Relaxed: a first guess, validated below.
+    T* candidate = source.load(std::memory_order_relaxed);
+    for (;;) {
+      set(candidate);
+      light_barrier();
+      // (8) acquire: pairs with the writer's release CAS that published the node, so
+      // the node's contents are visible once we see its address.
+      T* current = source.load(std::memory_order_acquire);
+      if (current == candidate) return current;
+      candidate = current;
+    }
+  }
+
+  /// Protects `node` without validation. The caller guarantees that the node cannot
+  /// be retired before this store is visible to a scanner: it owns the node and has
+  /// not yet published it (the publishing release orders this store first), or it
+  /// holds the lock under which the node would be unlinked (the unlock orders it).
+  void protect_stable(const void* node) noexcept { set(node); }
+
+  void clear() noexcept {
+    if (record_ == nullptr) return;
+    // (9) release: as (1).
+    record_->pointer.store(nullptr, std::memory_order_release);
+  }
+
+ private:
+  void set(const void* node) noexcept {
+    if constexpr (INTERLOCK_TSAN) {
+      // TSan does not model the barrier pair; a seq_cst store gives it the
+      // happens-before edge from this reader to the scanner.
+      record_->pointer.store(node, std::memory_order_seq_cst);
+    } else {
+      // Relaxed: ordered before the re-load by light_barrier / heavy_barrier.
+      record_->pointer.store(node, std::memory_order_relaxed);
+    }
+  }
+
+  hazard_record* record_;
+};
+
+}  // namespace detail
+
+/// Reclaims now every value that this thread or an exited thread replaced and that
+/// no live snapshot still holds. Never needed for correctness (reclamation runs on
+/// its own every few hundred replacements); useful in tests and before measuring
+/// memory.
+inline void reclaim_retired() noexcept { detail::hazard_domain::instance().reclaim_now(); }
+
+INTERLOCK_NAMESPACE_END
+
+#endif  // INTERLOCK_DETAIL_HAZARD_POINTER_HPP
+// ---- end interlock/detail/hazard_pointer.hpp ----
+
+// ---- begin interlock/detail/snapshot_cell.hpp ----
+// interlock/detail/snapshot_cell.hpp: publication of immutable snapshots, shared by
+// cas_slot and versioned.
+//
+// Design note. A snapshot cell holds an atomic pointer to an immutable node. A writer
+// builds its new node completely (outside any critical region), then publishes it with
+// one compare-and-swap that succeeds only if a caller-supplied condition held for the
+// node it replaces; the replaced node is retired to the hazard-pointer domain and
+// freed once no reader protects it. Readers protect the current node with a hazard
+// pointer (detail/hazard_pointer.hpp): they never block, never see a torn value, and
+// the node stays valid while protected.
+//
+// Because the node being replaced is protected while it is checked and compared, its
+// address cannot be reused meanwhile: a successful CAS means no commit intervened
+// (no ABA on the pointer).
+//
+// Memory ordering: the publishing CAS (1) is a release and a reader's validating load
+// inside hazard_guard::protect is an acquire, so everything the writer did before
+// publishing (building the node) is visible to a reader whose protect returns it.
+#ifndef INTERLOCK_DETAIL_SNAPSHOT_CELL_HPP
+#define INTERLOCK_DETAIL_SNAPSHOT_CELL_HPP
+
+
+#include <atomic>
+#include <memory>
+#include <type_traits>
+
+INTERLOCK_NAMESPACE_BEGIN
+namespace detail {
+
+template <class Node>
+class snapshot_cell {
+  static_assert(std::is_base_of_v<retirable, Node>,
+                "snapshot_cell: Node must derive from retirable");
+
+ public:
+  /// An empty cell, or one that owns `initial` (published before the cell is shared).
+  explicit snapshot_cell(Node* initial = nullptr) noexcept : head_(initial) {}
+  snapshot_cell(const snapshot_cell&) = delete;
+  snapshot_cell& operator=(const snapshot_cell&) = delete;
+
+  /// Retires the last node (a snapshot may still protect it). Precondition: no other
+  /// thread is using the cell.
+  ~snapshot_cell() {
+    // (2) acquire: pairs with the release CAS (1) of the last commit.
+    if (Node* last = head_.load(std::memory_order_acquire)) hazard_domain::instance().retire(last);
+  }
+
+  /// Loads and protects the current node (nullptr for an empty cell). Lock-free.
+  Node* protect(hazard_guard& guard) const noexcept { return guard.protect(head_); }
+
+  /// The outcome of publish: whether `fresh` was published, and otherwise the node
+  /// (protected by the caller's guard) for which `decide` said no.
+  struct outcome {
+    bool published;
+    Node* current;
+  };
+
+  /// Publishes `fresh` if decide(const Node* current) holds for the node current at
+  /// the moment of the CAS; prepare(Node& fresh) runs after each successful decide and
+  /// before each CAS attempt (cas_slot takes its stamp there). `current_guard`
+  /// protects the node being checked; on a conflict it keeps protecting the node
+  /// returned. On success the cell owns `fresh` (released from the unique_ptr) and
+  /// the replaced node is retired. Lock-free: a retry means another writer published.
+  template <class Decide, class Prepare>
+  outcome publish(std::unique_ptr<Node>& fresh, hazard_guard& current_guard, Decide&& decide,
+                  Prepare&& prepare) {
+    for (;;) {
+      Node* current = current_guard.protect(head_);
+      if (!decide(static_cast<const Node*>(current))) return {false, current};
+      prepare(*fresh);
+      // (1) release on success: publishes the node's contents to readers' acquire in
+      // protect. Relaxed on failure: the loop protects and checks the new node.
+      if (head_.compare_exchange_strong(current, fresh.get(), std::memory_order_release,
+                                        std::memory_order_relaxed)) {
+        fresh.release();  // owned by the cell now
+        if (current != nullptr) hazard_domain::instance().retire(current);
+        return {true, current};
+      }
+    }
+  }
+
+ private:
+  std::atomic<Node*> head_;
+};
+
+}  // namespace detail
+INTERLOCK_NAMESPACE_END
+
+#endif  // INTERLOCK_DETAIL_SNAPSHOT_CELL_HPP
+// ---- end interlock/detail/snapshot_cell.hpp ----
+
+// ---- begin interlock/detail/wait_on_word.hpp ----
+// interlock/detail/wait_on_word.hpp: wait until a 32-bit atomic word changes, with a
+// deadline. C++20 std::atomic::wait has no timeout; every blocking interlock
+// primitive (cas_slot's wait for change, contended keyed locks, idempotency waiters)
+// sleeps through this one facility.
+//
+// On Linux it is a futex (FUTEX_WAIT_PRIVATE with a relative timeout recomputed from
+// the caller's clock, so any clock works). Elsewhere it falls back to a fixed table
+// of mutex + condition-variable buckets chosen by the word's address.
+//
+// Contract: wait_until(word, expected, deadline) returns when the word no longer
+// holds `expected` (true), when the deadline passes (false), or spuriously (true):
+// callers always re-check their own condition in a loop. wake_one / wake_all wake
+// threads blocked on the word; a waker must change the word (with a store that the
+// waiter's load can observe) before waking, or the waiter may sleep through it.
+#ifndef INTERLOCK_DETAIL_WAIT_ON_WORD_HPP
+#define INTERLOCK_DETAIL_WAIT_ON_WORD_HPP
+
+
+#include <atomic>
+#include <chrono>
+#include <climits>
+#include <cstdint>
+
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+#else
+#include <array>
+#include <condition_variable>
+#include <mutex>
+#endif
+
+INTERLOCK_NAMESPACE_BEGIN
+namespace detail {
+
+using wait_word = std::atomic<std::uint32_t>;
+
+#if defined(__linux__)
+
+inline void futex_wait_for(wait_word& word, std::uint32_t expected, const timespec* timeout) {
+  // The kernel compares *word with `expected` atomically with going to sleep, which is
+  // what makes a wake between the caller's check and this call impossible to miss.
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_PRIVATE, expected,
+          timeout, nullptr, 0);
+}
+
+inline void wake_one(wait_word& word) noexcept {
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE_PRIVATE, 1, nullptr,
+          nullptr, 0);
+}
+
+inline void wake_all(wait_word& word) noexcept {
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE_PRIVATE, INT_MAX,
+          nullptr, nullptr, 0);
+}
+
+/// Blocks while `word` holds `expected`, without a deadline. May return spuriously.
+inline void wait(wait_word& word, std::uint32_t expected) noexcept {
+  // (1) acquire: pairs with the waker's release store that changed the word, so a
+  // caller that sees the new value also sees what the waker wrote before it.
+  if (word.load(std::memory_order_acquire) != expected) return;
+  futex_wait_for(word, expected, nullptr);
+}
+
+/// Blocks while `word` holds `expected` until `deadline` on Clock. Returns false only
+/// when the deadline has passed. May return true spuriously.
+template <class Clock, class Duration>
+bool wait_until(wait_word& word, std::uint32_t expected,
+                const std::chrono::time_point<Clock, Duration>& deadline) noexcept {
+  // (2) acquire: same pairing as (1).
+  if (word.load(std::memory_order_acquire) != expected) return true;
+  const auto remaining = deadline - Clock::now();
+  if (remaining <= Duration::zero()) return false;
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(remaining).count();
+  constexpr long long billion = 1'000'000'000;
+  const long long capped = ns > 3600 * billion ? 3600 * billion : ns;  // re-armed by callers
+  timespec timeout{};
+  timeout.tv_sec = static_cast<time_t>(capped / billion);
+  timeout.tv_nsec = static_cast<long>(capped % billion);
+  futex_wait_for(word, expected, &timeout);
+  return Clock::now() < deadline || word.load(std::memory_order_acquire) != expected;
+}
+
+#else  // portable fallback
+
+struct wait_bucket {
+  std::mutex mutex;
+  std::condition_variable changed;
+};
+
+inline wait_bucket& bucket_for(const void* address) noexcept {
+  static std::array<wait_bucket, 64> buckets;
+  const auto bits = reinterpret_cast<std::uintptr_t>(address);
+  return buckets[(bits >> 4) % buckets.size()];
+}
+
+inline void wake_all(wait_word& word) noexcept {
+  auto& bucket = bucket_for(&word);
+  { std::lock_guard lock(bucket.mutex); }  // orders this wake after a waiter's check
+  bucket.changed.notify_all();
+}
+inline void wake_one(wait_word& word) noexcept { wake_all(word); }
+
+inline void wait(wait_word& word, std::uint32_t expected) noexcept {
+  auto& bucket = bucket_for(&word);
+  std::unique_lock lock(bucket.mutex);
+  if (word.load(std::memory_order_acquire) == expected) bucket.changed.wait(lock);
+}
+
+template <class Clock, class Duration>
+bool wait_until(wait_word& word, std::uint32_t expected,
+                const std::chrono::time_point<Clock, Duration>& deadline) noexcept {
+  auto& bucket = bucket_for(&word);
+  std::unique_lock lock(bucket.mutex);
+  if (word.load(std::memory_order_acquire) != expected) return true;
+  return bucket.changed.wait_until(lock, deadline) == std::cv_status::no_timeout ||
+         word.load(std::memory_order_acquire) != expected;
+}
+
+#endif
+
+}  // namespace detail
+INTERLOCK_NAMESPACE_END
+
+#endif  // INTERLOCK_DETAIL_WAIT_ON_WORD_HPP
+// ---- end interlock/detail/wait_on_word.hpp ----
+
+// ---- begin interlock/lamport_clock.hpp ----
+// interlock/lamport_clock.hpp: an atomic Lamport clock.
+//
+// Design note. A Lamport clock is a counter that orders events: every local event
+// ticks it, and every message received from elsewhere moves it past the sender's
+// time (`witness`). If event a happened before event b, then time(a) < time(b); the
+// converse does not hold (use vector_clock to detect concurrency). cas_slot stamps
+// every commit with one; several slots can share one clock so that their stamps
+// order commits across all of them.
+//
+// Guarantees: lock-free (one fetch_add for tick, a CAS loop for witness), never
+// blocks, never allocates. Times start at 0 (no event yet) and the first tick returns
+// 1. A 64-bit counter does not wrap in practice (2^64 ticks at 10^9 per second last
+// 584 years).
+//
+// Memory ordering: tick and witness are acq_rel read-modify-writes on one atomic, so
+// clock values form one total order consistent with each thread's program order, and
+// everything a thread did before a tick that returned t is visible to a thread whose
+// later tick or now() observed a value >= t.
+#ifndef INTERLOCK_LAMPORT_CLOCK_HPP
+#define INTERLOCK_LAMPORT_CLOCK_HPP
+
+
+#include <atomic>
+#include <cstdint>
+
+INTERLOCK_NAMESPACE_BEGIN
+
+class lamport_clock {
+ public:
+  using time_type = std::uint64_t;
+
+  constexpr lamport_clock() noexcept = default;
+  /// Starts at `start` (for a process that restores its clock from storage).
+  explicit constexpr lamport_clock(time_type start) noexcept : time_(start) {}
+  lamport_clock(const lamport_clock&) = delete;
+  lamport_clock& operator=(const lamport_clock&) = delete;
+
+  /// Records a local event and returns its time: the previous time + 1.
+  /// Thread-safe; wait-free on platforms with a native fetch_add.
+  time_type tick() noexcept {
+    // (1) acq_rel: pairs with every other tick/witness (1)/(2) and now() (3).
+    return time_.fetch_add(1, std::memory_order_acq_rel) + 1;
+  }
+
+  /// Records the receipt of a message stamped `remote`: the clock becomes
+  /// max(local, remote) + 1, which is returned. Thread-safe; lock-free (CAS loop).
+  time_type witness(time_type remote) noexcept {
+    time_type current = time_.load(std::memory_order_relaxed);  // a guess; the CAS checks it
+    time_type next = 0;
+    do {
+      next = (current > remote ? current : remote) + 1;
+      // (2) acq_rel: pairs with (1), (2) and (3).
+    } while (!time_.compare_exchange_weak(current, next, std::memory_order_acq_rel,
+                                          std::memory_order_relaxed));
+    return next;
+  }
+
+  /// The time of the latest event. Thread-safe; wait-free.
+  [[nodiscard]] time_type now() const noexcept {
+    // (3) acquire: pairs with the RMWs (1) and (2).
+    return time_.load(std::memory_order_acquire);
+  }
+
+ private:
+  std::atomic<time_type> time_{0};
+};
+
+INTERLOCK_NAMESPACE_END
+
+#endif  // INTERLOCK_LAMPORT_CLOCK_HPP
+// ---- end interlock/lamport_clock.hpp ----
+
 // ---- begin interlock/sha256.hpp ----
 // interlock/sha256.hpp: SHA-256 digests of bytes and of values.
 //
@@ -362,20 +1083,76 @@ class sha256 {
 };
 
 namespace detail {
+
+/// The one-shot path: a context primed with SHA-256 once, copied into a working
+/// context for each message. Copying a primed context is cheaper than initializing
+/// one (OpenSSL 3 re-creates the provider state on every init), and because every
+/// message starts from a fresh copy, a message abandoned half-way by an exception
+/// (a throwing codec) cannot leak into the next one.
+class one_shot_hasher {
+ public:
+  one_shot_hasher() : primed_(EVP_MD_CTX_new()), work_(EVP_MD_CTX_new()) {
+    if (primed_ == nullptr || work_ == nullptr) {
+      release();
+      throw_openssl_error("EVP_MD_CTX_new");
+    }
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    const int ok = EVP_DigestInit_ex2(primed_, sha256_algorithm(), nullptr);
+#else
+    const int ok = EVP_DigestInit_ex(primed_, sha256_algorithm(), nullptr);
+#endif
+    if (ok != 1) {
+      release();
+      throw_openssl_error("EVP_DigestInit");
+    }
+  }
+  one_shot_hasher(const one_shot_hasher&) = delete;
+  one_shot_hasher& operator=(const one_shot_hasher&) = delete;
+  ~one_shot_hasher() { release(); }
+
+  void begin() {
+    if (EVP_MD_CTX_copy_ex(work_, primed_) != 1) throw_openssl_error("EVP_MD_CTX_copy_ex");
+  }
+  void update(std::span<const std::byte> bytes) {
+    if (!bytes.empty() && EVP_DigestUpdate(work_, bytes.data(), bytes.size()) != 1) {
+      throw_openssl_error("EVP_DigestUpdate");
+    }
+  }
+  [[nodiscard]] digest finish() {
+    digest::bytes_type bytes{};
+    unsigned int length = 0;
+    if (EVP_DigestFinal_ex(work_, reinterpret_cast<unsigned char*>(bytes.data()), &length) != 1 ||
+        length != digest::size) {
+      throw_openssl_error("EVP_DigestFinal_ex");
+    }
+    return digest(bytes);
+  }
+
+ private:
+  void release() noexcept {
+    EVP_MD_CTX_free(primed_);
+    EVP_MD_CTX_free(work_);
+  }
+  EVP_MD_CTX* primed_;
+  EVP_MD_CTX* work_;
+};
+
 /// One hasher per thread for the one-shot functions: created on a thread's first
 /// digest, reused after that (no allocation on the hot path).
-inline sha256& thread_hasher() {
-  thread_local sha256 hasher;
+inline one_shot_hasher& thread_hasher() {
+  thread_local one_shot_hasher hasher;
   return hasher;
 }
+
 }  // namespace detail
 
 /// SHA-256 of `bytes`. Thread-safe (one context per thread); no allocation after a
 /// thread's first call. Throws sha256_error when OpenSSL fails.
 [[nodiscard]] inline digest sha256_digest(std::span<const std::byte> bytes) {
-  sha256& hasher = detail::thread_hasher();
-  hasher.reset();
-  return hasher.update(bytes).finish();
+  detail::one_shot_hasher& hasher = detail::thread_hasher();
+  hasher.begin();
+  hasher.update(bytes);
+  return hasher.finish();
 }
 [[nodiscard]] inline digest sha256_digest(std::string_view text) {
   return sha256_digest(std::as_bytes(std::span(text)));
@@ -564,8 +1341,8 @@ void encode_field(Sink& sink, const T& value) {
 /// and whatever the codec throws. Fails to compile for a type without a codec.
 template <class T>
 [[nodiscard]] digest content_digest(const T& value) {
-  sha256& hasher = detail::thread_hasher();
-  hasher.reset();
+  detail::one_shot_hasher& hasher = detail::thread_hasher();
+  hasher.begin();
   encode_content(hasher, value);
   return hasher.finish();
 }
@@ -584,6 +1361,4731 @@ struct std::hash<interlock::digest> {
 
 #endif  // INTERLOCK_SHA256_HPP
 // ---- end interlock/sha256.hpp ----
+
+#include <atomic>
+#include <chrono>
+#include <concepts>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <type_traits>
+#include <utility>
+
+INTERLOCK_NAMESPACE_BEGIN
+
+/// Thrown by cas_slot::update and value() when the slot (or snapshot) holds no value.
+class empty_slot_error : public std::logic_error {
+ public:
+  using std::logic_error::logic_error;
+};
+
+template <class T>
+class cas_slot {
+  static_assert(std::is_object_v<T> && !std::is_const_v<T>,
+                "cas_slot<T>: T must be a non-const object type");
+
+  struct node : detail::retirable {
+    template <class... Args>
+    node(const digest& hash, Args&&... args) : value(std::forward<Args>(args)...), etag(hash) {
+      reclaim = [](detail::retirable* self) noexcept { delete static_cast<node*>(self); };
+    }
+    const T value;
+    const digest etag;
+    std::uint64_t stamp = 0;  // written before publication, immutable after
+  };
+
+ public:
+  using value_type = T;
+  using stamp_type = lamport_clock::time_type;
+
+  /// A consistent view of one commit: value, digest and stamp. Move-only; it keeps
+  /// its node alive (a hazard pointer) until it is destroyed or assigned.
+  /// Thread-safety: a snapshot may be read from any thread, one at a time.
+  class snapshot {
+   public:
+    /// An empty snapshot (as of an empty slot); holds no hazard record.
+    snapshot() noexcept : guard_(nullptr), node_(nullptr) {}
+    /// Moving transfers the protection: the moved-from snapshot becomes empty.
+    snapshot(snapshot&& other) noexcept
+        : guard_(std::move(other.guard_)), node_(std::exchange(other.node_, nullptr)) {}
+    snapshot& operator=(snapshot&& other) noexcept {
+      guard_ = std::move(other.guard_);  // swaps records with `other`...
+      other.guard_.clear();              // ...which stops protecting our old node now
+      node_ = std::exchange(other.node_, nullptr);
+      return *this;
+    }
+
+    /// False for a snapshot of an empty slot.
+    [[nodiscard]] bool has_value() const noexcept { return node_ != nullptr; }
+    explicit operator bool() const noexcept { return has_value(); }
+
+    /// The value. Throws empty_slot_error when the slot was empty.
+    [[nodiscard]] const T& value() const {
+      if (node_ == nullptr) throw empty_slot_error("interlock::cas_slot: the slot is empty");
+      return node_->value;
+    }
+    /// The value, unchecked: precondition has_value().
+    const T& operator*() const noexcept {
+      INTERLOCK_ASSERT(node_ != nullptr, "dereferencing a snapshot of an empty cas_slot");
+      return node_->value;
+    }
+    const T* operator->() const noexcept { return &**this; }
+
+    /// The content digest (ETag); the all-zero digest for an empty slot.
+    [[nodiscard]] const digest& etag() const noexcept {
+      static constexpr digest none{};
+      return node_ != nullptr ? node_->etag : none;
+    }
+    /// The commit's stamp; 0 for an empty slot.
+    [[nodiscard]] stamp_type stamp() const noexcept { return node_ != nullptr ? node_->stamp : 0; }
+
+   private:
+    friend class cas_slot;
+    snapshot(detail::hazard_guard guard, const node* n) noexcept
+        : guard_(std::move(guard)), node_(n) {}
+    detail::hazard_guard guard_;
+    const node* node_;
+  };
+
+  /// The outcome of a conditional write: committed or not, and always the snapshot
+  /// that is current after the call (the new one, or the one that won), so a caller
+  /// can retry without another load.
+  struct result {
+    bool committed;
+    snapshot current;
+    explicit operator bool() const noexcept { return committed; }
+  };
+
+  /// An empty slot with its own clock.
+  cas_slot() : clock_(&own_clock_) {}
+  /// An empty slot whose stamps come from `shared` (which must outlive the slot).
+  explicit cas_slot(lamport_clock& shared) : clock_(&shared) {}
+  /// A slot holding `initial` (stamped by its own clock).
+  explicit cas_slot(T initial) : cas_slot() { publish_initial(std::move(initial)); }
+  cas_slot(T initial, lamport_clock& shared) : cas_slot(shared) {
+    publish_initial(std::move(initial));
+  }
+
+  cas_slot(const cas_slot&) = delete;
+  cas_slot& operator=(const cas_slot&) = delete;
+
+  /// Destroys the slot. Snapshots may outlive it: the current node is retired, not
+  /// freed, so a snapshot still holding it stays valid. Precondition: no other
+  /// thread is calling into the slot.
+  ~cas_slot() = default;
+
+  /// The current snapshot. Thread-safe. Lock-free (wait-free unless writers keep
+  /// replacing the node between two loads); never hashes, never blocks. Throws
+  /// std::bad_alloc only when a thread holds more snapshots than ever before and no
+  /// hazard record can be allocated.
+  [[nodiscard]] snapshot load() const {
+    detail::hazard_guard guard;
+    const node* current = cell_.nodes.protect(guard);
+    return snapshot(std::move(guard), current);
+  }
+
+  /// Commits `desired` only if the current digest equals `expected` (the all-zero
+  /// digest, `digest{}`, expects an empty slot). The digest of `desired` is computed
+  /// first, outside any critical region. Thread-safe; lock-free. Returns committed
+  /// or conflict, with the snapshot current after the call. Throws what hashing,
+  /// T's move or the allocation throws, leaving the slot unchanged.
+  result compare_exchange(const digest& expected, T desired) {
+    return commit(make_node(std::move(desired)), [&expected](const node* current) {
+      return (current != nullptr ? current->etag : digest{}) == expected;
+    });
+  }
+
+  /// Creates the value only if the slot is empty (create-only write). Lock-free.
+  /// On conflict the result carries the value that exists.
+  result try_create(T desired) {
+    return commit(make_node(std::move(desired)),
+                  [](const node* current) { return current == nullptr; });
+  }
+
+  /// Writes `desired` unconditionally and returns its snapshot. Lock-free.
+  snapshot store(T desired) {
+    return commit(make_node(std::move(desired)), [](const node*) { return true; }).current;
+  }
+
+  /// The read-modify-write loop: fn(const T&) -> T is called on the current value
+  /// and its result committed if no other commit intervened; otherwise fn runs
+  /// again on the newer value. Returns the committed snapshot. Lock-free (some
+  /// writer always commits); fn may run several times under contention, so it
+  /// should be free of side effects. Throws empty_slot_error on an empty slot, and
+  /// whatever fn, hashing or T's move throws (the slot is then unchanged).
+  template <class Fn>
+  requires std::is_invocable_r_v<T, Fn&, const T&> snapshot update(Fn fn) {
+    for (;;) {
+      snapshot seen = load();
+      auto outcome = commit(make_node(fn(seen.value())), same_node(seen));
+      if (outcome.committed) return std::move(outcome.current);
+    }
+  }
+
+  /// Like update, but fn(const T&) -> std::optional<T> may decline by returning an
+  /// empty optional: then nothing is written and the result (not committed) carries
+  /// the snapshot fn saw. On an empty slot fn is not called and the result is not
+  /// committed.
+  template <class Fn>
+  requires std::is_invocable_r_v<std::optional<T>, Fn&, const T&> result try_update(Fn fn) {
+    for (;;) {
+      snapshot seen = load();
+      if (!seen.has_value()) return result{false, std::move(seen)};
+      std::optional<T> next = fn(*seen);
+      if (!next) return result{false, std::move(seen)};
+      auto outcome = commit(make_node(std::move(*next)), same_node(seen));
+      if (outcome.committed) return outcome;
+    }
+  }
+
+  /// Blocks until the slot's stamp differs from `seen_stamp` and returns the newer
+  /// snapshot. Pass the stamp of a snapshot you hold (0 for an empty slot). Keyed on
+  /// the stamp, so a change back to identical content still wakes the waiter.
+  /// Thread-safe; blocking (futex); no lost wake-ups.
+  snapshot wait_for_change(stamp_type seen_stamp) const {
+    for (;;) {
+      using no_deadline = const std::chrono::steady_clock::time_point*;
+      if (auto changed = wait_step(seen_stamp, no_deadline{nullptr})) return std::move(*changed);
+    }
+  }
+
+  /// As wait_for_change, but gives up after `timeout`: an empty optional means the
+  /// stamp was still `seen_stamp` at the deadline. A waiter that times out leaves
+  /// nothing behind.
+  template <class Rep, class Period>
+  std::optional<snapshot> wait_for_change_for(stamp_type seen_stamp,
+                                              std::chrono::duration<Rep, Period> timeout) const {
+    return wait_for_change_until(seen_stamp, std::chrono::steady_clock::now() + timeout);
+  }
+
+  /// As wait_for_change, but gives up at `deadline` (any clock).
+  template <class Clock, class Duration>
+  std::optional<snapshot> wait_for_change_until(
+      stamp_type seen_stamp, const std::chrono::time_point<Clock, Duration>& deadline) const {
+    for (;;) {
+      bool timed_out = false;
+      if (auto changed = wait_step(seen_stamp, &deadline, &timed_out)) return changed;
+      if (timed_out) {
+        snapshot last = load();
+        if (last.stamp() != seen_stamp) return last;
+        return std::nullopt;
+      }
+    }
+  }
+
+  /// The clock that stamps this slot's commits.
+  [[nodiscard]] lamport_clock& clock() const noexcept { return *clock_; }
+
+ private:
+  template <class... Args>
+  static std::unique_ptr<node> make_node(Args&&... args) {
+    // Hash first, then construct the node around a moved value: if either throws,
+    // nothing has been published.
+    if constexpr (sizeof...(Args) == 1) {
+      const digest hash = content_digest(args...);
+      return std::make_unique<node>(hash, std::forward<Args>(args)...);
+    }
+  }
+
+  static auto same_node(const snapshot& seen) {
+    return [expected = seen.node_](const node* current) { return current == expected; };
+  }
+
+  void publish_initial(T initial) {
+    commit(make_node(std::move(initial)), [](const node*) { return true; });
+  }
+
+  /// The one commit path: publishes `fresh` if decide(current) holds for the node
+  /// current at the moment of the CAS (detail::snapshot_cell::publish), then wakes
+  /// waiters. The fresh node is protected before it is published, so the returned
+  /// snapshot stays valid even if another writer replaces it at once.
+  template <class Decide>
+  result commit(std::unique_ptr<node> fresh, Decide decide) {
+    detail::hazard_guard current_guard;
+    detail::hazard_guard fresh_guard;
+    fresh_guard.protect_stable(fresh.get());
+    const node* candidate = fresh.get();
+    const auto outcome = cell_.nodes.publish(fresh, current_guard, decide, [this](node& n) {
+      // Ticking after observing the current node makes stamps of one slot strictly
+      // increase: its stamp was taken before it was published, and we saw it published.
+      n.stamp = clock_->tick();
+    });
+    if (!outcome.published)
+      return result{false, snapshot(std::move(current_guard), outcome.current)};
+    notify_waiters();
+    return result{true, snapshot(std::move(fresh_guard), candidate)};
+  }
+
+  void notify_waiters() noexcept {
+    // (2) seq_cst, with (3): either this increment precedes a waiter's registration
+    // (4) and its futex sees the new word, or we see the waiter and wake it.
+    cell_.changes.fetch_add(1, std::memory_order_seq_cst);
+    if (cell_.waiters.load(std::memory_order_seq_cst) > 0) detail::wake_all(cell_.changes);  // (3)
+  }
+
+  /// One round of waiting. Returns a snapshot if the stamp changed; otherwise sleeps
+  /// once (until a commit, the deadline or a spurious wake) and returns empty.
+  template <class Deadline = std::chrono::steady_clock::time_point>
+  std::optional<snapshot> wait_step(stamp_type seen_stamp, const Deadline* deadline,
+                                    bool* timed_out = nullptr) const {
+    // (5) seq_cst: read the change counter before the node, so a commit after this
+    // read changes the word the futex compares against.
+    const std::uint32_t observed = cell_.changes.load(std::memory_order_seq_cst);
+    snapshot current = load();
+    if (current.stamp() != seen_stamp) return current;
+    cell_.waiters.fetch_add(1, std::memory_order_seq_cst);  // (4) pairs with (2)/(3)
+    struct unregister {
+      std::atomic<std::uint32_t>& waiters;
+      ~unregister() { waiters.fetch_sub(1, std::memory_order_relaxed); }  // a count only
+    } guard{cell_.waiters};
+    if (deadline == nullptr) {
+      detail::wait(cell_.changes, observed);
+    } else if (!detail::wait_until(cell_.changes, observed, *deadline)) {
+      *timed_out = true;
+    }
+    return std::nullopt;
+  }
+
+  // The node pointer, the change counter the futex sleeps on and the waiter count
+  // share one line: writers touch all three, readers only the pointer.
+  struct alignas(detail::cache_line_size) cell {
+    detail::snapshot_cell<node> nodes;
+    mutable detail::wait_word changes{0};
+    mutable std::atomic<std::uint32_t> waiters{0};
+  };
+
+  cell cell_;
+  lamport_clock own_clock_;
+  lamport_clock* clock_;
+};
+
+INTERLOCK_NAMESPACE_END
+
+#endif  // INTERLOCK_CAS_SLOT_HPP
+// ---- end interlock/cas_slot.hpp ----
+
+// ---- begin interlock/causal_buffer.hpp ----
+// interlock/causal_buffer.hpp: causal-order delivery of messages stamped with vector
+// clocks.
+//
+// Design note. Replicas that exchange updates over a network receive them reordered,
+// delayed and duplicated; applying an update before one it depends on (a reply before
+// the post, a withdrawal before the deposit that funded it) corrupts state. A
+// `causal_buffer` sits between the network and the application of one node: every
+// offered message is delivered exactly once and only after all of its causal
+// predecessors (causal broadcast, Birman-Schiper-Stephenson). A message m from node j
+// stamped with vector clock m is deliverable when m[j] == local[j] + 1 and
+// m[k] <= local[k] for every other node k, where `local` counts what this node has
+// delivered (and sent, see stamp_send). Other messages are held until they become
+// deliverable, expire or are evicted.
+//
+// Contract of the stamps: a node stamps each message it sends with its own clock after
+// ticking its own entry (stamp_send does exactly that), so j's messages carry
+// consecutive counters 1, 2, 3... Pruned clocks are rejected (pruning loses what a
+// message depends on).
+//
+// When not to use it: when messages are independent (commutative updates, CRDTs
+// delivered at least once); for total order (use a consensus log or sequencer).
+//
+// Guarantees: never delivers a message before a causal predecessor nor twice; drops
+// duplicates (a counter already delivered or already held); holds at most
+// max_entries messages and max_bytes bytes (as measured by the size function); an
+// evicted, rejected or expired message leaves a gap that blocks its successors until
+// it is offered again (retransmission), which missing() reports.
+//
+// Thread-safety: internally locked: every member may be called concurrently. The
+// deliver callback runs under the buffer's lock, which keeps deliveries to concurrent
+// callers in one causal order; it must not call back into the same buffer (that
+// deadlocks) and should be short. The batch form returns deliveries after unlocking;
+// each batch is in causal order and batches are causally ordered in the order their
+// offer calls took the lock, so consume them on one thread (or use the callback form).
+// Progress: blocking (one std::mutex).
+//
+// Exceptions: a message is counted as delivered and the local clock advanced before
+// the callback sees it, so a callback that throws does not get it again; the exception
+// leaves offer() (its result is lost); messages that became deliverable and were not
+// handed out yet stay held and are delivered by the next offer() or deliver_ready().
+// Allocation failure while holding leaves the buffer as before the call.
+//
+// Memory ordering: every member locks one std::mutex, so everything a thread did
+// before an offer() returned is visible to any thread whose later call (and whose
+// deliver callback) observes that offer's effect.
+#ifndef INTERLOCK_CAUSAL_BUFFER_HPP
+#define INTERLOCK_CAUSAL_BUFFER_HPP
+
+
+// ---- begin interlock/vector_clock.hpp ----
+// interlock/vector_clock.hpp: vector clocks (a value type and a thread-safe clock for
+// one node).
+//
+// Design note. A `vector_clock<NodeId>` maps node ids to event counters. Comparing two
+// clocks says whether one event happened before the other or whether they are
+// concurrent (neither saw the other): the tool for detecting conflicting replica
+// updates and for causal delivery (see causal_buffer.hpp). Node ids are any totally
+// ordered regular type; the encodings support integral ids and std::string ids.
+//
+// Representation: the entries are kept sorted by node id in a small vector whose first
+// `inline_capacity` (8) entries live inside the object, so a clock of up to 8 nodes
+// makes no heap allocation of its own (a std::string id longer than the library's
+// small-string buffer still allocates its characters). Larger clocks spill to the heap.
+// Because both sides are sorted, compare and merge are one linear merge pass. Counters
+// are never 0: a missing entry means 0.
+//
+// Pruning, and why it must not invent concurrency. A clock grows with every node that
+// ever wrote; long-lived systems bound it (Riak prunes object clocks beyond a size or
+// age). Naive pruning drops entries, and a clock that lost entries looks *concurrent*
+// with the ancestors whose entries it dropped: Riak then keeps both versions as
+// "siblings", every later write descends from neither, and siblings multiply (the
+// sibling explosion). The rule here:
+//
+//   * prune(max_entries) drops the entries with the smallest counters (ties: smaller
+//     node id first) and remembers `pruned_bound()`: the largest counter it ever
+//     dropped. The flag and bound are part of the value (==, both encodings), and
+//     merge takes the larger bound.
+//   * A pruned clock stands for every true clock T with, for every node n,
+//     get(n) <= T[n] <= max(get(n), pruned_bound()): stored counters are lower bounds,
+//     and what may be missing is at most the bound. tick(n) on a pruned clock moves n
+//     to max(get(n), pruned_bound()) + 1, so a counter is never reused after pruning.
+//   * compare() asks which orders the bounds allow: "this <= other" is possible when
+//     every stored counter here is <= the other side's upper bound, "this >= other"
+//     symmetrically. Both possible: `equal` (the clocks differ only below a bound, so
+//     they are indistinguishable); one: `before` or `after`; neither: `concurrent`.
+//     For unpruned clocks (bound 0) this is the exact pointwise comparison.
+//
+// Guarantee: if the true histories are ordered or equal, compare() never reports
+// `concurrent`, and a pruned clock that truly descends another is reported `after` or
+// `equal` (descends() is true), so a stale write is never taken for a newer one. The
+// price is the opposite error: clocks that differ only at or below the bound compare
+// `equal`, and two truly concurrent clocks may be reported ordered (one update may
+// then supersede a concurrent one). Unpruned clocks compare exactly. Use pruning only
+// where that trade-off is acceptable, and keep causal_buffer clocks unpruned (it
+// rejects pruned ones).
+//
+// When not to use it: to order events totally (use lamport_clock or hybrid_clock);
+// with an unbounded, churning set of writers (use forget() for departed members, or
+// pruning with the trade-off above).
+//
+// Encodings. Binary: a flags byte (bit 0: pruned; other bits 0), the bound as a varint
+// when pruned, the entry count as a varint, then per entry the node id (unsigned:
+// varint; signed: zigzag varint; std::string: varint length + bytes) and the counter
+// (varint), in strictly increasing node order. Text: `{a:3,b:1}`, with a `~N` suffix
+// when pruned with bound N (`{a:3}~2`); string ids use [A-Za-z0-9_.-] and %XX escapes
+// for any other byte, integer ids are decimal; no whitespace. Decoding is strict and
+// never trusts the input: see clock_decode_error. At most `max_entries` (65536)
+// entries and `max_node_id_length` (1024) bytes per string id are accepted, and a
+// declared count is checked against the bytes left before anything is allocated.
+//
+// Thread-safety: vector_clock is a value type (like std::vector): concurrent const
+// calls are safe, anything else needs external synchronization. atomic_vector_clock
+// below is the thread-safe clock of one node.
+#ifndef INTERLOCK_VECTOR_CLOCK_HPP
+#define INTERLOCK_VECTOR_CLOCK_HPP
+
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <limits>
+#include <mutex>
+#include <optional>
+#include <ostream>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+INTERLOCK_NAMESPACE_BEGIN
+
+/// The causal relation of two clocks (or of the events they stamp).
+enum class clock_order {
+  before,     ///< this happened before the other (this < other)
+  after,      ///< the other happened before this (this > other)
+  equal,      ///< same history
+  concurrent  ///< neither saw the other
+};
+
+/// Why decoding a clock failed.
+enum class clock_decode_error {
+  truncated,             ///< the input ends inside a field
+  varint_overflow,       ///< a varint longer than 10 bytes or above 2^64 - 1
+  bad_flags,             ///< unknown flag bits in the binary header
+  too_many_entries,      ///< more than max_entries entries
+  count_exceeds_input,   ///< the declared entry count cannot fit in the bytes left
+  node_id_too_long,      ///< a string id longer than max_node_id_length
+  node_id_out_of_range,  ///< an integer id that does not fit NodeId
+  zero_counter,          ///< a counter of 0 (absent entries are not encoded)
+  zero_prune_bound,      ///< the pruned flag with a bound of 0
+  duplicate_node,        ///< the same node twice
+  unsorted_nodes,        ///< nodes not in increasing order
+  trailing_bytes,        ///< bytes after the last entry
+  bad_syntax             ///< text that does not follow the grammar
+};
+
+/// A short English description of `error`, e.g. "truncated input".
+[[nodiscard]] constexpr const char* to_string(clock_decode_error error) noexcept {
+  switch (error) {
+    case clock_decode_error::truncated:
+      return "truncated input";
+    case clock_decode_error::varint_overflow:
+      return "varint overflow";
+    case clock_decode_error::bad_flags:
+      return "unknown flag bits";
+    case clock_decode_error::too_many_entries:
+      return "too many entries";
+    case clock_decode_error::count_exceeds_input:
+      return "entry count exceeds the input";
+    case clock_decode_error::node_id_too_long:
+      return "node id too long";
+    case clock_decode_error::node_id_out_of_range:
+      return "node id out of range";
+    case clock_decode_error::zero_counter:
+      return "zero counter";
+    case clock_decode_error::zero_prune_bound:
+      return "pruned flag with a zero bound";
+    case clock_decode_error::duplicate_node:
+      return "duplicate node";
+    case clock_decode_error::unsorted_nodes:
+      return "unsorted nodes";
+    case clock_decode_error::trailing_bytes:
+      return "trailing bytes";
+    case clock_decode_error::bad_syntax:
+      return "bad syntax";
+  }
+  return "unknown error";
+}
+
+/// The result of decoding: a value or a clock_decode_error (an expected-like type).
+template <class T>
+class decode_result {
+ public:
+  decode_result(T value) : value_(std::move(value)) {}  // NOLINT: implicit like expected
+  decode_result(clock_decode_error error) noexcept : error_(error) {}  // NOLINT
+
+  [[nodiscard]] bool has_value() const noexcept { return value_.has_value(); }
+  explicit operator bool() const noexcept { return has_value(); }
+  /// The value. Precondition: has_value().
+  [[nodiscard]] T& value() & noexcept {
+    INTERLOCK_ASSERT(has_value(), "decode_result::value() on an error");
+    return *value_;
+  }
+  [[nodiscard]] const T& value() const& noexcept {
+    INTERLOCK_ASSERT(has_value(), "decode_result::value() on an error");
+    return *value_;
+  }
+  [[nodiscard]] T&& value() && noexcept {
+    INTERLOCK_ASSERT(has_value(), "decode_result::value() on an error");
+    return std::move(*value_);
+  }
+  T& operator*() & noexcept { return value(); }
+  const T& operator*() const& noexcept { return value(); }
+  T* operator->() noexcept { return &value(); }
+  const T* operator->() const noexcept { return &value(); }
+  /// The error. Precondition: !has_value().
+  [[nodiscard]] clock_decode_error error() const noexcept {
+    INTERLOCK_ASSERT(!has_value(), "decode_result::error() on a value");
+    return error_;
+  }
+
+ private:
+  std::optional<T> value_;
+  clock_decode_error error_ = clock_decode_error::bad_syntax;
+};
+
+namespace detail {
+
+/// What a vector clock needs of a node id.
+template <class T>
+concept clock_node_id = std::totally_ordered<T> && std::semiregular<T>;
+
+/// Node ids the binary and text encodings support.
+template <class T>
+concept encodable_node_id = std::same_as<T, std::string> ||
+    (std::integral<T> && !std::same_as<T, bool>);
+
+inline void put_varint(std::vector<std::byte>& out, std::uint64_t value) {
+  while (value >= 0x80) {
+    out.push_back(static_cast<std::byte>((value & 0x7FU) | 0x80U));
+    value >>= 7;
+  }
+  out.push_back(static_cast<std::byte>(value));
+}
+
+/// Reads a LEB128 varint from the front of `in` and advances it.
+inline std::optional<clock_decode_error> get_varint(std::span<const std::byte>& in,
+                                                    std::uint64_t& value) noexcept {
+  value = 0;
+  for (unsigned i = 0; i < 10; ++i) {
+    if (i >= in.size()) return clock_decode_error::truncated;
+    const auto byte = std::to_integer<std::uint64_t>(in[i]);
+    if (i == 9 && byte > 1) return clock_decode_error::varint_overflow;
+    value |= (byte & 0x7FU) << (7 * i);
+    if ((byte & 0x80U) == 0) {
+      in = in.subspan(i + 1);
+      return std::nullopt;
+    }
+  }
+  return clock_decode_error::varint_overflow;
+}
+
+/// No cached order key (node ids that compare cheaply on their own).
+struct no_order_key {
+  friend constexpr bool operator==(no_order_key, no_order_key) noexcept = default;
+};
+
+/// The order key cached beside a std::string node id: its first 8 bytes, big-endian
+/// and zero-padded, so comparing keys orders ids like std::string's operator< whenever
+/// the keys differ, and ids of at most 8 bytes with equal keys differ only in length.
+/// Compare and merge then rarely touch the characters.
+template <class NodeId>
+struct order_key {
+  using type = no_order_key;
+  static constexpr type make(const NodeId&) noexcept { return {}; }
+};
+template <>
+struct order_key<std::string> {
+  using type = std::uint64_t;
+  static type make(const std::string& node) noexcept {
+    std::uint64_t key = 0;
+    const std::size_t n = node.size() < 8 ? node.size() : 8;
+    for (std::size_t i = 0; i < n; ++i) key = (key << 8) | static_cast<unsigned char>(node[i]);
+    return n == 0 ? 0 : key << (8 * (8 - n));
+  }
+};
+
+inline bool is_plain_id_char(char c) noexcept {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+         c == '.' || c == '-';
+}
+
+inline int hex_digit(char c) noexcept {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+}  // namespace detail
+
+/// A vector clock: a value mapping node ids to event counters. See the design note
+/// at the top of this header for the pruning rule and the encodings.
+///
+/// Thread-safety: a value type; concurrent const calls are safe.
+template <class NodeId = std::uint64_t>
+requires detail::clock_node_id<NodeId>
+class vector_clock {
+ public:
+  using node_type = NodeId;
+  using counter_type = std::uint64_t;
+
+  using key_type = typename detail::order_key<NodeId>::type;
+
+  /// One node's counter. `key` is maintained by the clock (an order-preserving prefix
+  /// of a std::string id, empty otherwise); leave it value-initialized.
+  struct entry {
+    NodeId node{};
+    counter_type counter = 0;
+    [[no_unique_address]] key_type key{};
+    friend bool operator==(const entry&, const entry&) = default;
+  };
+
+  /// Entries stored inside the object before spilling to the heap.
+  static constexpr std::size_t inline_capacity = 8;
+  /// The most entries a decoder accepts.
+  static constexpr std::size_t max_entries = 65536;
+  /// The longest std::string node id (in bytes) a decoder accepts.
+  static constexpr std::size_t max_node_id_length = 1024;
+
+  vector_clock() noexcept(std::is_nothrow_default_constructible_v<NodeId>) = default;
+
+  /// A clock with the given entries (any order; a repeated node keeps the larger
+  /// counter; counters of 0 are dropped). Complexity: O(n log n).
+  vector_clock(std::initializer_list<entry> entries) {
+    std::vector<entry> sorted(entries.begin(), entries.end());
+    adopt_unsorted(std::move(sorted));
+  }
+
+  vector_clock(const vector_clock&) = default;
+  vector_clock& operator=(const vector_clock&) = default;
+  vector_clock(vector_clock&& other) noexcept(std::is_nothrow_move_constructible_v<NodeId>)
+      : inline_(std::move(other.inline_)),
+        heap_(std::move(other.heap_)),
+        size_(std::exchange(other.size_, 0)),
+        pruned_bound_(std::exchange(other.pruned_bound_, 0)) {
+    other.heap_.clear();
+  }
+  vector_clock& operator=(vector_clock&& other) noexcept(
+      std::is_nothrow_move_assignable_v<NodeId>) {
+    if (this != &other) {
+      inline_ = std::move(other.inline_);
+      heap_ = std::move(other.heap_);
+      other.heap_.clear();
+      size_ = std::exchange(other.size_, 0);
+      pruned_bound_ = std::exchange(other.pruned_bound_, 0);
+    }
+    return *this;
+  }
+  ~vector_clock() = default;
+
+  // ---- queries --------------------------------------------------------------
+
+  /// The counter of `node` (0 when absent). Complexity: O(log n).
+  [[nodiscard]] counter_type get(const NodeId& node) const noexcept {
+    const entry* const first = data();
+    const key_type key = detail::order_key<NodeId>::make(node);
+    const entry* const it = find_slot(first, key, node);
+    return (it != first + size_ && order(*it, key, node) == 0) ? it->counter : 0;
+  }
+  /// The number of nodes with a non-zero counter.
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+  /// The entries, sorted by node id.
+  [[nodiscard]] std::span<const entry> entries() const noexcept { return {data(), size_}; }
+  [[nodiscard]] const entry* begin() const noexcept { return data(); }
+  [[nodiscard]] const entry* end() const noexcept { return data() + size_; }
+  /// The node ids, sorted. Allocates the returned vector. Complexity: O(n).
+  [[nodiscard]] std::vector<NodeId> nodes() const {
+    std::vector<NodeId> out;
+    out.reserve(size_);
+    for (const entry& e : entries()) out.push_back(e.node);
+    return out;
+  }
+  /// True while the entries live inside the object (no heap block is held).
+  [[nodiscard]] bool is_inline() const noexcept { return heap_.capacity() == 0; }
+  /// True when prune() dropped entries from this clock or from one merged into it.
+  [[nodiscard]] bool is_pruned() const noexcept { return pruned_bound_ != 0; }
+  /// The largest counter pruning dropped (0 when not pruned).
+  [[nodiscard]] counter_type pruned_bound() const noexcept { return pruned_bound_; }
+
+  // ---- updates --------------------------------------------------------------
+
+  /// Records an event at `node`: its counter grows by one (from
+  /// max(get(node), pruned_bound()) on a pruned clock, so counters are never reused)
+  /// and the new counter is returned. Complexity: O(log n), O(n) when `node` is new.
+  /// Throws only what allocation throws (when the clock grows past 8 nodes).
+  counter_type tick(const NodeId& node) {
+    entry* first = data();
+    const key_type key = detail::order_key<NodeId>::make(node);
+    entry* const it = find_slot(first, key, node);
+    if (it != first + size_ && order(*it, key, node) == 0) {
+      INTERLOCK_ASSERT(it->counter < std::numeric_limits<counter_type>::max(),
+                       "vector_clock counter overflow");
+      it->counter = std::max(it->counter, pruned_bound_) + 1;
+      return it->counter;
+    }
+    const auto index = static_cast<std::size_t>(it - first);
+    const counter_type counter = pruned_bound_ + 1;
+    insert_at(index, entry{node, counter, key});
+    return counter;
+  }
+
+  /// Pointwise maximum with `other` (and the larger pruned bound).
+  /// Complexity: O(n + m); one pass when `other` has no node missing here. Throws only
+  /// what allocation throws (when nodes are added); on a throw this clock holds its
+  /// old nodes with some counters already raised (a valid clock that descends the
+  /// original).
+  vector_clock& merge(const vector_clock& other) {
+    if (this == &other) return *this;
+    const std::size_t old_size = size_;
+    std::size_t added = 0;  // nodes of `other` missing here
+    {
+      // One pass raises the counters of shared nodes in place and counts new nodes.
+      entry* a = data();
+      const entry* b = other.data();
+      std::size_t i = 0, j = 0;
+      while (i < old_size && j < other.size_) {
+        const int o = order(a[i], b[j]);
+        if (o < 0) {
+          ++i;
+        } else if (o > 0) {
+          ++added;
+          ++j;
+        } else {
+          if (a[i].counter < b[j].counter) a[i].counter = b[j].counter;
+          ++i;
+          ++j;
+        }
+      }
+      added += other.size_ - j;
+    }
+    if (added != 0) {
+      const std::size_t union_size = old_size + added;
+      resize(union_size);  // may spill; the old entries stay in [0, old_size)
+      entry* a = data();
+      const entry* b = other.data();
+      std::size_t i = old_size, j = other.size_, k = union_size;
+      while (j > 0) {  // merge from the back, in place
+        const int o = i > 0 ? order(b[j - 1], a[i - 1]) : 1;
+        if (o < 0) {
+          --i;
+          --k;
+          if (k != i) a[k] = std::move(a[i]);  // k == i: already in place
+        } else if (o == 0) {
+          const counter_type counter = std::max(a[i - 1].counter, b[j - 1].counter);
+          --i;
+          --j;
+          --k;
+          if (k != i) a[k] = std::move(a[i]);
+          a[k].counter = counter;
+        } else {
+          a[--k] = b[--j];
+        }
+      }
+    }
+    pruned_bound_ = std::max(pruned_bound_, other.pruned_bound_);
+    return *this;
+  }
+
+  /// Removes `node` (a member that left for good; every clock should forget it).
+  /// Does not mark the clock pruned. Returns whether the node was present.
+  /// Complexity: O(n).
+  bool forget(const NodeId& node) {
+    entry* first = data();
+    const key_type key = detail::order_key<NodeId>::make(node);
+    entry* const it = find_slot(first, key, node);
+    if (it == first + size_ || order(*it, key, node) != 0) return false;
+    std::move(it + 1, first + size_, it);
+    resize(size_ - 1);
+    return true;
+  }
+
+  /// Keeps at most `max_size` entries: drops those with the smallest counters (ties:
+  /// the smaller node id first) and raises pruned_bound() to the largest counter
+  /// dropped. Returns the number of entries dropped (0: the clock is unchanged).
+  /// Complexity: O(n log n). Throws only what allocation throws.
+  std::size_t prune(std::size_t max_size) {
+    if (size_ <= max_size) return 0;
+    const std::size_t drop = size_ - max_size;
+    std::vector<std::size_t> by_counter(size_);
+    for (std::size_t i = 0; i < size_; ++i) by_counter[i] = i;
+    const entry* all = data();
+    std::sort(by_counter.begin(), by_counter.end(), [all](std::size_t x, std::size_t y) {
+      return all[x].counter != all[y].counter ? all[x].counter < all[y].counter
+                                              : order(all[x], all[y]) < 0;
+    });
+    std::vector<bool> dropped(size_, false);
+    counter_type bound = pruned_bound_;
+    for (std::size_t k = 0; k < drop; ++k) {
+      dropped[by_counter[k]] = true;
+      bound = std::max(bound, all[by_counter[k]].counter);
+    }
+    entry* a = data();
+    std::size_t out = 0;
+    for (std::size_t i = 0; i < size_; ++i) {
+      if (!dropped[i]) {
+        if (out != i) a[out] = std::move(a[i]);
+        ++out;
+      }
+    }
+    resize(out);
+    pruned_bound_ = bound;
+    return drop;
+  }
+
+  // ---- comparison -----------------------------------------------------------
+
+  /// The causal relation of this clock to `other` (exact for unpruned clocks; see
+  /// the pruning rule in the design note). Complexity: O(n + m), no allocation.
+  [[nodiscard]] clock_order compare(const vector_clock& other) const noexcept {
+    const entry* a = data();
+    const entry* b = other.data();
+    const counter_type bound_a = pruned_bound_;
+    const counter_type bound_b = other.pruned_bound_;
+    bool less = false;      // some stored counter here < there
+    bool greater = false;   // some stored counter here > there
+    bool can_be_le = true;  // every counter here <= the other's upper bound
+    bool can_be_ge = true;  // every counter there <= this side's upper bound
+    auto visit = [&](counter_type x, counter_type y) {
+      if (x < y) {
+        less = true;
+        if (std::max(x, bound_a) < y) can_be_ge = false;
+      } else if (y < x) {
+        greater = true;
+        if (std::max(y, bound_b) < x) can_be_le = false;
+      }
+    };
+    std::size_t i = 0, j = 0;
+    while (i < size_ && j < other.size_) {
+      const int o = order(a[i], b[j]);
+      if (o < 0) {
+        visit(a[i++].counter, 0);
+      } else if (o > 0) {
+        visit(0, b[j++].counter);
+      } else {
+        visit(a[i++].counter, b[j++].counter);
+      }
+    }
+    for (; i < size_; ++i) visit(a[i].counter, 0);
+    for (; j < other.size_; ++j) visit(0, b[j].counter);
+    if (!less && !greater) return clock_order::equal;
+    if (can_be_le && can_be_ge) return clock_order::equal;  // differ only below a bound
+    if (can_be_le) return clock_order::before;
+    if (can_be_ge) return clock_order::after;
+    return clock_order::concurrent;
+  }
+  /// compare(other) == before.
+  [[nodiscard]] bool happens_before(const vector_clock& other) const noexcept {
+    return compare(other) == clock_order::before;
+  }
+  /// compare(other) == concurrent.
+  [[nodiscard]] bool concurrent_with(const vector_clock& other) const noexcept {
+    return compare(other) == clock_order::concurrent;
+  }
+  /// compare(other) is after or equal: this clock has seen everything `other` has.
+  [[nodiscard]] bool descends(const vector_clock& other) const noexcept {
+    const clock_order order = compare(other);
+    return order == clock_order::after || order == clock_order::equal;
+  }
+
+  /// Value equality: the same entries and the same pruned bound.
+  friend bool operator==(const vector_clock& a, const vector_clock& b) noexcept {
+    return a.pruned_bound_ == b.pruned_bound_ && std::equal(a.begin(), a.end(), b.begin(), b.end());
+  }
+
+  // ---- encodings ------------------------------------------------------------
+
+  /// Appends the binary encoding to `out`. Complexity: O(encoded size).
+  void encode_binary(std::vector<std::byte>& out) const requires detail::encodable_node_id<NodeId> {
+    out.push_back(static_cast<std::byte>(is_pruned() ? 1 : 0));
+    if (is_pruned()) detail::put_varint(out, pruned_bound_);
+    detail::put_varint(out, size_);
+    for (const entry& e : entries()) {
+      if constexpr (std::same_as<NodeId, std::string>) {
+        detail::put_varint(out, e.node.size());
+        for (char c : e.node) out.push_back(static_cast<std::byte>(c));
+      } else if constexpr (std::signed_integral<NodeId>) {
+        const auto v = static_cast<std::int64_t>(e.node);
+        detail::put_varint(
+            out, (static_cast<std::uint64_t>(v) << 1) ^ static_cast<std::uint64_t>(v >> 63));
+      } else {
+        detail::put_varint(out, static_cast<std::uint64_t>(e.node));
+      }
+      detail::put_varint(out, e.counter);
+    }
+  }
+  /// The binary encoding. Allocates the returned vector.
+  [[nodiscard]] std::vector<std::byte> encode_binary()
+      const requires detail::encodable_node_id<NodeId> {
+    std::vector<std::byte> out;
+    out.reserve(2 + size_ * 4);
+    encode_binary(out);
+    return out;
+  }
+
+  /// Decodes a binary encoding that must span all of `in`. Never reads outside `in`,
+  /// allocates at most in proportion to in.size(). Returns the clock_decode_error of
+  /// the first problem found (truncated, varint_overflow, bad_flags, too_many_entries,
+  /// count_exceeds_input, node_id_too_long, node_id_out_of_range, zero_counter,
+  /// zero_prune_bound, duplicate_node, unsorted_nodes, trailing_bytes).
+  /// Complexity: O(in.size()).
+  [[nodiscard]] static decode_result<vector_clock> decode_binary(
+      std::span<const std::byte> in) requires detail::encodable_node_id<NodeId> {
+    if (in.empty()) return clock_decode_error::truncated;
+    const auto flags = std::to_integer<unsigned>(in[0]);
+    in = in.subspan(1);
+    if ((flags & ~1U) != 0) return clock_decode_error::bad_flags;
+    counter_type bound = 0;
+    if ((flags & 1U) != 0) {
+      if (auto e = detail::get_varint(in, bound)) return *e;
+      if (bound == 0) return clock_decode_error::zero_prune_bound;
+    }
+    std::uint64_t count = 0;
+    if (auto e = detail::get_varint(in, count)) return *e;
+    if (count > max_entries) return clock_decode_error::too_many_entries;
+    if (count > in.size() / 2) return clock_decode_error::count_exceeds_input;  // >= 2 bytes each
+    std::vector<entry> list;
+    list.reserve(static_cast<std::size_t>(count));
+    for (std::uint64_t k = 0; k < count; ++k) {
+      entry e{};
+      std::uint64_t raw = 0;
+      if (auto err = detail::get_varint(in, raw)) return *err;
+      if constexpr (std::same_as<NodeId, std::string>) {
+        if (raw > max_node_id_length) return clock_decode_error::node_id_too_long;
+        if (raw > in.size()) return clock_decode_error::truncated;
+        e.node.resize(static_cast<std::size_t>(raw));
+        for (std::size_t c = 0; c < e.node.size(); ++c) {
+          e.node[c] = static_cast<char>(std::to_integer<unsigned char>(in[c]));
+        }
+        in = in.subspan(static_cast<std::size_t>(raw));
+      } else if constexpr (std::signed_integral<NodeId>) {
+        const auto v = static_cast<std::int64_t>(raw >> 1) ^ -static_cast<std::int64_t>(raw & 1U);
+        if (v < static_cast<std::int64_t>(std::numeric_limits<NodeId>::min()) ||
+            v > static_cast<std::int64_t>(std::numeric_limits<NodeId>::max())) {
+          return clock_decode_error::node_id_out_of_range;
+        }
+        e.node = static_cast<NodeId>(v);
+      } else {
+        if (raw > static_cast<std::uint64_t>(std::numeric_limits<NodeId>::max())) {
+          return clock_decode_error::node_id_out_of_range;
+        }
+        e.node = static_cast<NodeId>(raw);
+      }
+      if (auto err = detail::get_varint(in, e.counter)) return *err;
+      if (auto err = append_checked(list, std::move(e))) return *err;
+    }
+    if (!in.empty()) return clock_decode_error::trailing_bytes;
+    vector_clock clock;
+    clock.adopt_sorted(std::move(list));
+    clock.pruned_bound_ = bound;
+    return clock;
+  }
+
+  /// Appends the text form (`{a:3,b:1}`, `~N` suffix when pruned) to `out`.
+  void encode_text(std::string& out) const requires detail::encodable_node_id<NodeId> {
+    out.push_back('{');
+    bool first = true;
+    for (const entry& e : entries()) {
+      if (!first) out.push_back(',');
+      first = false;
+      if constexpr (std::same_as<NodeId, std::string>) {
+        constexpr std::string_view hex = "0123456789ABCDEF";
+        for (char c : e.node) {
+          if (detail::is_plain_id_char(c)) {
+            out.push_back(c);
+          } else {
+            const auto byte = static_cast<unsigned char>(c);
+            out.push_back('%');
+            out.push_back(hex[byte >> 4]);
+            out.push_back(hex[byte & 0xFU]);
+          }
+        }
+      } else {
+        append_number(out, e.node);
+      }
+      out.push_back(':');
+      append_number(out, e.counter);
+    }
+    out.push_back('}');
+    if (is_pruned()) {
+      out.push_back('~');
+      append_number(out, pruned_bound_);
+    }
+  }
+  /// The text form. Allocates the returned string.
+  [[nodiscard]] std::string to_string() const requires detail::encodable_node_id<NodeId> {
+    std::string out;
+    encode_text(out);
+    return out;
+  }
+
+  /// Parses the text form, which must span all of `text`. Returns bad_syntax for text
+  /// off the grammar (whitespace included), and the same errors as decode_binary for
+  /// bad values (zero counters, duplicate or unsorted nodes, too many entries, long or
+  /// out-of-range ids; a number above 2^64 - 1 is node_id_out_of_range or bad_syntax).
+  /// Complexity: O(text.size()).
+  [[nodiscard]] static decode_result<vector_clock> decode_text(
+      std::string_view text) requires detail::encodable_node_id<NodeId> {
+    std::size_t pos = 0;
+    if (text.empty() || text[0] != '{') return clock_decode_error::bad_syntax;
+    ++pos;
+    std::vector<entry> list;
+    if (pos < text.size() && text[pos] == '}') {
+      ++pos;
+    } else {
+      while (true) {
+        entry e{};
+        if constexpr (std::same_as<NodeId, std::string>) {
+          while (pos < text.size() && text[pos] != ':') {
+            char c = text[pos];
+            if (c == '%') {
+              if (text.size() - pos < 3) return clock_decode_error::bad_syntax;
+              const int high = detail::hex_digit(text[pos + 1]);
+              const int low = detail::hex_digit(text[pos + 2]);
+              if (high < 0 || low < 0) return clock_decode_error::bad_syntax;
+              c = static_cast<char>(static_cast<unsigned char>(high * 16 + low));
+              pos += 3;
+            } else if (detail::is_plain_id_char(c)) {
+              ++pos;
+            } else {
+              return clock_decode_error::bad_syntax;
+            }
+            if (e.node.size() == max_node_id_length) return clock_decode_error::node_id_too_long;
+            e.node.push_back(c);
+          }
+        } else {
+          const auto [ptr, ec] =
+              std::from_chars(text.data() + pos, text.data() + text.size(), e.node);
+          if (ec == std::errc::result_out_of_range) return clock_decode_error::node_id_out_of_range;
+          if (ec != std::errc{}) return clock_decode_error::bad_syntax;
+          pos = static_cast<std::size_t>(ptr - text.data());
+        }
+        if (pos >= text.size() || text[pos] != ':') return clock_decode_error::bad_syntax;
+        ++pos;
+        if (auto err = parse_counter(text, pos, e.counter)) return *err;
+        if (list.size() == max_entries) return clock_decode_error::too_many_entries;
+        if (auto err = append_checked(list, std::move(e))) return *err;
+        if (pos >= text.size()) return clock_decode_error::bad_syntax;
+        if (text[pos] == '}') {
+          ++pos;
+          break;
+        }
+        if (text[pos] != ',') return clock_decode_error::bad_syntax;
+        ++pos;
+      }
+    }
+    counter_type bound = 0;
+    if (pos < text.size() && text[pos] == '~') {
+      ++pos;
+      if (auto err = parse_counter(text, pos, bound)) {
+        return *err == clock_decode_error::zero_counter ? clock_decode_error::zero_prune_bound
+                                                        : *err;
+      }
+    }
+    if (pos != text.size()) return clock_decode_error::trailing_bytes;
+    vector_clock clock;
+    clock.adopt_sorted(std::move(list));
+    clock.pruned_bound_ = bound;
+    return clock;
+  }
+
+  friend std::ostream& operator<<(
+      std::ostream& out, const vector_clock& clock) requires detail::encodable_node_id<NodeId> {
+    return out << clock.to_string();
+  }
+
+ private:
+  // Three-way order of node ids (negative, 0, positive), using the cached keys.
+  static int order(const entry& x, const key_type& key, const NodeId& node) noexcept {
+    if constexpr (std::same_as<NodeId, std::string>) {
+      if (x.key != key) return x.key < key ? -1 : 1;
+      if (x.node.size() <= 8 && node.size() <= 8) {
+        return x.node.size() < node.size() ? -1 : (x.node.size() > node.size() ? 1 : 0);
+      }
+      const int c = x.node.compare(node);
+      return c < 0 ? -1 : (c > 0 ? 1 : 0);
+    } else {
+      return x.node < node ? -1 : (node < x.node ? 1 : 0);
+    }
+  }
+  static int order(const entry& x, const entry& y) noexcept { return order(x, y.key, y.node); }
+
+  // The first entry whose node is not less than `node` (binary search).
+  template <class Pointer>
+  Pointer find_slot(Pointer first, const key_type& key, const NodeId& node) const noexcept {
+    std::size_t low = 0, high = size_;
+    while (low < high) {
+      const std::size_t mid = low + (high - low) / 2;
+      if (order(first[mid], key, node) < 0) {
+        low = mid + 1;
+      } else {
+        high = mid;
+      }
+    }
+    return first + low;
+  }
+
+  [[nodiscard]] entry* data() noexcept { return heap_.empty() ? inline_.data() : heap_.data(); }
+  [[nodiscard]] const entry* data() const noexcept {
+    return heap_.empty() ? inline_.data() : heap_.data();
+  }
+
+  // Invariant: size_ <= inline_capacity iff the entries are in inline_ (then heap_
+  // holds no block); inline_ slots at or past size_ are unused (shrinking resets them
+  // to release what their ids hold; growing always writes the new slots).
+  void resize(std::size_t n) {
+    if (n <= inline_capacity) {
+      if (size_ > inline_capacity) {  // move back inline and free the heap block
+        std::move(heap_.begin(), heap_.begin() + static_cast<std::ptrdiff_t>(n), inline_.begin());
+        std::vector<entry>().swap(heap_);
+      } else {
+        for (std::size_t i = n; i < size_; ++i) inline_[i] = entry{};
+      }
+    } else if (size_ <= inline_capacity) {  // spill
+      std::vector<entry> block;
+      block.reserve(std::max(n, 2 * inline_capacity));
+      for (std::size_t i = 0; i < size_; ++i) block.push_back(std::move(inline_[i]));
+      block.resize(n);
+      heap_ = std::move(block);
+      for (std::size_t i = 0; i < size_; ++i) inline_[i] = entry{};
+    } else {
+      heap_.resize(n);
+    }
+    size_ = n;
+  }
+
+  void insert_at(std::size_t index, entry value) {
+    resize(size_ + 1);
+    entry* a = data();
+    std::move_backward(a + index, a + size_ - 1, a + size_);
+    a[index] = std::move(value);
+  }
+
+  // Takes a sorted, duplicate-free list without zero counters, and sets the keys.
+  void adopt_sorted(std::vector<entry>&& list) {
+    for (entry& e : list) e.key = detail::order_key<NodeId>::make(e.node);
+    if (list.size() <= inline_capacity) {
+      std::move(list.begin(), list.end(), inline_.begin());
+    } else {
+      heap_ = std::move(list);
+    }
+    size_ = heap_.empty() ? list.size() : heap_.size();
+  }
+
+  void adopt_unsorted(std::vector<entry>&& list) {
+    std::sort(list.begin(), list.end(), [](const entry& x, const entry& y) {
+      return x.node < y.node || (x.node == y.node && x.counter > y.counter);
+    });
+    std::vector<entry> unique;
+    unique.reserve(list.size());
+    for (entry& e : list) {
+      if (e.counter == 0 || (!unique.empty() && unique.back().node == e.node)) continue;
+      unique.push_back(std::move(e));
+    }
+    adopt_sorted(std::move(unique));
+  }
+
+  static std::optional<clock_decode_error> append_checked(std::vector<entry>& list, entry&& e) {
+    if (e.counter == 0) return clock_decode_error::zero_counter;
+    if (!list.empty()) {
+      if (list.back().node == e.node) return clock_decode_error::duplicate_node;
+      if (e.node < list.back().node) return clock_decode_error::unsorted_nodes;
+    }
+    list.push_back(std::move(e));
+    return std::nullopt;
+  }
+
+  static std::optional<clock_decode_error> parse_counter(std::string_view text, std::size_t& pos,
+                                                         counter_type& value) noexcept {
+    if (pos >= text.size() || text[pos] < '0' || text[pos] > '9') {
+      return clock_decode_error::bad_syntax;
+    }
+    const auto [ptr, ec] = std::from_chars(text.data() + pos, text.data() + text.size(), value);
+    if (ec != std::errc{}) return clock_decode_error::bad_syntax;  // out of range
+    pos = static_cast<std::size_t>(ptr - text.data());
+    if (value == 0) return clock_decode_error::zero_counter;
+    return std::nullopt;
+  }
+
+  template <class Integer>
+  static void append_number(std::string& out, Integer value) {
+    std::array<char, 24> buffer{};
+    const auto [ptr, ec] = std::to_chars(buffer.data(), buffer.data() + buffer.size(), value);
+    (void)ec;  // 24 characters hold any 64-bit integer
+    out.append(buffer.data(), ptr);
+  }
+
+  std::array<entry, inline_capacity> inline_{};
+  std::vector<entry> heap_;
+  std::size_t size_ = 0;
+  counter_type pruned_bound_ = 0;
+};
+
+/// The thread-safe vector clock of one node: the node's own events (tick) and the
+/// messages it receives (receive) advance it, and each call returns the resulting
+/// clock, ready to stamp an event or a message.
+///
+/// Thread-safety: every member may be called concurrently. Progress: blocking, with
+/// a short critical section (one std::mutex around an O(n) clock update and copy).
+///
+/// Memory ordering: calls are linearizable (the mutex orders them), and everything a
+/// thread did before a call that returned clock c is visible to a thread whose later
+/// call returned a clock that descends c (the mutex's unlock/lock pair carries it).
+template <class NodeId = std::uint64_t>
+requires detail::clock_node_id<NodeId>
+class atomic_vector_clock {
+ public:
+  using clock_type = vector_clock<NodeId>;
+
+  /// The clock of node `self`, starting from `start` (an empty clock by default).
+  explicit atomic_vector_clock(NodeId self, clock_type start = {})
+      : self_(std::move(self)), clock_(std::move(start)) {}
+  atomic_vector_clock(const atomic_vector_clock&) = delete;
+  atomic_vector_clock& operator=(const atomic_vector_clock&) = delete;
+
+  /// Records a local event and returns the clock after it. Thread-safe; blocking
+  /// (short critical section). Complexity: O(n) for the copy. Throws only what
+  /// allocation throws, leaving the clock unchanged or ticked.
+  clock_type tick() {
+    const std::lock_guard lock(mutex_);
+    clock_.tick(self_);
+    return clock_;
+  }
+
+  /// Records the receipt of a message stamped `remote`: merges it, ticks, and returns
+  /// the result. Thread-safe; blocking (short critical section). Complexity: O(n + m).
+  /// Throws only what allocation throws.
+  clock_type receive(const clock_type& remote) {
+    const std::lock_guard lock(mutex_);
+    clock_.merge(remote);
+    clock_.tick(self_);
+    return clock_;
+  }
+
+  /// A copy of the current clock. Thread-safe; blocking (short critical section).
+  /// Complexity: O(n).
+  [[nodiscard]] clock_type snapshot() const {
+    const std::lock_guard lock(mutex_);
+    return clock_;
+  }
+
+  /// This node's own counter. Thread-safe; blocking (short critical section).
+  [[nodiscard]] std::uint64_t own_counter() const {
+    const std::lock_guard lock(mutex_);
+    return clock_.get(self_);
+  }
+
+  [[nodiscard]] const NodeId& self() const noexcept { return self_; }
+
+ private:
+  const NodeId self_;
+  mutable std::mutex mutex_;
+  clock_type clock_;
+};
+
+INTERLOCK_NAMESPACE_END
+
+#endif  // INTERLOCK_VECTOR_CLOCK_HPP
+// ---- end interlock/vector_clock.hpp ----
+
+#include <chrono>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+INTERLOCK_NAMESPACE_BEGIN
+
+/// What an offer did with the offered message.
+enum class offer_status {
+  delivered,  ///< delivered (possibly together with held successors)
+  held,       ///< waiting for a causal predecessor
+  duplicate,  ///< already delivered or already held: dropped
+  rejected,   ///< the buffer is full (reject_new) or the message alone exceeds max_bytes
+  invalid     ///< a pruned clock, or a clock without an entry for its sender
+};
+
+/// What a full buffer does with a message it must hold.
+enum class overflow_policy {
+  reject_new,   ///< drop the new message (offer_status::rejected)
+  evict_oldest  ///< evict the longest-held messages until it fits, report them
+};
+
+/// Causal-order delivery for one node. See the design note at the top of this header.
+///
+/// `Message` must be move-constructible. `Clock` (a std::chrono clock) times held
+/// messages for expiry; tests inject a now-source through options::now.
+template <class Message, class NodeId = std::uint64_t, class Clock = std::chrono::steady_clock>
+requires std::move_constructible<Message>
+class causal_buffer {
+ public:
+  using clock_type = vector_clock<NodeId>;
+  using counter_type = std::uint64_t;
+  using time_point = typename Clock::time_point;
+  using duration = typename Clock::duration;
+
+  /// A message with its sender and stamp.
+  struct envelope {
+    NodeId sender;
+    clock_type clock;
+    Message message;
+  };
+  using delivered = envelope;
+
+  /// A message the buffer needs before it can deliver what it holds: the `counter`th
+  /// message from `node`.
+  struct missing_message {
+    NodeId node;
+    counter_type counter = 0;
+    friend bool operator==(const missing_message&, const missing_message&) = default;
+    /// E.g. "needs message 3 from node b".
+    [[nodiscard]] std::string to_string() const {
+      std::string text = "needs message " + std::to_string(counter) + " from node ";
+      if constexpr (std::same_as<NodeId, std::string>) {
+        text += node;
+      } else if constexpr (requires(std::ostream & out, const NodeId& n) { out << n; }) {
+        std::ostringstream out;
+        out << node;
+        text += out.str();
+      } else {
+        text += "?";
+      }
+      return text;
+    }
+  };
+
+  struct options {
+    /// The most messages held at once.
+    std::size_t max_entries = 4096;
+    /// The most bytes held at once, as measured by size_of.
+    std::size_t max_bytes = std::size_t{64} << 20;
+    overflow_policy when_full = overflow_policy::reject_new;
+    /// Held messages older than this expire; empty: never.
+    std::optional<duration> time_to_live;
+    /// The size of a message in bytes; empty: sizeof(Message).
+    std::function<std::size_t(const Message&)> size_of;
+    /// The current time; empty: Clock::now.
+    std::function<time_point()> now;
+  };
+
+  /// What one offer did.
+  struct offer_result {
+    offer_status status = offer_status::held;
+    /// How many messages this offer delivered (the offered one and held ones).
+    std::size_t delivered_count = 0;
+    /// The batch form's deliveries, in causal order (empty for the callback form).
+    std::vector<delivered> deliveries;
+    /// Messages evicted to make room (evict_oldest), oldest first.
+    std::vector<envelope> evicted;
+    /// Held messages that expired during this offer.
+    std::vector<envelope> expired;
+  };
+
+  struct statistics {
+    std::uint64_t delivered = 0;
+    std::uint64_t held = 0;        ///< held right now
+    std::uint64_t held_bytes = 0;  ///< held right now
+    std::uint64_t duplicates = 0;
+    std::uint64_t rejected = 0;  ///< rejected and invalid messages
+    std::uint64_t evicted = 0;
+    std::uint64_t expired = 0;
+  };
+
+  /// A buffer for a node whose delivered (and sent) counts are `local`.
+  /// Precondition: `local` is not pruned.
+  explicit causal_buffer(clock_type local = {}, options opts = {})
+      : local_(std::move(local)), options_(std::move(opts)) {
+    INTERLOCK_ASSERT(!local_.is_pruned(), "causal_buffer needs an unpruned local clock");
+    if (!options_.size_of) options_.size_of = [](const Message&) { return sizeof(Message); };
+    if (!options_.now) options_.now = [] { return Clock::now(); };
+  }
+  causal_buffer(const causal_buffer&) = delete;
+  causal_buffer& operator=(const causal_buffer&) = delete;
+
+  /// Offers a message from `sender` stamped `clock` and calls `deliver(delivered&&)`
+  /// for every message that became deliverable, in causal order. Expires held messages
+  /// first. Thread-safe; blocking (the callback runs under the lock, see the design
+  /// note). Complexity: O((d + 1) * (s log h + n)) for d deliveries, s senders with
+  /// held messages, h held messages and clocks of n entries. Returns the offered
+  /// message's status (rejected or invalid on failure, nothing is thrown for them);
+  /// exceptions from `deliver` propagate, see the design note.
+  template <std::invocable<delivered&&> DeliverFn>
+  offer_result offer(NodeId sender, clock_type clock, Message message, DeliverFn&& deliver) {
+    offer_result result;
+    const std::lock_guard lock(mutex_);
+    offer_locked(std::move(sender), std::move(clock), std::move(message), result, deliver);
+    return result;
+  }
+
+  /// The batch form: the deliveries are returned in result.deliveries, in causal order.
+  /// Thread-safe; blocking. Same complexity and failures as the callback form.
+  offer_result offer(NodeId sender, clock_type clock, Message message) {
+    offer_result result;
+    const std::lock_guard lock(mutex_);
+    auto collect = [&result](delivered&& d) { result.deliveries.push_back(std::move(d)); };
+    offer_locked(std::move(sender), std::move(clock), std::move(message), result, collect);
+    return result;
+  }
+
+  /// Delivers held messages that are deliverable (after a callback threw). Returns how
+  /// many. Thread-safe; blocking (callback under the lock).
+  template <std::invocable<delivered&&> DeliverFn>
+  std::size_t deliver_ready(DeliverFn&& deliver) {
+    const std::lock_guard lock(mutex_);
+    return deliver_held(deliver);
+  }
+
+  /// Records a message this node sends: ticks its own entry `self` in the local view
+  /// and returns the clock to stamp the message with. Thread-safe; blocking.
+  /// Complexity: O(n) for the copy.
+  clock_type stamp_send(const NodeId& self) {
+    const std::lock_guard lock(mutex_);
+    local_.tick(self);
+    return local_;
+  }
+
+  /// Drops held messages older than the time to live and returns them (empty without
+  /// a time to live). Thread-safe; blocking. Complexity: O(e log h) for e expired.
+  std::vector<envelope> expire() {
+    std::vector<envelope> out;
+    const std::lock_guard lock(mutex_);
+    expire_locked(out);
+    return out;
+  }
+
+  /// For every node, the first message the buffer lacks (neither delivered nor held)
+  /// that some held message depends on, in node order. Empty when nothing is held.
+  /// Thread-safe; blocking. Complexity: O(h * n * log h).
+  [[nodiscard]] std::vector<missing_message> missing() const {
+    const std::lock_guard lock(mutex_);
+    std::map<NodeId, counter_type> needed;  // node -> the highest counter some message needs
+    for (const auto& [sender, queue] : held_) {
+      for (const auto& [counter, item] : queue) {
+        for (const auto& e : item.clock.entries()) {
+          const counter_type need = e.node == sender ? e.counter - 1 : e.counter;
+          if (need > local_.get(e.node)) {
+            auto& slot = needed[e.node];
+            slot = std::max(slot, need);
+          }
+        }
+      }
+    }
+    std::vector<missing_message> out;
+    for (const auto& [node, highest] : needed) {
+      counter_type next = local_.get(node) + 1;
+      while (next <= highest && is_held(node, next)) ++next;
+      if (next <= highest) out.push_back({node, next});
+    }
+    return out;
+  }
+
+  /// What the held message `counter` from `sender` waits for: per blocking node, the
+  /// next message from it. Empty when no such message is held. Thread-safe; blocking.
+  /// Complexity: O(log h + n log n).
+  [[nodiscard]] std::vector<missing_message> waiting_for(const NodeId& sender,
+                                                         counter_type counter) const {
+    const std::lock_guard lock(mutex_);
+    std::vector<missing_message> out;
+    const auto queue = held_.find(sender);
+    if (queue == held_.end()) return out;
+    const auto item = queue->second.find(counter);
+    if (item == queue->second.end()) return out;
+    for (const auto& e : item->second.clock.entries()) {
+      const counter_type have = local_.get(e.node);
+      const counter_type need = e.node == sender ? e.counter - 1 : e.counter;
+      if (need > have) out.push_back({e.node, have + 1});
+    }
+    return out;
+  }
+
+  /// A copy of the local view (delivered and sent counts). Thread-safe; blocking.
+  [[nodiscard]] clock_type local() const {
+    const std::lock_guard lock(mutex_);
+    return local_;
+  }
+
+  [[nodiscard]] statistics stats() const {
+    const std::lock_guard lock(mutex_);
+    statistics s = stats_;
+    s.held = held_count_;
+    s.held_bytes = held_bytes_;
+    return s;
+  }
+
+ private:
+  struct held_item {
+    clock_type clock;
+    Message message;
+    std::uint64_t sequence;
+    time_point arrived;
+    std::size_t bytes;
+  };
+
+  template <class Sink>
+  void offer_locked(NodeId&& sender, clock_type&& clock, Message&& message, offer_result& result,
+                    Sink& sink) {
+    expire_locked(result.expired);
+    const counter_type counter = clock.get(sender);
+    if (clock.is_pruned() || counter == 0) {
+      ++stats_.rejected;
+      result.status = offer_status::invalid;
+      return;
+    }
+    const counter_type have = local_.get(sender);
+    if (counter <= have || is_held(sender, counter)) {
+      ++stats_.duplicates;
+      result.status = offer_status::duplicate;
+      return;
+    }
+    if (counter == have + 1 && others_delivered(clock, sender)) {
+      result.status = offer_status::delivered;
+      local_.tick(sender);
+      ++stats_.delivered;
+      ++result.delivered_count;
+      sink(delivered{std::move(sender), std::move(clock), std::move(message)});
+      result.delivered_count += deliver_held(sink);
+      return;
+    }
+    const std::size_t bytes = options_.size_of(message);
+    if (options_.max_entries == 0 || bytes > options_.max_bytes) {
+      ++stats_.rejected;
+      result.status = offer_status::rejected;
+      return;
+    }
+    while (held_count_ + 1 > options_.max_entries || held_bytes_ + bytes > options_.max_bytes) {
+      if (options_.when_full == overflow_policy::reject_new || arrival_.empty()) {
+        ++stats_.rejected;
+        result.status = offer_status::rejected;
+        return;
+      }
+      const auto [node, oldest] = arrival_.begin()->second;
+      result.evicted.push_back(take(node, oldest));
+      ++stats_.evicted;
+    }
+    const std::uint64_t sequence = next_sequence_++;
+    auto& queue = held_[sender];
+    try {
+      arrival_.emplace(sequence, std::pair{sender, counter});
+      queue.emplace(counter, held_item{std::move(clock), std::move(message), sequence,
+                                       options_.now(), bytes});
+    } catch (...) {
+      arrival_.erase(sequence);
+      if (queue.empty()) held_.erase(sender);
+      throw;
+    }
+    ++held_count_;
+    held_bytes_ += bytes;
+    result.status = offer_status::held;
+  }
+
+  // Delivers every held message that is deliverable, in causal order.
+  template <class Sink>
+  std::size_t deliver_held(Sink& sink) {
+    std::size_t count = 0;
+    bool progress = true;
+    while (progress && held_count_ != 0) {
+      progress = false;
+      for (auto queue = held_.begin(); queue != held_.end();) {
+        const counter_type next = local_.get(queue->first) + 1;
+        const auto item = queue->second.find(next);
+        if (item == queue->second.end() || !others_delivered(item->second.clock, queue->first)) {
+          ++queue;
+          continue;
+        }
+        NodeId sender = queue->first;
+        auto following = std::next(queue);
+        envelope out = take(sender, next);  // may erase *queue
+        local_.tick(sender);
+        ++stats_.delivered;
+        ++count;
+        progress = true;
+        sink(std::move(out));
+        queue = following;
+      }
+    }
+    return count;
+  }
+
+  // True when every entry of `clock` other than the sender's is already delivered.
+  bool others_delivered(const clock_type& clock, const NodeId& sender) const noexcept {
+    const auto mine = local_.entries();
+    auto it = mine.begin();
+    for (const auto& e : clock.entries()) {
+      if (e.node == sender) continue;
+      while (it != mine.end() && it->node < e.node) ++it;
+      if (it == mine.end() || !(it->node == e.node) || it->counter < e.counter) return false;
+    }
+    return true;
+  }
+
+  bool is_held(const NodeId& sender, counter_type counter) const {
+    const auto queue = held_.find(sender);
+    return queue != held_.end() && queue->second.contains(counter);
+  }
+
+  // Removes a held message and returns it.
+  envelope take(const NodeId& sender, counter_type counter) {
+    const auto queue = held_.find(sender);
+    INTERLOCK_ASSERT(queue != held_.end(), "causal_buffer: held message missing");
+    const auto item = queue->second.find(counter);
+    INTERLOCK_ASSERT(item != queue->second.end(), "causal_buffer: held message missing");
+    envelope out{sender, std::move(item->second.clock), std::move(item->second.message)};
+    arrival_.erase(item->second.sequence);
+    held_bytes_ -= item->second.bytes;
+    --held_count_;
+    queue->second.erase(item);
+    if (queue->second.empty()) held_.erase(queue);
+    return out;
+  }
+
+  void expire_locked(std::vector<envelope>& out) {
+    if (!options_.time_to_live || arrival_.empty()) return;
+    const time_point now = options_.now();
+    while (!arrival_.empty()) {
+      const auto [node, counter] = arrival_.begin()->second;
+      const held_item& item = held_.find(node)->second.find(counter)->second;
+      if (now - item.arrived < *options_.time_to_live) break;
+      out.push_back(take(node, counter));
+      ++stats_.expired;
+    }
+  }
+
+  mutable std::mutex mutex_;
+  clock_type local_;
+  options options_;
+  std::map<NodeId, std::map<counter_type, held_item>> held_;          // sender -> counter -> item
+  std::map<std::uint64_t, std::pair<NodeId, counter_type>> arrival_;  // arrival order
+  std::uint64_t next_sequence_ = 0;
+  std::size_t held_count_ = 0;
+  std::size_t held_bytes_ = 0;
+  statistics stats_;
+};
+
+INTERLOCK_NAMESPACE_END
+
+#endif  // INTERLOCK_CAUSAL_BUFFER_HPP
+// ---- end interlock/causal_buffer.hpp ----
+
+// ---- begin interlock/hybrid_clock.hpp ----
+// interlock/hybrid_clock.hpp: a lock-free hybrid logical clock (HLC).
+//
+// Design note. A hybrid logical clock (Kulkarni, Demirbas et al., "Logical Physical
+// Clocks", OPODIS 2014) stamps events with (physical, logical): the physical part
+// follows wall-clock time, so stamps are meaningful to people and close to NTP time,
+// and the logical part orders events within one physical tick and across skewed
+// machines. Like a Lamport clock: if a happened before b then stamp(a) < stamp(b), and
+// stamps of one clock are strictly increasing, even when the physical clock jumps
+// backwards. Use it for MVCC timestamps, log ordering across services, snapshot reads
+// "as of" a time.
+//
+// When not to use it: to detect concurrency (use vector_clock), or where stamps must
+// never run ahead of the physical clock (a burst of more than 65536 events within one
+// millisecond moves the physical part ahead, see below).
+//
+// Representation: `hlc_timestamp` packs a 48-bit physical time in milliseconds since
+// the Unix epoch (enough until the year 10889) above a 16-bit logical counter into one
+// std::uint64_t, so the clock is one atomic word and timestamps order as integers.
+//
+// Overflow: when the logical counter would pass 65535, the physical part advances by
+// one millisecond and the logical counter restarts at 0 (the packed word simply grows
+// by one). The clock then runs up to a few milliseconds ahead of the physical clock
+// until the physical clock catches up; stamps stay strictly increasing.
+//
+// Maximum offset: update() rejects a remote stamp whose physical part is more than
+// `max_offset` milliseconds ahead of the local physical clock (a broken or malicious
+// peer would otherwise drag every clock into the future). Remote stamps in the past
+// are always accepted.
+//
+// The physical clock is injected: `basic_hybrid_clock<PhysicalClock>` calls
+// `PhysicalClock{}()`-like objects returning milliseconds as std::uint64_t (values at
+// or above 2^48 are clamped). `hybrid_clock` uses `coarse_wall_clock_ms`, which reads
+// CLOCK_REALTIME_COARSE on Linux (a few nanoseconds, 1 to 4 ms resolution, absorbed by
+// the logical counter) and std::chrono::system_clock elsewhere.
+//
+// Guarantees: now() and update() are lock-free (one CAS loop on one atomic word),
+// never allocate and never throw unless the physical clock does.
+//
+// Memory ordering: every update of the clock word is an acq_rel compare_exchange, so
+// stamps form one total order consistent with each thread's program order, and
+// everything a thread did before a now() or update() that returned stamp t is visible
+// to a thread whose later now(), update() or last() observed a stamp >= t.
+#ifndef INTERLOCK_HYBRID_CLOCK_HPP
+#define INTERLOCK_HYBRID_CLOCK_HPP
+
+
+#include <atomic>
+#include <chrono>
+#include <compare>
+#include <cstdint>
+#include <optional>
+#include <ostream>
+#include <utility>
+
+#if defined(__linux__)
+#include <time.h>
+#endif
+
+INTERLOCK_NAMESPACE_BEGIN
+
+/// A hybrid logical clock timestamp: 48-bit physical milliseconds and a 16-bit
+/// logical counter packed into one integer (physical in the high bits), so timestamps
+/// compare as their packed value. A regular value type.
+class hlc_timestamp {
+ public:
+  static constexpr unsigned logical_bits = 16;
+  static constexpr std::uint64_t max_logical = (std::uint64_t{1} << logical_bits) - 1;
+  static constexpr std::uint64_t max_physical = (std::uint64_t{1} << (64 - logical_bits)) - 1;
+
+  constexpr hlc_timestamp() noexcept = default;
+  /// From parts. Precondition: physical <= max_physical, logical <= max_logical.
+  constexpr hlc_timestamp(std::uint64_t physical, std::uint64_t logical) noexcept
+      : packed_((physical << logical_bits) | logical) {
+    INTERLOCK_ASSERT(physical <= max_physical && logical <= max_logical,
+                     "hlc_timestamp part out of range");
+  }
+  /// From the packed form (as returned by packed()).
+  [[nodiscard]] static constexpr hlc_timestamp from_packed(std::uint64_t packed) noexcept {
+    hlc_timestamp t;
+    t.packed_ = packed;
+    return t;
+  }
+
+  /// Milliseconds since the Unix epoch (for the default physical clock).
+  [[nodiscard]] constexpr std::uint64_t physical() const noexcept {
+    return packed_ >> logical_bits;
+  }
+  [[nodiscard]] constexpr std::uint64_t logical() const noexcept { return packed_ & max_logical; }
+  [[nodiscard]] constexpr std::uint64_t packed() const noexcept { return packed_; }
+
+  friend constexpr bool operator==(hlc_timestamp, hlc_timestamp) noexcept = default;
+  friend constexpr std::strong_ordering operator<=>(hlc_timestamp a, hlc_timestamp b) noexcept {
+    return a.packed_ <=> b.packed_;
+  }
+  /// Writes `physical.logical`, e.g. `1732540000123.7`.
+  friend std::ostream& operator<<(std::ostream& out, hlc_timestamp t) {
+    return out << t.physical() << '.' << t.logical();
+  }
+
+ private:
+  std::uint64_t packed_ = 0;
+};
+
+/// Wall-clock milliseconds since the Unix epoch from std::chrono::system_clock.
+struct wall_clock_ms {
+  std::uint64_t operator()() const noexcept {
+    const auto since_epoch = std::chrono::system_clock::now().time_since_epoch();
+    return static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(since_epoch).count());
+  }
+};
+
+/// Wall-clock milliseconds since the Unix epoch, read cheaply: CLOCK_REALTIME_COARSE
+/// on Linux (resolution of the kernel tick, 1 to 4 ms), system_clock elsewhere.
+struct coarse_wall_clock_ms {
+  std::uint64_t operator()() const noexcept {
+#if defined(__linux__) && defined(CLOCK_REALTIME_COARSE)
+    timespec now{};
+    if (clock_gettime(CLOCK_REALTIME_COARSE, &now) == 0) {
+      return static_cast<std::uint64_t>(now.tv_sec) * 1000U +
+             static_cast<std::uint64_t>(now.tv_nsec) / 1000000U;
+    }
+#endif
+    return wall_clock_ms{}();
+  }
+};
+
+/// A hybrid logical clock over the physical clock `PhysicalClock` (an invocable
+/// returning milliseconds as std::uint64_t; a lambda, a functor, or
+/// std::function<std::uint64_t()> for tests).
+///
+/// Thread-safety: every member may be called concurrently.
+template <class PhysicalClock = coarse_wall_clock_ms>
+class basic_hybrid_clock {
+ public:
+  using physical_clock_type = PhysicalClock;
+
+  /// The default maximum offset accepted from a remote stamp: 500 ms.
+  static constexpr std::uint64_t default_max_offset_ms = 500;
+
+  explicit basic_hybrid_clock(PhysicalClock physical = PhysicalClock{},
+                              std::uint64_t max_offset_ms = default_max_offset_ms)
+      : physical_(std::move(physical)), max_offset_ms_(max_offset_ms) {}
+  basic_hybrid_clock(const basic_hybrid_clock&) = delete;
+  basic_hybrid_clock& operator=(const basic_hybrid_clock&) = delete;
+
+  /// Stamps a local or send event: max(last + 1, (physical now, 0)), i.e. the
+  /// paper's l' = max(l, pt), c' = (l' == l) ? c + 1 : 0, with logical overflow
+  /// carried into the physical part. Returns a stamp greater than every stamp this
+  /// clock returned before. Thread-safe; lock-free (CAS loop; a retry means another
+  /// thread's stamp was taken).
+  hlc_timestamp now() noexcept(noexcept(std::declval<PhysicalClock&>()())) {
+    const std::uint64_t floor = physical_floor();
+    // A guess; the CAS below checks it.
+    std::uint64_t current = state_.load(std::memory_order_relaxed);
+    std::uint64_t next = 0;
+    do {
+      next = current + 1 > floor ? current + 1 : floor;
+      // (1) acq_rel: pairs with the CASes (1), (2) of other calls and the load (3).
+    } while (!state_.compare_exchange_weak(current, next, std::memory_order_acq_rel,
+                                           std::memory_order_relaxed));
+    return hlc_timestamp::from_packed(next);
+  }
+
+  /// Stamps the receipt of a message stamped `remote` (the paper's receive rule):
+  /// l' = max(l, l_m, pt); c' = max(c, c_m) + 1 when l' == l == l_m, c + 1 when only
+  /// l' == l, c_m + 1 when only l' == l_m, and 0 when l' == pt alone; logical
+  /// overflow carries into the physical part. Thread-safe; lock-free (CAS loop).
+  /// Returns the new stamp, or an empty optional (the clock unchanged) when remote's
+  /// physical part is more than max_offset_ms() ahead of the local physical clock.
+  [[nodiscard]] std::optional<hlc_timestamp> update(hlc_timestamp remote) noexcept(
+      noexcept(std::declval<PhysicalClock&>()())) {
+    const std::uint64_t floor = physical_floor();
+    const std::uint64_t pt = floor >> hlc_timestamp::logical_bits;
+    if (remote.physical() > pt && remote.physical() - pt > max_offset_ms_) return std::nullopt;
+    if (remote.packed() == ~std::uint64_t{0}) return std::nullopt;  // no successor exists
+    // A guess; the CAS below checks it.
+    std::uint64_t current = state_.load(std::memory_order_relaxed);
+    std::uint64_t next = 0;
+    do {
+      const std::uint64_t seen = current > remote.packed() ? current : remote.packed();
+      next = seen + 1 > floor ? seen + 1 : floor;
+      // (2) acq_rel: pairs with the CASes (1), (2) of other calls and the load (3).
+    } while (!state_.compare_exchange_weak(current, next, std::memory_order_acq_rel,
+                                           std::memory_order_relaxed));
+    return hlc_timestamp::from_packed(next);
+  }
+
+  /// The latest stamp returned (or the zero stamp). Thread-safe; wait-free.
+  [[nodiscard]] hlc_timestamp last() const noexcept {
+    // (3) acquire: pairs with the acq_rel CASes (1) and (2).
+    return hlc_timestamp::from_packed(state_.load(std::memory_order_acquire));
+  }
+
+  [[nodiscard]] std::uint64_t max_offset_ms() const noexcept { return max_offset_ms_; }
+
+ private:
+  // (physical now, 0) as a packed word; physical values past 48 bits are clamped.
+  std::uint64_t physical_floor() noexcept(noexcept(std::declval<PhysicalClock&>()())) {
+    std::uint64_t pt = static_cast<std::uint64_t>(physical_());
+    if (pt > hlc_timestamp::max_physical) pt = hlc_timestamp::max_physical;
+    return pt << hlc_timestamp::logical_bits;
+  }
+
+  PhysicalClock physical_;
+  const std::uint64_t max_offset_ms_;
+  std::atomic<std::uint64_t> state_{0};
+};
+
+/// The hybrid logical clock over the coarse wall clock.
+using hybrid_clock = basic_hybrid_clock<>;
+
+INTERLOCK_NAMESPACE_END
+
+#endif  // INTERLOCK_HYBRID_CLOCK_HPP
+// ---- end interlock/hybrid_clock.hpp ----
+
+// ---- begin interlock/idempotency_guard.hpp ----
+// interlock/idempotency_guard.hpp: exactly-once effects for retried and duplicated
+// requests, and unique claims.
+//
+// Design note. A client times out and retries a payment, or two copies of one request
+// arrive at once, and the charge runs twice. idempotency_guard<Key, Result> runs the
+// first call for a key, lets concurrent duplicates wait for it and share its result
+// (one shared object, no copy per waiter), replays that result to later retries until
+// it expires, and rejects the same key with a different request (a fingerprint
+// mismatch) without running anything. unique_claims<Key> is the same table without an
+// operation: try_claim(key) succeeds for exactly one caller until the claim is
+// released or expires (the double-spend / nullifier case).
+//
+// The per-key state machine (absent -> in progress -> completed | failed -> expired)
+// is `idempotency_record_state` with the pure decision function `decide_idempotent`,
+// separate from the in-memory table that stores the records, so that a shared store
+// (Redis, PostgreSQL) can hold the same states for several processes.
+//
+// Storage is detail::keyed_table: replaying a stored result or joining an execution in
+// flight takes no lock (a hazard-protected lookup); only creating, expiring, evicting
+// or forgetting a record locks its shard. Each shard keeps its completed records in
+// completion order, which is both the expiry queue and the eviction order.
+//
+// When not to use it: across processes (use the Redis store), or when the operation's
+// effect is itself idempotent and cheap (just run it).
+//
+// Memory ordering: everything the executing call did before it published the outcome
+// (the operation's effects and the stored result) is visible to every caller that
+// receives that outcome, joined or replayed: the state is published with a release
+// store (1) and read with acquire loads (2).
+//
+// Exceptions: an exception thrown by the operation reaches the executing caller and
+// every joined waiter (rethrown from one std::exception_ptr). By default nothing is
+// stored, so a later retry runs the operation again; with failure_policy::store the
+// failure is replayed until it expires. A record is never left in progress: the
+// executing call always publishes an outcome, success or failure, before it returns.
+// Hashing the request (sha256_error, or a codec's exception) and std::bad_alloc happen
+// before any record is created.
+#ifndef INTERLOCK_IDEMPOTENCY_GUARD_HPP
+#define INTERLOCK_IDEMPOTENCY_GUARD_HPP
+
+
+// ---- begin interlock/detail/keyed_table.hpp ----
+// interlock/detail/keyed_table.hpp: a sharded hash table of per-key entries whose
+// lookups take no lock.
+//
+// Design note. keyed_mutex and idempotency_guard keep per-key state that must exist
+// only while it is in use (or until it expires). This table holds that state:
+// entries are sharded by hash; each shard has a mutex that serializes inserting,
+// erasing and growing, and a bucket array of singly linked chains that readers walk
+// without any lock, protected by hazard pointers (detail/hazard_pointer.hpp). Erased
+// entries and replaced bucket arrays are retired, never freed under a reader.
+//
+// The lock-free lookup is an optimistic fast path: while a shard grows, a reader may
+// miss an entry that exists (never find a wrong one). Callers treat a miss as "ask
+// again under the shard lock" (locked_shard::find), which is exact. When the table
+// says an entry is found, the entry is linked and its key equals the one asked for.
+//
+// The table owns no policy: when an entry is created or erased is the caller's
+// decision (reference counts for keyed_mutex, expiry for idempotency_guard); the
+// caller erases an entry under the shard lock and the table retires it.
+//
+// Memory ordering: an entry is fully constructed before the release store that links
+// it (1); a reader's acquire load of a link (hazard_guard::protect) sees its
+// contents. Erasing clears `linked` (2, release) and unlinks the entry before it is
+// retired, so a reader standing on an erased entry notices (3, acquire) and restarts
+// before following a link that may lead to freed memory.
+#ifndef INTERLOCK_DETAIL_KEYED_TABLE_HPP
+#define INTERLOCK_DETAIL_KEYED_TABLE_HPP
+
+
+#include <atomic>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+INTERLOCK_NAMESPACE_BEGIN
+
+/// The default hash for keyed primitives: std::hash, made transparent for string
+/// keys so that a std::string-keyed table accepts std::string_view and const char*
+/// lookups without allocating.
+template <class Key>
+struct key_hash : std::hash<Key> {};
+
+template <class CharT, class Traits, class Alloc>
+struct key_hash<std::basic_string<CharT, Traits, Alloc>> {
+  using is_transparent = void;
+  std::size_t operator()(std::basic_string_view<CharT, Traits> key) const noexcept {
+    return std::hash<std::basic_string_view<CharT, Traits>>{}(key);
+  }
+};
+
+namespace detail {
+
+/// Spreads any hash (std::hash of an integer is the identity) over all 64 bits:
+/// the top bits pick the shard, the low bits the bucket.
+constexpr std::uint64_t mix_hash(std::uint64_t h) noexcept {
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdULL;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ULL;
+  h ^= h >> 33;
+  return h;
+}
+
+/// Base of a table entry. The derived type adds the per-key state and sets
+/// `reclaim` (from retirable) to delete itself.
+template <class Key>
+struct keyed_entry : retirable {
+  template <class K>
+  keyed_entry(K&& k, std::uint64_t h) : key(std::forward<K>(k)), hash(h) {}
+  const Key key;
+  const std::uint64_t hash;
+  std::atomic<keyed_entry*> next{nullptr};
+  std::atomic<bool> linked{false};
+};
+
+template <class Key, class Entry, class Hash = key_hash<Key>, class Equal = std::equal_to<>>
+class keyed_table {
+  static_assert(std::is_base_of_v<keyed_entry<Key>, Entry>,
+                "keyed_table: Entry must derive from detail::keyed_entry<Key>");
+  using link = std::atomic<keyed_entry<Key>*>;
+
+  struct bucket_array : retirable {
+    explicit bucket_array(std::size_t n) : mask(n - 1), heads(new link[n]) {
+      reclaim = [](retirable* self) noexcept { delete static_cast<bucket_array*>(self); };
+    }
+    const std::size_t mask;
+    const std::unique_ptr<link[]> heads;
+  };
+
+  struct alignas(cache_line_size) shard {
+    std::mutex mutex;
+    std::atomic<bucket_array*> buckets{nullptr};
+    std::size_t size = 0;  // guarded by mutex
+  };
+
+ public:
+  static constexpr std::size_t initial_buckets = 8;
+
+  explicit keyed_table(std::size_t shard_count = 64, Hash hash = Hash{}, Equal equal = Equal{})
+      : shard_bits_(static_cast<unsigned>(std::countr_zero(std::bit_ceil(shard_count < 1 ? 1 : shard_count)))),
+        shards_(new shard[std::size_t{1} << shard_bits_]),
+        hash_(std::move(hash)),
+        equal_(std::move(equal)) {
+    for (std::size_t i = 0; i < shard_count_(); ++i) {
+      shards_[i].buckets.store(new bucket_array(initial_buckets), std::memory_order_relaxed);
+    }
+  }
+
+  keyed_table(const keyed_table&) = delete;
+  keyed_table& operator=(const keyed_table&) = delete;
+
+  /// Precondition: no other thread uses the table. Frees every entry at once (no
+  /// reader can hold one any more).
+  ~keyed_table() {
+    for (std::size_t i = 0; i < shard_count_(); ++i) {
+      bucket_array* array = shards_[i].buckets.load(std::memory_order_acquire);
+      for (std::size_t b = 0; b <= array->mask; ++b) {
+        auto* e = array->heads[b].load(std::memory_order_relaxed);  // single-threaded now
+        while (e != nullptr) {
+          auto* next = e->next.load(std::memory_order_relaxed);
+          e->reclaim(e);
+          e = next;
+        }
+      }
+      delete array;
+    }
+  }
+
+  /// The key's 64-bit table hash (computed once per operation by callers).
+  template <class K>
+  [[nodiscard]] std::uint64_t hash_of(const K& key) const {
+    return mix_hash(static_cast<std::uint64_t>(hash_(key)));
+  }
+
+  /// Lock-free lookup: three hazard guards for walking a chain. The found entry is
+  /// protected by `guards.found` until the caller lets go of it.
+  struct lookup_guards {
+    hazard_guard array;
+    hazard_guard previous;
+    hazard_guard found;
+  };
+
+  /// Returns the linked entry for `key`, protected by guards.found, or nullptr.
+  /// A nullptr may be a false miss while the shard grows (ask again under the lock).
+  /// Lock-free: restarts only when a writer changed the chain being walked.
+  template <class K>
+  Entry* find(lookup_guards& guards, const K& key, std::uint64_t h) const noexcept {
+    shard& s = shard_for(h);
+  restart:
+    bucket_array* array = guards.array.protect(s.buckets);
+    const link* source = &array->heads[h & array->mask];
+    const keyed_entry<Key>* owner = nullptr;  // the entry whose `next` is `source`
+    for (;;) {
+      keyed_entry<Key>* current = guards.found.protect(*source);
+      // The array must still be current: an old array's chains are not maintained.
+      // (4) acquire: pairs with the release publication of a grown array (5).
+      if (s.buckets.load(std::memory_order_acquire) != array) goto restart;
+      // (3) acquire: pairs with (2). If the entry we stepped from was erased, its
+      // `next` may lead to an entry already freed: check before touching `current`.
+      if (owner != nullptr && !owner->linked.load(std::memory_order_acquire)) goto restart;
+      if (current == nullptr) return nullptr;
+      if (current->hash == h && equal_(current->key, key) &&
+          current->linked.load(std::memory_order_acquire)) {  // (3) as above
+        return static_cast<Entry*>(current);
+      }
+      std::swap(guards.previous, guards.found);  // keep `current` protected while we step
+      owner = current;
+      source = &current->next;
+    }
+  }
+
+  /// The shard lock for `h`, with exact lookup, insertion and erasure.
+  class locked_shard {
+   public:
+    template <class K>
+    Entry* find(const K& key) const noexcept {
+      bucket_array* array = s_->buckets.load(std::memory_order_relaxed);  // we hold the lock
+      for (auto* e = array->heads[h_ & array->mask].load(std::memory_order_relaxed); e != nullptr;
+           e = e->next.load(std::memory_order_relaxed)) {  // relaxed: writers hold the lock
+        if (e->hash == h_ && table_->equal_(e->key, key)) return static_cast<Entry*>(e);
+      }
+      return nullptr;
+    }
+
+    /// True when `candidate` (compared by address only; it may have been freed) is
+    /// linked in this shard. Lets a caller that dropped its last reference find out,
+    /// without dereferencing, whether the entry is still there.
+    bool contains(const void* candidate) const noexcept {
+      bucket_array* array = s_->buckets.load(std::memory_order_relaxed);  // we hold the lock
+      for (auto* e = array->heads[h_ & array->mask].load(std::memory_order_relaxed); e != nullptr;
+           e = e->next.load(std::memory_order_relaxed)) {
+        if (e == candidate) return true;
+      }
+      return false;
+    }
+
+    /// Links a new entry (whose hash is this shard's `h`). The table owns it now.
+    void insert(Entry* entry) {
+      if (s_->size + 1 > 2 * (s_->buckets.load(std::memory_order_relaxed)->mask + 1)) grow();
+      bucket_array* array = s_->buckets.load(std::memory_order_relaxed);
+      link& head = array->heads[h_ & array->mask];
+      entry->next.store(head.load(std::memory_order_relaxed), std::memory_order_relaxed);
+      entry->linked.store(true, std::memory_order_relaxed);  // published by (1)
+      // (1) release: the entry's contents happen before a reader's acquire of this link.
+      head.store(entry, std::memory_order_release);
+      ++s_->size;
+    }
+
+    /// Unlinks `entry` and hands it to the caller for retirement (retire it after
+    /// the lock is released, so a reclamation scan does not run under the lock).
+    /// `entry` may have any key of this shard (its own hash picks the bucket).
+    void erase(Entry* entry) noexcept {
+      bucket_array* array = s_->buckets.load(std::memory_order_relaxed);
+      link* source = &array->heads[entry->hash & array->mask];
+      while (source->load(std::memory_order_relaxed) != entry) {
+        source = &source->load(std::memory_order_relaxed)->next;
+      }
+      // (2) release: pairs with (3).
+      entry->linked.store(false, std::memory_order_release);
+      // (6) release: readers that load the new link see a consistent successor.
+      source->store(entry->next.load(std::memory_order_relaxed), std::memory_order_release);
+      --s_->size;
+    }
+
+    /// Entries in this shard now.
+    [[nodiscard]] std::size_t size() const noexcept { return s_->size; }
+
+    /// This shard's index in [0, shard_count()): lets a caller keep per-shard state
+    /// of its own, guarded by this lock.
+    [[nodiscard]] std::size_t index() const noexcept {
+      return static_cast<std::size_t>(s_ - table_->shards_.get());
+    }
+
+   private:
+    friend class keyed_table;
+    locked_shard(const keyed_table* table, shard* s, std::uint64_t h)
+        : table_(table), s_(s), h_(h), lock_(s->mutex) {}
+
+    void grow() {
+      bucket_array* old_array = s_->buckets.load(std::memory_order_relaxed);
+      auto* fresh = new bucket_array(2 * (old_array->mask + 1));
+      for (std::size_t b = 0; b <= old_array->mask; ++b) {
+        auto* e = old_array->heads[b].load(std::memory_order_relaxed);
+        while (e != nullptr) {
+          auto* next = e->next.load(std::memory_order_relaxed);
+          link& head = fresh->heads[e->hash & fresh->mask];
+          // Relinking a live entry: a reader standing on it may wander into the new
+          // chain and miss an entry (a false miss), but never reaches freed memory.
+          e->next.store(head.load(std::memory_order_relaxed), std::memory_order_release);
+          head.store(e, std::memory_order_relaxed);  // published with the array (5)
+          e = next;
+        }
+      }
+      // (5) release: pairs with (4) and with hazard_guard::protect of the array.
+      s_->buckets.store(fresh, std::memory_order_release);
+      hazard_domain::instance().retire(old_array);
+    }
+
+    const keyed_table* table_;
+    shard* s_;
+    std::uint64_t h_;
+    std::unique_lock<std::mutex> lock_;
+  };
+
+  /// Locks the shard of `h`. Blocking (std::mutex).
+  [[nodiscard]] locked_shard lock_shard(std::uint64_t h) { return locked_shard(this, &shard_for(h), h); }
+
+  /// A hash value that selects shard `index` (for visiting every shard's lock).
+  [[nodiscard]] std::uint64_t shard_hash(std::size_t index) const noexcept {
+    return shard_bits_ == 0 ? 0 : static_cast<std::uint64_t>(index) << (64 - shard_bits_);
+  }
+
+  /// The number of shards (a power of two).
+  [[nodiscard]] std::size_t shard_count() const noexcept { return shard_count_(); }
+
+  /// Entries in the whole table (locks each shard in turn: a diagnostic, O(shards)).
+  [[nodiscard]] std::size_t size() const {
+    std::size_t total = 0;
+    for (std::size_t i = 0; i < shard_count_(); ++i) {
+      std::lock_guard lock(shards_[i].mutex);
+      total += shards_[i].size;
+    }
+    return total;
+  }
+
+  /// Calls fn(Entry&) for each entry of each shard, under that shard's lock.
+  template <class Fn>
+  void for_each_locked(Fn&& fn) {
+    for (std::size_t i = 0; i < shard_count_(); ++i) {
+      std::lock_guard lock(shards_[i].mutex);
+      bucket_array* array = shards_[i].buckets.load(std::memory_order_relaxed);
+      for (std::size_t b = 0; b <= array->mask; ++b) {
+        for (auto* e = array->heads[b].load(std::memory_order_relaxed); e != nullptr;) {
+          auto* next = e->next.load(std::memory_order_relaxed);  // fn may not erase
+          fn(static_cast<Entry&>(*e));
+          e = next;
+        }
+      }
+    }
+  }
+
+  /// Retires an erased entry (call after the shard lock is released).
+  static void retire(Entry* entry) noexcept { hazard_domain::instance().retire(entry); }
+
+ private:
+  std::size_t shard_count_() const noexcept { return std::size_t{1} << shard_bits_; }
+  shard& shard_for(std::uint64_t h) const noexcept {
+    return shards_[shard_bits_ == 0 ? 0 : (h >> (64 - shard_bits_))];
+  }
+
+  unsigned shard_bits_;
+  std::unique_ptr<shard[]> shards_;
+  [[no_unique_address]] Hash hash_;
+  [[no_unique_address]] Equal equal_;
+};
+
+}  // namespace detail
+INTERLOCK_NAMESPACE_END
+
+#endif  // INTERLOCK_DETAIL_KEYED_TABLE_HPP
+// ---- end interlock/detail/keyed_table.hpp ----
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <ratio>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+INTERLOCK_NAMESPACE_BEGIN
+
+// ============================================================================
+// The state machine (store-independent)
+// ============================================================================
+
+/// The states of one idempotency key. `absent` and `expired` are the same to a
+/// caller: the next call executes.
+enum class idempotency_record_state : std::uint32_t { absent, in_progress, completed, failed, expired };
+
+/// What happened to one call.
+enum class run_status {
+  executed,     ///< this call ran the operation
+  joined,       ///< waited for the call in flight and shares its result
+  replayed,     ///< received the stored result of an earlier call
+  mismatch,     ///< the key was used with a different request: nothing ran
+  in_progress,  ///< another call is running it and this one did not wait (long enough)
+};
+
+/// What to do with a concurrent duplicate.
+enum class concurrency_policy {
+  wait,    ///< wait (bounded by run_for / run_until) and share the result (singleflight)
+  reject,  ///< return run_status::in_progress at once (the Stripe / IETF 409 behaviour)
+};
+
+/// What to keep when the operation throws.
+enum class failure_policy {
+  forget,  ///< store nothing: a later retry runs the operation again (default)
+  store,   ///< store the failure and replay it until it expires (Stripe v1)
+};
+
+/// The decision for a call, given the stored record (if any).
+enum class idempotency_action { execute, join, replay, mismatch, reject };
+
+/// The whole state machine: what a call with `fingerprint` does when the key's record
+/// is in `state` with `stored_fingerprint`. Pure; every store uses it.
+[[nodiscard]] constexpr idempotency_action decide_idempotent(idempotency_record_state state,
+                                                            const digest& stored_fingerprint,
+                                                            const digest& fingerprint,
+                                                            concurrency_policy policy) noexcept {
+  switch (state) {
+    case idempotency_record_state::absent:
+    case idempotency_record_state::expired:
+      return idempotency_action::execute;
+    case idempotency_record_state::in_progress:
+      if (stored_fingerprint != fingerprint) return idempotency_action::mismatch;
+      return policy == concurrency_policy::wait ? idempotency_action::join
+                                                : idempotency_action::reject;
+    case idempotency_record_state::completed:
+    case idempotency_record_state::failed:
+      return stored_fingerprint == fingerprint ? idempotency_action::replay
+                                               : idempotency_action::mismatch;
+  }
+  return idempotency_action::execute;
+}
+
+/// The result of idempotency_guard::run.
+template <class Result>
+struct run_outcome {
+  run_status status;
+  /// The shared result for executed, joined and replayed; empty otherwise.
+  std::shared_ptr<const Result> result;
+
+  [[nodiscard]] bool has_result() const noexcept { return result != nullptr; }
+  /// The result; precondition has_result().
+  const Result& operator*() const noexcept { return *result; }
+  const Result* operator->() const noexcept { return result.get(); }
+};
+
+/// Retention and behaviour of an idempotency_guard or unique_claims.
+struct idempotency_options {
+  /// How long a completed (or stored failed) record is kept after it completed.
+  std::chrono::nanoseconds time_to_live = std::chrono::hours(24);
+  /// The most completed records kept; the oldest completed are evicted beyond it,
+  /// never one in progress. Enforced per shard: each of the `shards` shards keeps at
+  /// most ceil(capacity / shards), evicting its own oldest (set shards = 1 for an
+  /// exact global order).
+  std::size_t capacity = std::numeric_limits<std::size_t>::max();
+  concurrency_policy on_concurrent = concurrency_policy::wait;
+  failure_policy on_failure = failure_policy::forget;
+  std::size_t shards = 64;
+};
+
+/// Counters of an idempotency_guard since construction (each read with a relaxed
+/// load: exact per counter, not a snapshot across counters).
+struct idempotency_stats {
+  std::uint64_t executed = 0;
+  std::uint64_t joined = 0;
+  std::uint64_t replayed = 0;
+  std::uint64_t mismatches = 0;
+  std::uint64_t in_progress_rejections = 0;
+  std::uint64_t failures = 0;
+  std::uint64_t expirations = 0;
+  std::uint64_t evictions = 0;
+  std::uint64_t entries = 0;  ///< records stored now (in progress and completed)
+};
+
+/// Counters of a unique_claims since construction.
+struct claim_stats {
+  std::uint64_t granted = 0;
+  std::uint64_t refused = 0;
+  std::uint64_t released = 0;
+  std::uint64_t expirations = 0;
+  std::uint64_t evictions = 0;
+  std::uint64_t entries = 0;  ///< claims held now
+};
+
+namespace detail {
+
+/// A relaxed event counter: a statistic, ordered with nothing else.
+struct event_counter {
+  std::atomic<std::uint64_t> value{0};
+  void bump() noexcept { value.fetch_add(1, std::memory_order_relaxed); }  // a statistic
+  [[nodiscard]] std::uint64_t get() const noexcept {
+    return value.load(std::memory_order_relaxed);  // a statistic
+  }
+};
+
+/// A stored record with an expiry and a place in its shard's completion order.
+template <class Key>
+struct retained_entry : keyed_entry<Key> {
+  using keyed_entry<Key>::keyed_entry;
+  /// Expiry in ticks of the clock since its epoch. Written before the record is
+  /// published as completed, immutable after.
+  std::int64_t expires_at = std::numeric_limits<std::int64_t>::max();
+  // Completion order, guarded by the shard lock.
+  retained_entry* older = nullptr;
+  retained_entry* newer = nullptr;
+  bool in_order = false;
+};
+
+/// The retention machinery shared by idempotency_guard and unique_claims: a keyed
+/// table whose shards keep their completed entries oldest first, expire them and
+/// evict beyond a capacity. Entries to retire are collected while a shard is locked
+/// and retired after it is unlocked (a reclamation scan never runs under the lock).
+template <class Key, class Entry, class Hash, class Equal, class Clock>
+class retained_table {
+ public:
+  using time_point = typename Clock::time_point;
+  using table_type = keyed_table<Key, Entry, Hash, Equal>;
+  using locked_shard = typename table_type::locked_shard;
+
+  retained_table(const idempotency_options& options, std::function<time_point()> now)
+      : options_(options),
+        now_(now ? std::move(now) : std::function<time_point()>(&Clock::now)),
+        table_(options.shards),
+        orders_(table_.shard_count()),
+        per_shard_capacity_(per_shard(options.capacity, table_.shard_count())) {}
+
+  table_type& table() noexcept { return table_; }
+  const table_type& table() const noexcept { return table_; }
+  const idempotency_options& options() const noexcept { return options_; }
+
+  [[nodiscard]] std::int64_t now_ticks() const { return now_().time_since_epoch().count(); }
+
+  /// now + time_to_live, saturating.
+  [[nodiscard]] std::int64_t expiry_from_now() const {
+    using ticks = typename Clock::duration;
+    const std::int64_t now = now_ticks();
+    const std::int64_t max = std::numeric_limits<std::int64_t>::max();
+    const auto ttl_ns = options_.time_to_live;
+    if constexpr (std::ratio_less_v<typename ticks::period, std::nano>) {
+      // Ticks finer than a nanosecond: the conversion below could overflow.
+      if (ttl_ns >= std::chrono::duration_cast<std::chrono::nanoseconds>(ticks::max())) return max;
+    }
+    // Ticks of a nanosecond or coarser: the conversion only divides.
+    const auto ttl = static_cast<std::int64_t>(std::chrono::duration_cast<ticks>(ttl_ns).count());
+    return ttl > max - now ? max : now + ttl;
+  }
+
+  static bool expired(const Entry& e, std::int64_t now) noexcept { return now >= e.expires_at; }
+
+  /// Under the shard lock: appends a completed entry to the shard's order and evicts
+  /// the oldest beyond capacity into `retired`.
+  void complete_locked(locked_shard& shard, Entry* e, std::vector<Entry*>& retired) {
+    retired.reserve(retired.size() + 1);  // may throw before anything changes
+    order& o = orders_[shard.index()];
+    e->in_order = true;
+    e->older = o.newest;
+    e->newer = nullptr;
+    (o.newest != nullptr ? o.newest->newer : o.oldest) = e;
+    o.newest = e;
+    ++o.size;
+    while (o.size > per_shard_capacity_) {
+      auto* victim = static_cast<Entry*>(o.oldest);
+      erase_locked(shard, victim);
+      retired.push_back(victim);
+      evictions_.bump();
+    }
+  }
+
+  /// Under the shard lock: removes the shard's expired entries (oldest first).
+  void purge_locked(locked_shard& shard, std::int64_t now, std::vector<Entry*>& retired) {
+    order& o = orders_[shard.index()];
+    while (o.oldest != nullptr && expired(*static_cast<Entry*>(o.oldest), now)) {
+      auto* victim = static_cast<Entry*>(o.oldest);
+      retired.push_back(victim);  // may throw: then nothing was erased yet
+      erase_locked(shard, victim);
+      expirations_.bump();
+    }
+  }
+
+  /// Under the shard lock: removes one expired entry found by key.
+  void expire_locked(locked_shard& shard, Entry* e, std::vector<Entry*>& retired) {
+    retired.push_back(e);
+    erase_locked(shard, e);
+    expirations_.bump();
+  }
+
+  /// Under the shard lock: unlinks `e` from the table and from the completion order.
+  void erase_locked(locked_shard& shard, Entry* e) noexcept {
+    if (e->in_order) {
+      order& o = orders_[shard.index()];
+      (e->older != nullptr ? e->older->newer : o.oldest) = e->newer;
+      (e->newer != nullptr ? e->newer->older : o.newest) = e->older;
+      e->in_order = false;
+      --o.size;
+    }
+    shard.erase(e);
+  }
+
+  static void retire_all(std::vector<Entry*>& retired) noexcept {
+    for (Entry* e : retired) table_type::retire(e);
+    retired.clear();
+  }
+
+  /// Removes every expired entry now. O(shards + expired).
+  std::size_t purge_expired() {
+    std::size_t purged = 0;
+    std::vector<Entry*> retired;
+    const std::int64_t now = now_ticks();
+    for (std::size_t i = 0; i < table_.shard_count(); ++i) {
+      {
+        auto shard = table_.lock_shard(table_.shard_hash(i));
+        purge_locked(shard, now, retired);
+      }
+      purged += retired.size();
+      retire_all(retired);
+    }
+    return purged;
+  }
+
+  [[nodiscard]] std::uint64_t expirations() const noexcept { return expirations_.get(); }
+  [[nodiscard]] std::uint64_t evictions() const noexcept { return evictions_.get(); }
+
+ private:
+  struct alignas(cache_line_size) order {
+    retained_entry<Key>* oldest = nullptr;
+    retained_entry<Key>* newest = nullptr;
+    std::size_t size = 0;
+  };
+
+  static std::size_t per_shard(std::size_t capacity, std::size_t shards) noexcept {
+    if (capacity == std::numeric_limits<std::size_t>::max()) return capacity;
+    return capacity / shards + (capacity % shards != 0 ? 1 : 0);
+  }
+
+  idempotency_options options_;
+  std::function<time_point()> now_;
+  table_type table_;
+  std::vector<order> orders_;
+  std::size_t per_shard_capacity_;
+  event_counter expirations_;
+  event_counter evictions_;
+};
+
+}  // namespace detail
+
+// ============================================================================
+// idempotency_guard
+// ============================================================================
+
+/// Runs an operation at most once per key (until its record expires) and gives every
+/// caller with that key the same outcome.
+///
+/// Thread-safety: every member function is thread-safe.
+/// Progress: replaying a stored result and detecting a mismatch take no lock (one
+/// hashed, hazard-protected lookup; lock-free); creating a record locks one shard
+/// briefly; joining blocks until the execution in flight publishes its outcome or the
+/// caller's deadline passes.
+/// Complexity: O(1) expected per call, plus the expired records a call purges.
+template <class Key, class Result, class Hash = key_hash<Key>, class Equal = std::equal_to<>,
+          class Clock = std::chrono::steady_clock>
+class idempotency_guard {
+  struct entry : detail::retained_entry<Key> {
+    template <class K>
+    entry(K&& k, std::uint64_t h, const digest& fp)
+        : detail::retained_entry<Key>(std::forward<K>(k), h), fingerprint(fp) {
+      this->reclaim = [](detail::retirable* self) noexcept { delete static_cast<entry*>(self); };
+    }
+    const digest fingerprint;
+    detail::wait_word state{static_cast<std::uint32_t>(idempotency_record_state::in_progress)};
+    std::atomic<std::uint32_t> waiters{0};
+    // Written by the executing call before the state is published (1); immutable after.
+    std::shared_ptr<const Result> result;
+    std::exception_ptr failure;
+  };
+  using retained = detail::retained_table<Key, entry, Hash, Equal, Clock>;
+  using steady_deadline = std::chrono::steady_clock::time_point;
+
+ public:
+  using key_type = Key;
+  using result_type = Result;
+  using clock_type = Clock;
+  using time_point = typename Clock::time_point;
+  using outcome = run_outcome<Result>;
+
+  /// `now` replaces Clock::now for expiry (tests pass a fake clock; nothing sleeps).
+  explicit idempotency_guard(idempotency_options options = {},
+                             std::function<time_point()> now = nullptr)
+      : store_(options, std::move(now)) {}
+
+  idempotency_guard(const idempotency_guard&) = delete;
+  idempotency_guard& operator=(const idempotency_guard&) = delete;
+
+  /// Runs op() -> Result for the first call with `key`; see run_status for the other
+  /// cases. `request` identifies the request: its fingerprint is
+  /// content_digest(request), or `request` itself when it is an interlock::digest.
+  /// A concurrent duplicate waits without a deadline (or is rejected, per policy).
+  /// Throws what op throws (to the executing and every joined caller), and what
+  /// hashing the request or allocating a record throws (before anything is recorded).
+  template <class K, class Request, class Op>
+  outcome run(const K& key, const Request& request, Op&& op) {
+    return run_impl(key, fingerprint_of(request), op, nullptr);
+  }
+
+  /// As run, but a concurrent duplicate waits at most `timeout`, then returns
+  /// run_status::in_progress.
+  template <class K, class Request, class Rep, class Period, class Op>
+  outcome run_for(const K& key, const Request& request, std::chrono::duration<Rep, Period> timeout,
+                  Op&& op) {
+    const steady_deadline deadline =
+        std::chrono::steady_clock::now() +
+        std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
+    return run_impl(key, fingerprint_of(request), op, &deadline);
+  }
+
+  /// As run_for, with a deadline on the steady clock.
+  template <class K, class Request, class Op>
+  outcome run_until(const K& key, const Request& request, steady_deadline deadline, Op&& op) {
+    return run_impl(key, fingerprint_of(request), op, &deadline);
+  }
+
+  /// Drops the completed (or stored failed) record for `key`, so the next call runs.
+  /// Returns false when there is none, or when the key is in progress (never
+  /// dropped: that would let a second execution start beside the first).
+  /// Blocking (one shard lock).
+  template <class K>
+  bool forget(const K& key) {
+    const std::uint64_t h = store_.table().hash_of(key);
+    entry* victim = nullptr;
+    {
+      auto shard = store_.table().lock_shard(h);
+      victim = shard.find(key);
+      if (victim == nullptr || state_of(*victim) == idempotency_record_state::in_progress) {
+        return false;
+      }
+      store_.erase_locked(shard, victim);
+    }
+    retained::table_type::retire(victim);
+    return true;
+  }
+
+  /// Removes every expired record now (expired records are also removed as their
+  /// shard is used). Returns how many. Blocking; O(shards + expired).
+  std::size_t purge_expired() { return store_.purge_expired(); }
+
+  /// The counters; `entries` locks each shard in turn (O(shards)).
+  [[nodiscard]] idempotency_stats stats() const {
+    idempotency_stats s;
+    s.executed = executed_.get();
+    s.joined = joined_.get();
+    s.replayed = replayed_.get();
+    s.mismatches = mismatches_.get();
+    s.in_progress_rejections = rejections_.get();
+    s.failures = failures_.get();
+    s.expirations = store_.expirations();
+    s.evictions = store_.evictions();
+    s.entries = store_.table().size();
+    return s;
+  }
+
+  /// Records stored now (in progress and completed). O(shards).
+  [[nodiscard]] std::size_t size() const { return store_.table().size(); }
+
+ private:
+  template <class Request>
+  static digest fingerprint_of(const Request& request) {
+    if constexpr (std::is_same_v<Request, digest>) {
+      return request;
+    } else {
+      return content_digest(request);
+    }
+  }
+
+  static idempotency_record_state state_of(const entry& e) noexcept {
+    // (2) acquire: pairs with the publication (1); the result and failure written
+    // before it are visible.
+    return static_cast<idempotency_record_state>(e.state.load(std::memory_order_acquire));
+  }
+
+  idempotency_record_state visible_state(const entry& e, std::int64_t now) const noexcept {
+    const auto s = state_of(e);
+    const bool done =
+        s == idempotency_record_state::completed || s == idempotency_record_state::failed;
+    return done && retained::expired(e, now) ? idempotency_record_state::expired : s;
+  }
+
+  template <class K, class Op>
+  outcome run_impl(const K& key, const digest& fingerprint, Op& op,
+                   const steady_deadline* deadline) {
+    auto& table = store_.table();
+    const std::uint64_t h = table.hash_of(key);
+    typename retained::table_type::lookup_guards guards;
+    // Fast path, no lock: replay, mismatch, join or reject on a live record.
+    if (entry* e = table.find(guards, key, h)) {
+      if (auto answered = answer(*e, fingerprint, deadline)) return std::move(*answered);
+    }
+    // Slow path: under the shard lock, find the record again or create ours.
+    for (;;) {
+      entry* existing = nullptr;
+      entry* mine = nullptr;
+      std::vector<entry*> retired;
+      {
+        auto shard = table.lock_shard(h);
+        const std::int64_t now = store_.now_ticks();
+        store_.purge_locked(shard, now, retired);
+        existing = shard.find(key);
+        if (existing != nullptr &&
+            visible_state(*existing, now) == idempotency_record_state::expired) {
+          store_.expire_locked(shard, existing, retired);
+          existing = nullptr;
+        }
+        if (existing == nullptr) {
+          mine = new entry(Key(key), h, fingerprint);
+          shard.insert(mine);
+        }
+        // Pinned while the lock is held: it can only be unlinked under this lock.
+        guards.found.protect_stable(existing != nullptr ? existing : mine);
+      }
+      retained::retire_all(retired);
+      if (mine != nullptr) return execute(*mine, op);
+      if (auto answered = answer(*existing, fingerprint, deadline)) return std::move(*answered);
+      // It expired or a forgotten failure was removed meanwhile: try again.
+    }
+  }
+
+  /// The answer for a call that found record `e`, or empty when this call must execute.
+  std::optional<outcome> answer(entry& e, const digest& fingerprint,
+                                const steady_deadline* deadline) {
+    const auto state = visible_state(e, store_.now_ticks());
+    switch (decide_idempotent(state, e.fingerprint, fingerprint, store_.options().on_concurrent)) {
+      case idempotency_action::mismatch:
+        mismatches_.bump();
+        return outcome{run_status::mismatch, nullptr};
+      case idempotency_action::reject:
+        rejections_.bump();
+        return outcome{run_status::in_progress, nullptr};
+      case idempotency_action::replay:
+        if (state == idempotency_record_state::failed &&
+            store_.options().on_failure == failure_policy::forget) {
+          return std::nullopt;  // a failure being removed, not stored: run again
+        }
+        replayed_.bump();
+        return deliver(e, run_status::replayed);
+      case idempotency_action::join:
+        if (!wait_for_outcome(e, deadline)) {
+          rejections_.bump();
+          return outcome{run_status::in_progress, nullptr};
+        }
+        joined_.bump();
+        return deliver(e, run_status::joined);
+      case idempotency_action::execute:
+        break;
+    }
+    return std::nullopt;
+  }
+
+  /// The outcome of a completed record; rethrows a failed record's exception.
+  static outcome deliver(const entry& e, run_status status) {
+    if (state_of(e) == idempotency_record_state::failed) std::rethrow_exception(e.failure);
+    return outcome{status, e.result};
+  }
+
+  /// Waits until `e` leaves in_progress; false when the deadline passed first.
+  bool wait_for_outcome(entry& e, const steady_deadline* deadline) {
+    constexpr auto in_progress = static_cast<std::uint32_t>(idempotency_record_state::in_progress);
+    while (state_of(e) == idempotency_record_state::in_progress) {
+      // (3) seq_cst, with the publisher's (1) and (4): either the publisher sees this
+      // waiter and wakes it, or the futex sees the published state and returns.
+      e.waiters.fetch_add(1, std::memory_order_seq_cst);
+      bool in_time = true;
+      if (deadline == nullptr) {
+        detail::wait(e.state, in_progress);
+      } else {
+        in_time = detail::wait_until(e.state, in_progress, *deadline);
+      }
+      e.waiters.fetch_sub(1, std::memory_order_relaxed);  // a count; the futex orders
+      if (!in_time) return state_of(e) != idempotency_record_state::in_progress;
+    }
+    return true;
+  }
+
+  void publish(entry& e, idempotency_record_state state) noexcept {
+    // (1) seq_cst (a release, and ordered before (4)): pairs with (2) and (3).
+    e.state.store(static_cast<std::uint32_t>(state), std::memory_order_seq_cst);
+  }
+
+  static void wake_waiters(entry& e) noexcept {
+    if (e.waiters.load(std::memory_order_seq_cst) > 0) detail::wake_all(e.state);  // (4)
+  }
+
+  template <class Op>
+  outcome execute(entry& e, Op& op) {
+    std::shared_ptr<const Result> result;
+    try {
+      result = std::make_shared<const Result>(std::invoke(op));
+    } catch (...) {
+      fail(e, std::current_exception());
+      throw;
+    }
+    executed_.bump();
+    e.result = result;
+    finish(e, idempotency_record_state::completed);
+    return outcome{run_status::executed, std::move(result)};
+  }
+
+  /// Publishes a completed (or stored failed) record: it enters its shard's
+  /// completion order, which may evict older records.
+  void finish(entry& e, idempotency_record_state state) noexcept {
+    e.expires_at = store_.expiry_from_now();
+    std::vector<entry*> retired;
+    {
+      auto shard = store_.table().lock_shard(e.hash);
+      try {
+        store_.complete_locked(shard, &e, retired);
+      } catch (const std::bad_alloc&) {
+        // Out of memory for the eviction list: keep the record, evict later.
+      }
+      publish(e, state);
+    }
+    wake_waiters(e);
+    retained::retire_all(retired);
+  }
+
+  void fail(entry& e, std::exception_ptr failure) noexcept {
+    failures_.bump();
+    e.failure = std::move(failure);
+    if (store_.options().on_failure == failure_policy::store) {
+      finish(e, idempotency_record_state::failed);
+      return;
+    }
+    {
+      auto shard = store_.table().lock_shard(e.hash);
+      store_.erase_locked(shard, &e);  // a retry runs again
+      publish(e, idempotency_record_state::failed);
+    }
+    wake_waiters(e);
+    retained::table_type::retire(&e);  // joined waiters still hold hazard pointers
+  }
+
+  retained store_;
+  detail::event_counter executed_, joined_, replayed_, mismatches_, rejections_, failures_;
+};
+
+// ============================================================================
+// unique_claims
+// ============================================================================
+
+/// Claims that succeed for exactly one caller per key, until released or expired
+/// (the double-spend / nullifier case). A claim can carry an owner, inspected with
+/// owner_of. Retention: by default claims never expire (time_to_live = max) and are
+/// never evicted; with a capacity, the oldest claims are evicted (and can then be
+/// claimed again): choose a capacity only where that is acceptable.
+///
+/// Thread-safety: every member function is thread-safe. Progress: a refused claim and
+/// owner_of take no lock (lock-free lookup); granting or releasing locks one shard.
+template <class Key, class Owner = std::string, class Hash = key_hash<Key>,
+          class Equal = std::equal_to<>, class Clock = std::chrono::steady_clock>
+class unique_claims {
+  struct entry : detail::retained_entry<Key> {
+    template <class K>
+    entry(K&& k, std::uint64_t h, std::optional<Owner> o)
+        : detail::retained_entry<Key>(std::forward<K>(k), h), owner(std::move(o)) {
+      this->reclaim = [](detail::retirable* self) noexcept { delete static_cast<entry*>(self); };
+    }
+    const std::optional<Owner> owner;
+  };
+  using retained = detail::retained_table<Key, entry, Hash, Equal, Clock>;
+
+ public:
+  using time_point = typename Clock::time_point;
+
+  /// Options whose time_to_live defaults to "never expires".
+  static idempotency_options default_options() {
+    idempotency_options options;
+    options.time_to_live = std::chrono::nanoseconds::max();
+    return options;
+  }
+
+  explicit unique_claims(idempotency_options options = default_options(),
+                         std::function<time_point()> now = nullptr)
+      : store_(options, std::move(now)) {}
+
+  /// True for exactly one caller per key until release(key) or expiry. Lock-free
+  /// when the key is already claimed; otherwise locks one shard. Throws only
+  /// std::bad_alloc (or what copying the key or owner throws), claiming nothing.
+  template <class K>
+  [[nodiscard]] bool try_claim(const K& key, std::optional<Owner> owner = std::nullopt) {
+    auto& table = store_.table();
+    const std::uint64_t h = table.hash_of(key);
+    {
+      typename retained::table_type::lookup_guards guards;
+      if (entry* e = table.find(guards, key, h); e != nullptr && !retained::expired(*e, store_.now_ticks())) {
+        refused_.bump();
+        return false;
+      }
+    }
+    std::vector<entry*> retired;
+    bool granted = false;
+    {
+      auto shard = table.lock_shard(h);
+      const std::int64_t now = store_.now_ticks();
+      store_.purge_locked(shard, now, retired);
+      entry* e = shard.find(key);
+      if (e != nullptr && retained::expired(*e, now)) {
+        store_.expire_locked(shard, e, retired);
+        e = nullptr;
+      }
+      if (e == nullptr) {
+        auto fresh = std::make_unique<entry>(Key(key), h, std::move(owner));
+        fresh->expires_at = store_.expiry_from_now();
+        retired.reserve(retired.size() + 1);
+        shard.insert(fresh.get());
+        store_.complete_locked(shard, fresh.release(), retired);
+        granted = true;
+      }
+    }
+    retained::retire_all(retired);
+    (granted ? granted_ : refused_).bump();
+    return granted;
+  }
+
+  /// Releases the claim on `key` so it can be claimed again. False when not claimed.
+  template <class K>
+  bool release(const K& key) {
+    const std::uint64_t h = store_.table().hash_of(key);
+    entry* victim = nullptr;
+    {
+      auto shard = store_.table().lock_shard(h);
+      victim = shard.find(key);
+      if (victim == nullptr) return false;
+      store_.erase_locked(shard, victim);
+    }
+    retained::table_type::retire(victim);
+    released_.bump();
+    return true;
+  }
+
+  /// True when `key` is claimed and the claim has not expired. Lock-free.
+  template <class K>
+  [[nodiscard]] bool is_claimed(const K& key) const {
+    typename retained::table_type::lookup_guards guards;
+    const entry* e = find_live(guards, key);
+    return e != nullptr;
+  }
+
+  /// The owner recorded with the claim on `key`: empty when unclaimed or claimed
+  /// without an owner. Lock-free; copies the owner.
+  template <class K>
+  [[nodiscard]] std::optional<Owner> owner_of(const K& key) const {
+    typename retained::table_type::lookup_guards guards;
+    const entry* e = find_live(guards, key);
+    return e != nullptr ? e->owner : std::nullopt;
+  }
+
+  std::size_t purge_expired() { return store_.purge_expired(); }
+
+  [[nodiscard]] claim_stats stats() const {
+    claim_stats s;
+    s.granted = granted_.get();
+    s.refused = refused_.get();
+    s.released = released_.get();
+    s.expirations = store_.expirations();
+    s.evictions = store_.evictions();
+    s.entries = store_.table().size();
+    return s;
+  }
+
+  [[nodiscard]] std::size_t size() const { return store_.table().size(); }
+
+ private:
+  template <class K>
+  const entry* find_live(typename retained::table_type::lookup_guards& guards, const K& key) const {
+    auto& table = store_.table();
+    const std::uint64_t h = table.hash_of(key);
+    if (entry* e = table.find(guards, key, h); e != nullptr && !retained::expired(*e, store_.now_ticks())) {
+      return e;
+    }
+    // A false miss is possible while the shard grows: confirm under the lock.
+    auto shard = table.lock_shard(h);
+    entry* e = shard.find(key);
+    if (e == nullptr || retained::expired(*e, store_.now_ticks())) return nullptr;
+    guards.found.protect_stable(e);
+    return e;
+  }
+
+  mutable retained store_;  // lookups from const members lock shards
+  detail::event_counter granted_, refused_, released_;
+};
+
+INTERLOCK_NAMESPACE_END
+
+#endif  // INTERLOCK_IDEMPOTENCY_GUARD_HPP
+// ---- end interlock/idempotency_guard.hpp ----
+
+// ---- begin interlock/keyed_mutex.hpp ----
+// interlock/keyed_mutex.hpp: one lock per key (exclusive or shared), created when a
+// key is first locked and erased when nobody holds or waits for it; with timeouts,
+// cancellation, deadlock-free multi-key locking, fencing tokens and statistics.
+//
+// Design note. Two requests for the same resource (the last seat of an event role,
+// one account's balance) must run one at a time while requests for different
+// resources run in parallel. A global mutex serializes everything, striped mutexes
+// make unrelated keys block each other (and two-key operations deadlock on stripe
+// collisions), and a map of mutexes grows forever. keyed_mutex<Key> keeps one small
+// entry per key that is held or waited on, in a sharded table whose lookups take no
+// lock (detail/keyed_table.hpp): finding a held key, which is what a hot key does all
+// the time, never touches a shard mutex; only creating and erasing an entry does.
+//
+// Entry lifecycle. Each entry has a reference count = holders + waiters + acquirers in
+// flight. An acquirer finds the entry lock-free (hazard-protected) and increments the
+// count only if it is not 0 (a 0 entry may be being erased); otherwise it locks the
+// shard, where it may revive a 0 entry or insert a new one. The release that drops the
+// count to 0 locks the shard and erases the entry if it is still linked and still at
+// 0, then retires it to the hazard-pointer domain. So size() is 0 once every guard is
+// gone: memory is bounded by the keys in use, not by the keys ever seen.
+//
+// Lock word (32 bits, the futex word's neighbour): bit 31 exclusive holder; bit 30
+// hand-off (a starving waiter owns the next grant); bits 16..29 registered waiters;
+// bits 0..15 shared holders (at most 65,535 at once; more wait). Waiters sleep on a
+// separate 32-bit sequence word that a releaser bumps before waking them, so a
+// cancellation (which bumps it too) cannot be lost between a check and the sleep.
+//
+// Fairness (bounded barging). Like std::mutex, a free lock goes to whoever asks
+// first, including a thread that just released it: that keeps a hot key fast. A
+// waiter that has waited longer than `handoff_after` (1 ms) sets the hand-off bit;
+// from then on nobody else (new lockers, shared lockers, other waiters) may take the
+// key, and the next release hands it to that waiter. A waiter therefore waits at
+// most about 1 ms plus one hold per starving waiter ahead of it; no waiter starves.
+// Shared holders cannot starve a writer either: the hand-off bit stops new readers.
+//
+// Fencing tokens. Every grant (exclusive or shared) carries a token; tokens of one key
+// strictly increase with each grant, across the erasure and re-creation of its entry,
+// for the life of the keyed_mutex. A downstream store that remembers the highest token
+// it has seen per key rejects a write from a holder whose lock has since been granted
+// to someone else. Scheme: the entry counts its grants (the counter sits in the
+// entry's own cache line, so a hot key pays no extra shared line), and when an entry
+// is erased its last token is folded into a per-stripe floor (fetch-max); a new entry
+// starts above its stripe's floor. Erasure and creation of one key's entries both
+// happen under that key's shard lock, so the new entry sees the old one's last
+// token. Tokens of different keys are unrelated (two keys may show the same number):
+// compare tokens of one key only.
+//
+// Multi-key locking. lock_many takes references on every key's entry first, then
+// locks the entries in address order, duplicates collapsed. While a reference is
+// held a key's entry cannot change, so every thread that holds or waits for a set of
+// entries orders them the same way: no cycle, no deadlock, whatever order callers
+// name the keys in. The try and timed forms release everything already taken when
+// one key fails.
+//
+// Re-entrancy. Locking (exclusively or shared) a key that the calling thread already
+// holds exclusively is a precondition violation: in builds without NDEBUG it is
+// detected and reported through INTERLOCK_ASSERT (abort by default); with NDEBUG it
+// deadlocks, like std::mutex. Taking a shared lock twice on one thread is not
+// detected and may deadlock once a writer is waiting (as with std::shared_mutex).
+// The check records the thread that took the lock; a guard moved to another thread
+// may be unlocked there.
+//
+// When not to use it: for a fixed, small set of resources (a plain std::mutex per
+// resource is faster), or across processes (the per-key state machine here is what a
+// Redis SET NX PX lock with fencing tokens would hold; this table is in-process).
+//
+// Progress: lock/try_lock on a key whose entry exists and whose lock is free are
+// lock-free (hazard-protected lookup, two CAS loops); creating or erasing an entry
+// takes the key's shard mutex briefly; waiting for a held key is blocking (a short
+// spin, then a futex sleep through detail::wait_until).
+//
+// Complexity: O(1) expected per key (hashing the key, one chain walk); lock_many
+// O(n log n) for n keys; size() and stats() visit every shard (diagnostics).
+//
+// Memory ordering: an unlock is a release and the lock that next takes the key is an
+// acquire on the same lock word, so everything the previous holder did before
+// unlock() is visible to the next holder (exclusive or shared) after its lock returns.
+// Shared holders see everything the last exclusive holder did; they are not ordered
+// with each other.
+#ifndef INTERLOCK_KEYED_MUTEX_HPP
+#define INTERLOCK_KEYED_MUTEX_HPP
+
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <initializer_list>
+#include <iterator>
+#include <optional>
+#include <ranges>
+#include <stdexcept>
+#include <stop_token>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+INTERLOCK_NAMESPACE_BEGIN
+
+/// Thrown by keyed_mutex::with_lock_for (and only there) when the key could not be
+/// locked before the timeout.
+class lock_timeout : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// A snapshot of a keyed_mutex's statistics (see keyed_mutex::stats).
+struct keyed_mutex_stats {
+  std::size_t keys_held = 0;                 ///< keys held (exclusive or shared) now
+  std::size_t waiters = 0;                   ///< threads asleep waiting for a key now
+  std::uint64_t acquisitions = 0;            ///< grants, exclusive and shared, since construction
+  std::uint64_t contended_acquisitions = 0;  ///< grants that had to wait (spin or sleep)
+  std::uint64_t timeouts = 0;                ///< timed locks that gave up
+  std::uint64_t cancellations = 0;           ///< locks cancelled through a stop_token
+  std::chrono::nanoseconds total_wait{0};    ///< summed wait of contended grants
+  std::chrono::nanoseconds max_wait{0};      ///< longest wait of one contended grant
+
+  /// Mean wait of a contended grant (0 when there was none).
+  [[nodiscard]] std::chrono::nanoseconds average_wait() const noexcept {
+    return contended_acquisitions == 0
+               ? std::chrono::nanoseconds{0}
+               : total_wait / static_cast<std::int64_t>(contended_acquisitions);
+  }
+};
+
+namespace detail {
+
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
+/// A small per-thread number (1, 2, ...) that spreads statistics over stripes.
+inline unsigned thread_stripe_index() noexcept {
+  static constinit thread_local unsigned index = 0;  // 0: not assigned yet
+  if (index == 0) {
+    static std::atomic<unsigned> next{0};
+    // Relaxed: only distinctness matters, and the RMW gives that.
+    index = next.fetch_add(1, std::memory_order_relaxed) + 1;
+  }
+  return index;
+}
+
+}  // namespace detail
+
+template <class Key, class Hash = key_hash<Key>, class Equal = std::equal_to<>>
+class keyed_mutex {
+  struct entry : detail::keyed_entry<Key> {
+    template <class K>
+    entry(K&& k, std::uint64_t h, std::uint32_t initial_state, std::uint64_t floor)
+        : detail::keyed_entry<Key>(std::forward<K>(k), h),
+          state(initial_state),
+          token(initial_state != 0 ? floor + 1 : floor),
+          first_token(floor) {
+      this->reclaim = [](detail::retirable* self) noexcept { delete static_cast<entry*>(self); };
+    }
+    // The written fields below stay at least 64 bytes away from the read-mostly key,
+    // hash and links above, so lock-free lookups are not invalidated by every
+    // lock/unlock (without over-aligning the entry, which would make allocation dear).
+    char separation[64];
+    alignas(16) std::atomic<std::uint32_t> refs{1};  // holders + waiters + acquirers
+    detail::wait_word state;                         // the lock word (layout above)
+    std::atomic<std::uint64_t> token;                // last fencing token granted
+    detail::wait_word seq{0};                        // waiters sleep on this
+    std::atomic<std::thread::id> owner{};            // exclusive holder (debug check)
+    const std::uint64_t first_token;                 // token - first_token = grants of this entry
+  };
+  using table_type = detail::keyed_table<Key, entry, Hash, Equal>;
+
+  static constexpr std::uint32_t exclusive_bit = 1u << 31;
+  static constexpr std::uint32_t handoff_bit = 1u << 30;
+  static constexpr std::uint32_t waiter_one = 1u << 16;
+  static constexpr std::uint32_t waiter_mask = 0x3fffu << 16;
+  static constexpr std::uint32_t reader_mask = 0xffffu;
+
+  static constexpr std::size_t stat_stripes = 16;
+  static constexpr std::size_t floor_stripes = 64;
+
+  struct alignas(detail::cache_line_size) stat_stripe {
+    // All relaxed: independent counters; stats() sums them, no ordering is implied.
+    std::atomic<std::uint64_t> contended{0};
+    std::atomic<std::uint64_t> timeouts{0};
+    std::atomic<std::uint64_t> cancellations{0};
+    std::atomic<std::uint64_t> wait_ns{0};
+    std::atomic<std::uint64_t> max_wait_ns{0};
+  };
+  struct alignas(detail::cache_line_size) token_floor {
+    std::atomic<std::uint64_t> value{0};         // highest token of an erased entry
+    std::atomic<std::uint64_t> acquisitions{0};  // grants of erased entries (relaxed: a statistic)
+  };
+
+  enum class outcome { granted, busy, timed_out, cancelled };
+  struct no_deadline {};
+
+ public:
+  using key_type = Key;
+  using hasher = Hash;
+  using key_equal = Equal;
+
+  /// How long a waiter waits before it claims the next grant (the hand-off bit).
+  static constexpr std::chrono::microseconds handoff_after{1000};
+
+  /// RAII ownership of one key, exclusive (basic_guard<false>, `guard`) or shared
+  /// (basic_guard<true>, `shared_guard`). Movable, not copyable. An empty guard
+  /// (default-constructed, moved-from, unlocked, or returned by a failed try) owns
+  /// nothing, and unlock() on it is a no-op. A guard may be unlocked on another
+  /// thread than the one that locked. Thread-safety: one guard, one thread at a time.
+  template <bool Shared>
+  class basic_guard {
+   public:
+    basic_guard() noexcept = default;
+    basic_guard(basic_guard&& other) noexcept
+        : map_(std::exchange(other.map_, nullptr)),
+          entry_(std::exchange(other.entry_, nullptr)),
+          token_(std::exchange(other.token_, 0)) {}
+    basic_guard& operator=(basic_guard&& other) noexcept {
+      if (this != &other) {
+        unlock();
+        map_ = std::exchange(other.map_, nullptr);
+        entry_ = std::exchange(other.entry_, nullptr);
+        token_ = std::exchange(other.token_, 0);
+      }
+      return *this;
+    }
+    basic_guard(const basic_guard&) = delete;
+    basic_guard& operator=(const basic_guard&) = delete;
+    ~basic_guard() { unlock(); }
+
+    /// Releases the key now (a no-op on an empty guard). Never blocks for the key;
+    /// the last release of a key briefly locks its shard to erase the entry.
+    void unlock() noexcept {
+      if (entry_ == nullptr) return;
+      if constexpr (Shared) {
+        map_->release_shared(entry_);
+      } else {
+        map_->release_exclusive(entry_);
+      }
+      entry_ = nullptr;
+      token_ = 0;
+    }
+
+    [[nodiscard]] bool owns_lock() const noexcept { return entry_ != nullptr; }
+    explicit operator bool() const noexcept { return owns_lock(); }
+
+    /// This grant's fencing token (0 for an empty guard): larger than every earlier
+    /// grant's token of the same key.
+    [[nodiscard]] std::uint64_t fencing_token() const noexcept { return token_; }
+
+    /// The key held. Precondition: owns_lock().
+    [[nodiscard]] const Key& key() const noexcept {
+      INTERLOCK_ASSERT(entry_ != nullptr, "keyed_mutex guard: key() on an empty guard");
+      return entry_->key;
+    }
+
+   private:
+    friend class keyed_mutex;
+    basic_guard(keyed_mutex* map, entry* e, std::uint64_t token) noexcept
+        : map_(map), entry_(e), token_(token) {}
+    keyed_mutex* map_ = nullptr;
+    entry* entry_ = nullptr;
+    std::uint64_t token_ = 0;
+  };
+  using guard = basic_guard<false>;
+  using shared_guard = basic_guard<true>;
+
+  /// Exclusive ownership of several keys at once (lock_many). Movable; unlock()
+  /// releases all of them; empty when a try form failed.
+  class multi_guard {
+   public:
+    multi_guard() noexcept = default;
+    multi_guard(multi_guard&& other) noexcept
+        : map_(std::exchange(other.map_, nullptr)), held_(std::move(other.held_)) {
+      other.held_.clear();
+    }
+    multi_guard& operator=(multi_guard&& other) noexcept {
+      if (this != &other) {
+        unlock();
+        map_ = std::exchange(other.map_, nullptr);
+        held_ = std::move(other.held_);
+        other.held_.clear();
+      }
+      return *this;
+    }
+    multi_guard(const multi_guard&) = delete;
+    multi_guard& operator=(const multi_guard&) = delete;
+    ~multi_guard() { unlock(); }
+
+    /// Releases every key (in reverse locking order). No-op when empty.
+    void unlock() noexcept {
+      for (auto it = held_.rbegin(); it != held_.rend(); ++it) map_->release_exclusive(it->e);
+      held_.clear();
+    }
+    [[nodiscard]] bool owns_lock() const noexcept { return !held_.empty(); }
+    explicit operator bool() const noexcept { return owns_lock(); }
+    /// Distinct keys held.
+    [[nodiscard]] std::size_t size() const noexcept { return held_.size(); }
+
+    /// The fencing token of `key`'s grant, or 0 when this guard does not hold it.
+    /// O(size()).
+    template <class K>
+    [[nodiscard]] std::uint64_t fencing_token(const K& key) const {
+      for (const auto& h : held_) {
+        if (Equal{}(h.e->key, key)) return h.token;
+      }
+      return 0;
+    }
+
+   private:
+    friend class keyed_mutex;
+    struct held {
+      entry* e;
+      std::uint64_t token;
+    };
+    keyed_mutex* map_ = nullptr;
+    std::vector<held> held_;
+  };
+
+  /// A Lockable / TimedLockable view of one key, for std::unique_lock and
+  /// std::scoped_lock. It copies the key and holds the grant itself, so lock() and
+  /// unlock() must pair up as for a mutex. Movable while unlocked.
+  class mutex_view {
+   public:
+    void lock() { held_ = map_->lock(key_); }
+    [[nodiscard]] bool try_lock() {
+      held_ = map_->try_lock(key_);
+      return held_.owns_lock();
+    }
+    template <class Rep, class Period>
+    [[nodiscard]] bool try_lock_for(const std::chrono::duration<Rep, Period>& timeout) {
+      held_ = map_->try_lock_for(key_, timeout);
+      return held_.owns_lock();
+    }
+    template <class Clock, class Duration>
+    [[nodiscard]] bool try_lock_until(const std::chrono::time_point<Clock, Duration>& deadline) {
+      held_ = map_->try_lock_until(key_, deadline);
+      return held_.owns_lock();
+    }
+    void unlock() noexcept { held_.unlock(); }
+    /// The current grant's fencing token (0 when not locked).
+    [[nodiscard]] std::uint64_t fencing_token() const noexcept { return held_.fencing_token(); }
+    [[nodiscard]] const Key& key() const noexcept { return key_; }
+
+   private:
+    friend class keyed_mutex;
+    template <class K>
+    mutex_view(keyed_mutex* map, K&& key) : map_(map), key_(std::forward<K>(key)) {}
+    keyed_mutex* map_;
+    Key key_;
+    guard held_;
+  };
+
+  /// An empty map. `shards` (rounded up to a power of two) spreads entry creation
+  /// and erasure over that many shard mutexes.
+  explicit keyed_mutex(std::size_t shards = 64, Hash hash = Hash{}, Equal equal = Equal{})
+      : table_(shards, std::move(hash), std::move(equal)) {}
+
+  keyed_mutex(const keyed_mutex&) = delete;
+  keyed_mutex& operator=(const keyed_mutex&) = delete;
+  /// Precondition: no guard, view or waiter of this map exists any more.
+  ~keyed_mutex() = default;
+
+  // ---- exclusive ------------------------------------------------------------
+
+  /// Locks `key` exclusively, waiting as long as it takes. `key` may be any type
+  /// that Hash and Equal accept together with Key (std::string_view or const char*
+  /// for std::string keys, without allocating unless the entry is created).
+  /// Thread-safe. Blocking; lock-free when the key is free and its entry exists.
+  /// Precondition: the calling thread does not hold `key` exclusively (see the note).
+  template <class K>
+  [[nodiscard]] guard lock(const K& key) {
+    return acquire<false>(key, wait_kind::forever, static_cast<const no_deadline*>(nullptr),
+                          nullptr);
+  }
+
+  /// As lock(key), but gives up when `stop` is requested: the returned guard is then
+  /// empty (and counted as a cancellation). If stop is already requested, returns an
+  /// empty guard without trying.
+  template <class K>
+  [[nodiscard]] guard lock(const K& key, std::stop_token stop) {
+    return acquire<false>(key, wait_kind::forever, static_cast<const no_deadline*>(nullptr), &stop);
+  }
+
+  /// Takes `key` only if nobody holds it (and no starving waiter has claimed it).
+  /// Thread-safe; never waits for the key (may briefly take its shard mutex to
+  /// create the entry). Returns an empty guard on failure.
+  template <class K>
+  [[nodiscard]] guard try_lock(const K& key) {
+    return acquire<false>(key, wait_kind::never, static_cast<const no_deadline*>(nullptr), nullptr);
+  }
+
+  /// As lock(key), but gives up after `timeout` (steady clock). Returns an empty
+  /// guard on timeout (counted in stats().timeouts).
+  template <class K, class Rep, class Period>
+  [[nodiscard]] guard try_lock_for(const K& key,
+                                   const std::chrono::duration<Rep, Period>& timeout) {
+    return try_lock_until(key, std::chrono::steady_clock::now() + timeout);
+  }
+
+  /// As lock(key), but gives up at `deadline` (any clock). Empty guard on timeout.
+  template <class K, class Clock, class Duration>
+  [[nodiscard]] guard try_lock_until(const K& key,
+                                     const std::chrono::time_point<Clock, Duration>& deadline) {
+    return acquire<false>(key, wait_kind::until, &deadline, nullptr);
+  }
+
+  // ---- shared ---------------------------------------------------------------
+
+  /// Locks `key` shared: any number of shared holders, no exclusive one. Same
+  /// thread-safety, progress and lookup rules as lock(key).
+  template <class K>
+  [[nodiscard]] shared_guard lock_shared(const K& key) {
+    return acquire<true>(key, wait_kind::forever, static_cast<const no_deadline*>(nullptr),
+                         nullptr);
+  }
+  template <class K>
+  [[nodiscard]] shared_guard lock_shared(const K& key, std::stop_token stop) {
+    return acquire<true>(key, wait_kind::forever, static_cast<const no_deadline*>(nullptr), &stop);
+  }
+  template <class K>
+  [[nodiscard]] shared_guard try_lock_shared(const K& key) {
+    return acquire<true>(key, wait_kind::never, static_cast<const no_deadline*>(nullptr), nullptr);
+  }
+  template <class K, class Rep, class Period>
+  [[nodiscard]] shared_guard try_lock_shared_for(
+      const K& key, const std::chrono::duration<Rep, Period>& timeout) {
+    return try_lock_shared_until(key, std::chrono::steady_clock::now() + timeout);
+  }
+  template <class K, class Clock, class Duration>
+  [[nodiscard]] shared_guard try_lock_shared_until(
+      const K& key, const std::chrono::time_point<Clock, Duration>& deadline) {
+    return acquire<true>(key, wait_kind::until, &deadline, nullptr);
+  }
+
+  // ---- callbacks ------------------------------------------------------------
+
+  /// Runs fn() (or fn(guard&)) with `key` locked and returns its result. An
+  /// exception from fn releases the lock and propagates. Blocking, as lock(key).
+  template <class K, class Fn>
+  decltype(auto) with_lock(const K& key, Fn&& fn) {
+    guard g = lock(key);
+    return invoke_with(g, fn);
+  }
+
+  /// As with_lock, but throws lock_timeout when `key` is not locked within
+  /// `timeout` (fn is then not called).
+  template <class K, class Rep, class Period, class Fn>
+  decltype(auto) with_lock_for(const K& key, const std::chrono::duration<Rep, Period>& timeout,
+                               Fn&& fn) {
+    guard g = try_lock_for(key, timeout);
+    if (!g) throw lock_timeout("interlock::keyed_mutex: the key was not locked within the timeout");
+    return invoke_with(g, fn);
+  }
+
+  // ---- several keys ---------------------------------------------------------
+
+  /// Locks every key of `keys` exclusively, all or nothing, deadlock-free whatever
+  /// order callers name them in (see the note); duplicates are collapsed.
+  /// Thread-safe. Blocking. O(n log n) plus the waits.
+  template <std::ranges::input_range Range>
+  [[nodiscard]] multi_guard lock_many(const Range& keys) {
+    return acquire_many(keys, wait_kind::forever, static_cast<const no_deadline*>(nullptr));
+  }
+  template <class K>
+  [[nodiscard]] multi_guard lock_many(std::initializer_list<K> keys) {
+    return acquire_many(keys, wait_kind::forever, static_cast<const no_deadline*>(nullptr));
+  }
+
+  /// Takes every key only if none is held; otherwise releases what it took and
+  /// returns an empty guard. Never waits for a key.
+  template <std::ranges::input_range Range>
+  [[nodiscard]] multi_guard try_lock_many(const Range& keys) {
+    return acquire_many(keys, wait_kind::never, static_cast<const no_deadline*>(nullptr));
+  }
+  template <class K>
+  [[nodiscard]] multi_guard try_lock_many(std::initializer_list<K> keys) {
+    return acquire_many(keys, wait_kind::never, static_cast<const no_deadline*>(nullptr));
+  }
+
+  /// As lock_many, but gives up after `timeout` for the whole set, releasing every
+  /// key already taken, and returns an empty guard.
+  template <std::ranges::input_range Range, class Rep, class Period>
+  [[nodiscard]] multi_guard try_lock_many_for(const Range& keys,
+                                              const std::chrono::duration<Rep, Period>& timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    return acquire_many(keys, wait_kind::until, &deadline);
+  }
+  template <class K, class Rep, class Period>
+  [[nodiscard]] multi_guard try_lock_many_for(std::initializer_list<K> keys,
+                                              const std::chrono::duration<Rep, Period>& timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    return acquire_many(keys, wait_kind::until, &deadline);
+  }
+
+  // ---- views and diagnostics ------------------------------------------------
+
+  /// A Lockable view of `key` for std::unique_lock / std::scoped_lock. Creates no
+  /// entry until locked.
+  template <class K>
+  [[nodiscard]] mutex_view mutex(K&& key) {
+    return mutex_view(this, std::forward<K>(key));
+  }
+
+  /// Entries now (keys held or waited on). Thread-safe; locks each shard in turn:
+  /// a diagnostic, O(shards).
+  [[nodiscard]] std::size_t size() const { return table_.size(); }
+
+  /// The statistics, cheap enough to leave on: an uncontended grant adds nothing
+  /// (an entry's grants are its token minus its first token, folded into a striped
+  /// counter when the entry is erased); the contended path adds to per-thread
+  /// striped relaxed counters; keys_held and waiters are read from the entries'
+  /// lock words (each shard locked in turn).
+  /// Thread-safe; a snapshot that may be slightly stale under concurrency. O(entries).
+  [[nodiscard]] keyed_mutex_stats stats() {
+    keyed_mutex_stats out;
+    for (const auto& f : floors_)
+      out.acquisitions += f.acquisitions.load(std::memory_order_relaxed);
+    for (const auto& s : stats_) {
+      // Relaxed: statistics; see stat_stripe.
+      out.contended_acquisitions += s.contended.load(std::memory_order_relaxed);
+      out.timeouts += s.timeouts.load(std::memory_order_relaxed);
+      out.cancellations += s.cancellations.load(std::memory_order_relaxed);
+      out.total_wait += std::chrono::nanoseconds(
+          static_cast<std::int64_t>(s.wait_ns.load(std::memory_order_relaxed)));
+      out.max_wait = std::max(out.max_wait, std::chrono::nanoseconds(static_cast<std::int64_t>(
+                                                s.max_wait_ns.load(std::memory_order_relaxed))));
+    }
+    table_.for_each_locked([&out](entry& e) {
+      // Relaxed: a diagnostic snapshot of the word; nothing is read through it.
+      const std::uint32_t s = e.state.load(std::memory_order_relaxed);
+      out.acquisitions += e.token.load(std::memory_order_relaxed) - e.first_token;
+      if ((s & (exclusive_bit | reader_mask)) != 0) ++out.keys_held;
+      out.waiters += (s & waiter_mask) / waiter_one;
+    });
+    return out;
+  }
+
+ private:
+  enum class wait_kind { never, forever, until };
+
+  template <class Fn>
+  static decltype(auto) invoke_with(guard& g, Fn& fn) {
+    if constexpr (std::is_invocable_v<Fn&, guard&>) {
+      return std::invoke(fn, g);
+    } else {
+      return std::invoke(fn);
+    }
+  }
+
+  static constexpr bool can_take(std::uint32_t s, bool shared, bool priority) noexcept {
+    if ((s & exclusive_bit) != 0) return false;
+    if (!priority && (s & handoff_bit) != 0) return false;
+    return shared ? (s & reader_mask) < reader_mask : (s & reader_mask) == 0;
+  }
+  static constexpr std::uint32_t take(std::uint32_t s, bool shared, bool priority) noexcept {
+    const std::uint32_t taken = shared ? s + 1 : (s | exclusive_bit);
+    return priority ? (taken & ~handoff_bit) : taken;
+  }
+
+  stat_stripe& my_stats() noexcept { return stats_[detail::thread_stripe_index() % stat_stripes]; }
+  token_floor& floor_for(std::uint64_t h) noexcept { return floors_[(h >> 20) % floor_stripes]; }
+
+  // ---- entry references -------------------------------------------------------
+
+  /// A counted reference to `key`'s entry, creating it (with `initial_state` and
+  /// the next token already granted when initial_state is not 0) if absent.
+  template <class K>
+  entry* acquire_ref(const K& key, std::uint64_t h, std::uint32_t initial_state, bool& created) {
+    {
+      typename table_type::lookup_guards guards;
+      if (entry* e = table_.find(guards, key, h)) {
+        // Relaxed: the count only keeps the entry alive; the lock word orders data.
+        std::uint32_t r = e->refs.load(std::memory_order_relaxed);
+        while (r > 0) {
+          // Never from 0: a 0 entry may be being erased under the shard lock.
+          if (e->refs.compare_exchange_weak(r, r + 1, std::memory_order_relaxed)) return e;
+        }
+      }
+    }
+    auto shard = table_.lock_shard(h);
+    if (entry* e = shard.find(key)) {
+      // Relaxed: under the shard lock, which also serializes erasure, so reviving
+      // a 0 entry here is safe.
+      e->refs.fetch_add(1, std::memory_order_relaxed);
+      return e;
+    }
+    // Relaxed: ordered by the shard lock (see raise_floor).
+    const std::uint64_t floor = floor_for(h).value.load(std::memory_order_relaxed);
+    auto* e = new entry(key, h, initial_state, floor);
+    shard.insert(e);
+    created = true;
+    return e;
+  }
+
+  /// Drops one reference; the last one erases the entry if it is still idle.
+  void drop_ref(entry* e) noexcept {
+    const std::uint64_t h = e->hash;  // read first: after the decrement e may be freed
+    // (D1) release: our uses of the entry (its token) happen before an eraser's
+    // acquire load (D2); acquire: if we erase, we see the others' uses.
+    if (e->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    entry* victim = nullptr;
+    {
+      auto shard = table_.lock_shard(h);
+      // Address compare only: someone may have revived, released and erased it.
+      // (D2) acquire: pairs with the last release decrement (D1).
+      if (shard.contains(e) && e->refs.load(std::memory_order_acquire) == 0) {
+        const std::uint64_t last = e->token.load(std::memory_order_relaxed);  // D2 ordered it
+        raise_floor(h, last);
+        // Relaxed: a statistic.
+        floor_for(h).acquisitions.fetch_add(last - e->first_token, std::memory_order_relaxed);
+        shard.erase(e);
+        victim = e;
+      }
+    }
+    if (victim != nullptr) table_type::retire(victim);
+  }
+
+  /// Folds an erased entry's last token into its stripe's floor. Relaxed: erasure
+  /// and re-creation of one key both run under that key's shard lock, which orders
+  /// this RMW before the creator's load of the floor.
+  void raise_floor(std::uint64_t h, std::uint64_t last) noexcept {
+    auto& floor = floor_for(h).value;
+    std::uint64_t seen = floor.load(std::memory_order_relaxed);
+    while (seen < last && !floor.compare_exchange_weak(seen, last, std::memory_order_relaxed)) {
+    }
+  }
+
+  // ---- the lock word ----------------------------------------------------------
+
+  /// One attempt (a CAS loop while the word allows it) starting from the guess `s`.
+  static bool try_take(entry* e, bool shared, bool priority, bool registered,
+                       std::uint32_t s) noexcept {
+    while (can_take(s, shared, priority)) {
+      const std::uint32_t desired = take(s, shared, priority) - (registered ? waiter_one : 0);
+      // (A1) acquire: pairs with the release RMW of the previous holder's unlock
+      // (R1/R2), so everything it did is visible to us.
+      if (e->state.compare_exchange_weak(s, desired, std::memory_order_acquire,
+                                         std::memory_order_relaxed)) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /// Bumps the sequence word and wakes one or all sleepers.
+  static void wake_waiters(entry* e, bool all) noexcept {
+    // (W1) release: pairs with a waiter's acquire load of seq (W2): a waiter that
+    // sees the new sequence also sees the lock word change made before it.
+    e->seq.fetch_add(1, std::memory_order_release);
+    if (all) {
+      detail::wake_all(e->seq);
+    } else {
+      detail::wake_one(e->seq);
+    }
+  }
+
+  void release_exclusive(entry* e) noexcept {
+#ifndef NDEBUG
+    e->owner.store(std::thread::id{}, std::memory_order_relaxed);  // debug only, same thread
+#endif
+    // (R1) release: pairs with the next holder's acquire CAS (A1).
+    const std::uint32_t old = e->state.fetch_sub(exclusive_bit, std::memory_order_release);
+    if ((old & waiter_mask) != 0) wake_waiters(e, (old & handoff_bit) != 0);
+    drop_ref(e);
+  }
+
+  void release_shared(entry* e) noexcept {
+    // (R2) release: pairs with the next exclusive holder's acquire CAS (A1).
+    const std::uint32_t old = e->state.fetch_sub(1, std::memory_order_release);
+    if ((old & reader_mask) == 1 && (old & waiter_mask) != 0) {
+      wake_waiters(e, (old & handoff_bit) != 0);
+    }
+    drop_ref(e);
+  }
+
+  /// Unregisters a waiter that gives up (timeout or cancellation).
+  static void leave(entry* e, bool priority) noexcept {
+    // Relaxed: this RMW publishes nothing; waking goes through seq (W1).
+    std::uint32_t s = e->state.load(std::memory_order_relaxed);
+    std::uint32_t desired = 0;
+    do {
+      desired = (s - waiter_one) & (priority ? ~handoff_bit : ~0u);
+    } while (!e->state.compare_exchange_weak(s, desired, std::memory_order_relaxed));
+    // We may have consumed a wake-up meant for the next waiter (or, as the hand-off
+    // waiter, kept the others off a free lock): pass it on.
+    if ((desired & waiter_mask) != 0) wake_waiters(e, priority);
+  }
+
+  void record_grant(bool contended, std::chrono::steady_clock::time_point start) noexcept {
+    if (!contended) return;  // counted through the entry's token
+    stat_stripe& s = my_stats();
+    // Relaxed: statistics only (see stat_stripe).
+    const auto waited =
+        static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                       std::chrono::steady_clock::now() - start)
+                                       .count());
+    s.contended.fetch_add(1, std::memory_order_relaxed);
+    s.wait_ns.fetch_add(waited, std::memory_order_relaxed);
+    std::uint64_t max = s.max_wait_ns.load(std::memory_order_relaxed);
+    while (max < waited &&
+           !s.max_wait_ns.compare_exchange_weak(max, waited, std::memory_order_relaxed)) {
+    }
+  }
+
+  static void check_not_owner([[maybe_unused]] entry* e) noexcept {
+#ifndef NDEBUG
+    // Relaxed: only our own earlier store can equal our id.
+    INTERLOCK_ASSERT(e->owner.load(std::memory_order_relaxed) != std::this_thread::get_id(),
+                     "keyed_mutex: this thread already holds this key exclusively");
+#endif
+  }
+
+  /// Takes the lock word of `e` (we hold a reference). Spins briefly, then sleeps.
+  template <class Deadline>
+  outcome lock_entry(entry* e, bool shared, wait_kind kind, const Deadline* deadline,
+                     const std::stop_token* stop, bool& contended,
+                     std::chrono::steady_clock::time_point& start) {
+    check_not_owner(e);
+    if (try_take(e, shared, false, false, 0)) return outcome::granted;
+    if (kind == wait_kind::never) return outcome::busy;
+    contended = true;
+    start = std::chrono::steady_clock::now();
+    for (int i = 0; i < spin_limit; ++i) {
+      detail::cpu_relax();
+      // Relaxed: a guess for the CAS, which is the acquire.
+      if (try_take(e, shared, false, false, e->state.load(std::memory_order_relaxed))) {
+        return outcome::granted;
+      }
+    }
+    return wait_registered(e, shared, deadline, stop, start);
+  }
+
+  template <class Deadline>
+  outcome wait_registered(entry* e, bool shared, const Deadline* deadline,
+                          const std::stop_token* stop,
+                          std::chrono::steady_clock::time_point start) {
+    struct wake_on_stop {
+      entry* e;
+      void operator()() const noexcept { wake_waiters(e, true); }
+    };
+    std::optional<std::stop_callback<wake_on_stop>> on_stop;
+    if (stop != nullptr && stop->stop_possible()) on_stop.emplace(*stop, wake_on_stop{e});
+
+    // Register (a CAS loop so that 16,383 waiters never overflow into the flags).
+    // Relaxed: the lock word's modification order alone orders a registration
+    // against a release, which wakes whenever it sees a registered waiter.
+    std::uint32_t s = e->state.load(std::memory_order_relaxed);
+    for (;;) {
+      if ((s & waiter_mask) == waiter_mask) {
+        std::this_thread::yield();
+        s = e->state.load(std::memory_order_relaxed);
+        continue;
+      }
+      if (e->state.compare_exchange_weak(s, s + waiter_one, std::memory_order_relaxed)) break;
+    }
+    bool priority = false;
+    const auto handoff_at = start + handoff_after;
+    for (;;) {
+      // (W2) acquire: pairs with W1. Loaded before the lock word, so a release that
+      // we miss below has bumped seq after this load, and the futex sees it.
+      const std::uint32_t q = e->seq.load(std::memory_order_acquire);
+      s = e->state.load(std::memory_order_relaxed);  // a guess; the CAS (A1) acquires
+      if (can_take(s, shared, priority)) {
+        if (try_take(e, shared, priority, true, s)) {
+          const std::uint32_t now = e->state.load(std::memory_order_relaxed);  // hint only
+          // A shared holder lets the next sleeper in too (it may be a reader); a
+          // hand-off waiter that cleared the bit lets everyone retry.
+          if (shared && (now & waiter_mask) != 0) wake_waiters(e, priority);
+          return outcome::granted;
+        }
+        continue;
+      }
+      const auto now = std::chrono::steady_clock::now();
+      if (!priority && (s & handoff_bit) == 0 && now >= handoff_at) {
+        if (e->state.compare_exchange_strong(s, s | handoff_bit, std::memory_order_relaxed)) {
+          priority = true;  // relaxed: claims the next grant; publishes nothing
+        }
+        continue;
+      }
+      if (stop != nullptr && stop->stop_requested()) {
+        leave(e, priority);
+        return outcome::cancelled;
+      }
+      // Sleep until woken, until the caller's deadline, or (not yet starving, no
+      // hand-off pending) until it is time to claim the hand-off.
+      const bool wake_to_claim = !priority && now < handoff_at;
+      bool deadline_passed = false;
+      if constexpr (std::is_same_v<Deadline, no_deadline>) {
+        if (wake_to_claim) {
+          detail::wait_until(e->seq, q, handoff_at);
+        } else {
+          detail::wait(e->seq, q);
+        }
+      } else {
+        if (wake_to_claim && handoff_at < time_point_in_steady(*deadline)) {
+          detail::wait_until(e->seq, q, handoff_at);
+        } else {
+          deadline_passed = !detail::wait_until(e->seq, q, *deadline);
+        }
+      }
+      if (deadline_passed) {
+        // One last try: a lock that is free at the deadline is still taken.
+        if (try_take(e, shared, priority, true, e->state.load(std::memory_order_relaxed))) {
+          return outcome::granted;
+        }
+        leave(e, priority);
+        return outcome::timed_out;
+      }
+    }
+  }
+
+  template <class Clock, class Duration>
+  static std::chrono::steady_clock::time_point time_point_in_steady(
+      const std::chrono::time_point<Clock, Duration>& t) {
+    if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
+      return std::chrono::time_point_cast<std::chrono::steady_clock::duration>(t);
+    } else {
+      return std::chrono::steady_clock::now() +
+             std::chrono::duration_cast<std::chrono::steady_clock::duration>(t - Clock::now());
+    }
+  }
+
+  template <bool Shared, class K, class Deadline>
+  basic_guard<Shared> acquire(const K& key, wait_kind kind, const Deadline* deadline,
+                              const std::stop_token* stop) {
+    if (stop != nullptr && stop->stop_requested()) {
+      my_stats().cancellations.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistic
+      return {};
+    }
+    const std::uint64_t h = table_.hash_of(key);
+    bool created = false;
+    entry* e = acquire_ref(key, h, Shared ? 1u : exclusive_bit, created);
+    bool contended = false;
+    std::chrono::steady_clock::time_point start{};
+    if (!created) {
+      const outcome result = lock_entry(e, Shared, kind, deadline, stop, contended, start);
+      if (result != outcome::granted) {
+        drop_ref(e);
+        // Relaxed: statistics.
+        if (result == outcome::timed_out)
+          my_stats().timeouts.fetch_add(1, std::memory_order_relaxed);
+        if (result == outcome::cancelled) {
+          my_stats().cancellations.fetch_add(1, std::memory_order_relaxed);
+        }
+        return {};
+      }
+    }
+    return basic_guard<Shared>(this, e, grant(e, created, !Shared, contended, start));
+  }
+
+  /// Bookkeeping of a grant: the token, the debug owner, the statistics.
+  std::uint64_t grant(entry* e, bool created, bool exclusive, bool contended,
+                      std::chrono::steady_clock::time_point start) noexcept {
+    // Relaxed: grants of one key are ordered by the lock word (A1 after R1/R2), so
+    // the accesses to token follow that order; a created entry's token was set
+    // before the entry was published. An exclusive holder is alone, so a load and a
+    // store suffice; shared holders may be many, so they add.
+    std::uint64_t token = e->token.load(std::memory_order_relaxed);
+    if (!created) {
+      if (exclusive) {
+        e->token.store(++token, std::memory_order_relaxed);
+      } else {
+        token = e->token.fetch_add(1, std::memory_order_relaxed) + 1;
+      }
+    }
+#ifndef NDEBUG
+    if (exclusive) e->owner.store(std::this_thread::get_id(), std::memory_order_relaxed);
+#endif
+    record_grant(contended, start);
+    return token;
+  }
+
+  template <class Range, class Deadline>
+  multi_guard acquire_many(const Range& keys, wait_kind kind, const Deadline* deadline) {
+    std::vector<entry*> entries;
+    if constexpr (std::ranges::sized_range<const Range>) entries.reserve(std::ranges::size(keys));
+    try {
+      for (const auto& key : keys) {
+        bool created = false;
+        entries.push_back(nullptr);  // may throw before the reference is taken
+        entries.back() = acquire_ref(key, table_.hash_of(key), 0, created);
+      }
+    } catch (...) {
+      for (entry* e : entries) {
+        if (e != nullptr) drop_ref(e);
+      }
+      throw;
+    }
+    // Address order is a total order over live entries, and a referenced key's
+    // entry cannot change: every thread orders the same entries the same way.
+    std::sort(entries.begin(), entries.end(), std::less<entry*>{});
+    auto last = entries.begin();
+    for (auto it = entries.begin(); it != entries.end(); ++it) {
+      if (last != entries.begin() && *it == *(last - 1)) {
+        drop_ref(*it);  // a duplicate: we hold another reference to it
+      } else {
+        *last++ = *it;
+      }
+    }
+    entries.erase(last, entries.end());
+
+    multi_guard out;
+    out.map_ = this;
+    out.held_.reserve(entries.size());
+    for (std::size_t i = 0; i < entries.size(); ++i) {
+      bool contended = false;
+      std::chrono::steady_clock::time_point start{};
+      const outcome result =
+          lock_entry(entries[i], false, kind, deadline, nullptr, contended, start);
+      if (result != outcome::granted) {
+        for (std::size_t j = i; j < entries.size(); ++j) drop_ref(entries[j]);
+        out.unlock();
+        if (result == outcome::timed_out) {
+          my_stats().timeouts.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistic
+        }
+        return multi_guard{};
+      }
+      out.held_.push_back({entries[i], grant(entries[i], false, true, contended, start)});
+    }
+    return out;
+  }
+
+#if INTERLOCK_TSAN
+  static constexpr int spin_limit = 16;
+#else
+  static constexpr int spin_limit = 64;
+#endif
+
+  table_type table_;
+  std::array<stat_stripe, stat_stripes> stats_{};
+  std::array<token_floor, floor_stripes> floors_{};
+};
+
+INTERLOCK_NAMESPACE_END
+
+#endif  // INTERLOCK_KEYED_MUTEX_HPP
+// ---- end interlock/keyed_mutex.hpp ----
+
+// ---- begin interlock/retry.hpp ----
+// interlock/retry.hpp: retry policies (exponential backoff with jitter) and the
+// retry-on-conflict loop.
+//
+// Design note. Optimistic concurrency turns a lost update into a detected conflict;
+// the caller then reads again and retries. `retry_policy` says how often and how
+// patiently: a maximum number of attempts, a delay before each retry that starts at
+// `initial_delay` and grows by `multiplier` up to `max_delay`, a jitter kind that
+// spreads competing retriers apart, and a bound on the total elapsed time.
+// `retry_on_conflict(policy, attempt)` is the one loop that applies it, for any store
+// that reports conflicts: versioned<T>::update uses it, and so can a database row
+// with a version column (`UPDATE ... WHERE version = $1` affecting zero rows is a
+// conflict).
+//
+// The attempt protocol: `attempt()` returns `std::optional<R>`. An engaged optional is
+// the result and ends the loop; an empty one means "conflict, try again". Only
+// conflicts are retried: an exception thrown by `attempt` passes through at once,
+// without a delay and without another attempt. (An R that can itself say "declined"
+// or "failed" ends the loop too: only an empty optional is retried.)
+//
+// Time and chance are injectable: the loop takes an environment with `now()`,
+// `sleep_for(d)` and `random()` (64 uniformly distributed bits). The default,
+// `system_retry_environment`, uses std::chrono::steady_clock,
+// std::this_thread::sleep_for and a per-thread std::mt19937_64 seeded from
+// std::random_device; `retry_environment` holds three std::function's for tests and
+// for callers with their own clock (a fake clock advanced by a fake sleep makes a
+// test of a ten-second policy run in microseconds).
+//
+// Delays (k = 0 for the delay before the second attempt, 1 before the third, ...),
+// with base_k = min(max_delay, initial_delay * multiplier^k):
+//   none          base_k (deterministic exponential backoff)
+//   full          uniform in [0, base_k]
+//   equal         base_k / 2 + uniform in [0, base_k / 2]
+//   decorrelated  the corrected "decorrelated jitter V2" of Polly.Contrib.WaitAndRetry
+//                 (DecorrelatedJitterBackoffV2): with t_k = k + u_k, u_k uniform in
+//                 [0, 1), f(t) = 2^t * tanh(sqrt(4 t)) and f(t_-1) = 0, the delay is
+//                 (f(t_k) - f(t_k-1)) / 1.4 * initial_delay, capped at max_delay.
+//                 The base is always 2 (`multiplier` is not used): the constants 4 and
+//                 1/1.4 are tuned for it so that the median first delay is close to
+//                 initial_delay. Why its medians grow: t_k lies in [k, k + 1) and f is
+//                 increasing, so every delay is positive, and since f(t) ~ 2^t for
+//                 t >= 1 the k-th delay is about 2^k * (2^u_k - 2^(u_k-1 - 1)), i.e. its
+//                 median doubles from one retry to the next, as with plain exponential
+//                 backoff, while consecutive delays stay decorrelated. (The earlier
+//                 "decorrelated jitter", sleep = uniform(base, 3 * previous sleep), can
+//                 fall back to `base` at any step: its per-attempt medians stall.)
+// Every delay satisfies 0 <= delay <= max_delay, whatever the parameters (a
+// non-finite intermediate is capped at max_delay).
+//
+// Time is counted from the first conflict: `elapsed` (reported) and `max_elapsed`
+// (the bound) measure the time spent retrying, i.e. from the end of the first attempt
+// to the end of the loop, and a loop whose first attempt succeeds reports zero. The
+// retry policy governs retries; the first attempt is what the caller would have made
+// anyway, and a loop that never conflicts never reads the clock (an in-process
+// versioned<T>::update that commits at once costs no clock reads). Before each retry
+// the loop checks the time spent so far: a retry whose delay would end after
+// `max_elapsed` is not made, so no retry starts after the bound (the last attempt may
+// still run past it).
+//
+// Thread-safety: retry_policy is a plain value; retry_on_conflict holds no shared
+// state (the default environment's random engine is per thread).
+#ifndef INTERLOCK_RETRY_HPP
+#define INTERLOCK_RETRY_HPP
+
+
+#include <chrono>
+#include <cmath>
+#include <concepts>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <optional>
+#include <random>
+#include <thread>
+#include <type_traits>
+#include <utility>
+
+INTERLOCK_NAMESPACE_BEGIN
+
+/// How delays are randomized. See the header's design note for the formulas.
+enum class jitter_kind { none, full, equal, decorrelated };
+
+/// How often and how patiently to retry after a conflict. A plain value type.
+///
+/// A default-constructed policy retries at once, without a delay, without a limit on
+/// attempts or time: right for an in-process versioned<T>, where every conflict means
+/// another writer committed (so the system as a whole always progresses), wrong for a
+/// remote store, where `exponential(...)` (or your own bounds) belongs.
+struct retry_policy {
+  /// max_attempts meaning "no limit".
+  static constexpr std::uint32_t unlimited_attempts = std::numeric_limits<std::uint32_t>::max();
+  /// max_elapsed meaning "no limit".
+  static constexpr std::chrono::nanoseconds unlimited_time = std::chrono::nanoseconds::max();
+
+  /// Attempts in all, the first included (1: never retry). 0 is treated as 1.
+  std::uint32_t max_attempts = unlimited_attempts;
+  /// The base delay before the first retry (0: retry at once).
+  std::chrono::nanoseconds initial_delay{0};
+  /// Growth of the base delay per retry (none, full, equal). Values below 1 shrink it.
+  double multiplier = 2.0;
+  /// Upper bound of every delay.
+  std::chrono::nanoseconds max_delay = std::chrono::seconds(1);
+  /// How delays are randomized.
+  jitter_kind jitter = jitter_kind::none;
+  /// Bound on the time spent retrying (from the first conflict): no retry starts after it.
+  std::chrono::nanoseconds max_elapsed = unlimited_time;
+
+  /// The default: retry at once, without limits.
+  static constexpr retry_policy immediate() noexcept { return retry_policy{}; }
+
+  /// Exponential backoff with jitter (full jitter unless told otherwise).
+  static constexpr retry_policy exponential(
+      std::chrono::nanoseconds initial, std::chrono::nanoseconds maximum,
+      jitter_kind kind = jitter_kind::full, std::uint32_t attempts = unlimited_attempts,
+      std::chrono::nanoseconds elapsed = unlimited_time) noexcept {
+    retry_policy policy;
+    policy.max_attempts = attempts;
+    policy.initial_delay = initial;
+    policy.max_delay = maximum;
+    policy.jitter = kind;
+    policy.max_elapsed = elapsed;
+    return policy;
+  }
+};
+
+/// The delays of one retry loop, in order. Not thread-safe (one per loop).
+/// next(random) takes a callable returning 64 uniformly distributed random bits,
+/// called only by the jitter kinds that need it.
+class backoff_schedule {
+ public:
+  explicit backoff_schedule(const retry_policy& policy) noexcept
+      : policy_(policy), base_(to_double(policy.initial_delay)) {}
+
+  /// The delay before the next retry. Always within [0, policy.max_delay].
+  /// Complexity O(1); never throws unless `random` does.
+  template <class Random>
+  requires std::is_invocable_r_v<std::uint64_t, Random&> std::chrono::nanoseconds next(
+      Random& random) {
+    const double cap = to_double(policy_.max_delay);
+    if (!(cap > 0)) return std::chrono::nanoseconds{0};
+    double delay = 0;
+    switch (policy_.jitter) {
+      case jitter_kind::none:
+        delay = current_base(cap);
+        break;
+      case jitter_kind::full:
+        delay = current_base(cap) * unit(random);
+        break;
+      case jitter_kind::equal: {
+        const double half = current_base(cap) / 2;
+        delay = half + half * unit(random);
+        break;
+      }
+      case jitter_kind::decorrelated: {
+        // Polly's DecorrelatedJitterBackoffV2: p_factor 4, scaling 1 / 1.4.
+        constexpr double p_factor = 4.0;
+        constexpr double scaling = 1.0 / 1.4;
+        const double t = static_cast<double>(retry_) + unit(random);
+        const double next = std::pow(2.0, t) * std::tanh(std::sqrt(p_factor * t));
+        delay = (next - previous_) * scaling * to_double(policy_.initial_delay);
+        previous_ = next;
+        break;
+      }
+    }
+    ++retry_;
+    return clamp(delay, cap);
+  }
+
+  /// Retries scheduled so far.
+  [[nodiscard]] std::uint32_t retries() const noexcept { return retry_; }
+
+ private:
+  static double to_double(std::chrono::nanoseconds d) noexcept {
+    return d.count() > 0 ? static_cast<double>(d.count()) : 0.0;
+  }
+
+  /// base_k, then advances to base_(k+1); stays at the cap once there.
+  double current_base(double cap) noexcept {
+    const double base = base_ < cap ? base_ : cap;
+    if (base_ < cap) base_ *= policy_.multiplier > 0 ? policy_.multiplier : 0.0;
+    return base;
+  }
+
+  /// Uniform in [0, 1) from the top 53 bits.
+  template <class Random>
+  static double unit(Random& random) {
+    const auto bits = static_cast<std::uint64_t>(random());
+    return static_cast<double>(bits >> 11) * 0x1.0p-53;
+  }
+
+  static std::chrono::nanoseconds clamp(double delay, double cap) noexcept {
+    // NaN and infinities (2^t overflows after about a thousand retries) go to the cap.
+    if (!(delay < cap)) return std::chrono::nanoseconds{static_cast<std::int64_t>(cap)};
+    if (!(delay > 0)) return std::chrono::nanoseconds{0};
+    return std::chrono::nanoseconds{static_cast<std::int64_t>(delay)};
+  }
+
+  retry_policy policy_;
+  double base_;
+  double previous_ = 0;
+  std::uint32_t retry_ = 0;
+};
+
+/// The default environment: steady_clock, std::this_thread::sleep_for and a
+/// per-thread std::mt19937_64 seeded from std::random_device.
+struct system_retry_environment {
+  using clock = std::chrono::steady_clock;
+  static clock::time_point now() noexcept { return clock::now(); }
+  static void sleep_for(std::chrono::nanoseconds delay) { std::this_thread::sleep_for(delay); }
+  static std::uint64_t random() {
+    thread_local std::mt19937_64 engine{seed()};
+    return engine();
+  }
+
+ private:
+  static std::uint64_t seed() {
+    std::random_device device;
+    return (static_cast<std::uint64_t>(device()) << 32) ^ device();
+  }
+};
+
+/// An environment of three callables, for tests and custom clocks. Every member
+/// must be set.
+struct retry_environment {
+  std::function<std::chrono::steady_clock::time_point()> now;
+  std::function<void(std::chrono::nanoseconds)> sleep_for;
+  std::function<std::uint64_t()> random;
+};
+
+/// What retry_on_conflict needs of an environment.
+template <class Env>
+concept retry_environment_like = requires(Env& env, std::chrono::nanoseconds d) {
+  {env.now() - env.now()};
+  env.sleep_for(d);
+  { env.random() } -> std::convertible_to<std::uint64_t>;
+};
+
+/// Why a retry loop ended.
+enum class retry_status {
+  succeeded,        // an attempt returned a result
+  out_of_attempts,  // max_attempts attempts all conflicted
+  out_of_time,      // the next retry would have started after max_elapsed
+};
+
+/// The outcome of retry_on_conflict: the result (empty when it gave up), why it
+/// ended, the attempts made and the time spent retrying (from the first conflict to
+/// the end, by the environment's clock; zero when the first attempt succeeded).
+template <class R>
+struct retry_outcome {
+  std::optional<R> result;
+  retry_status status = retry_status::succeeded;
+  std::uint32_t attempts = 0;
+  std::chrono::nanoseconds elapsed{0};
+
+  [[nodiscard]] bool gave_up() const noexcept { return status != retry_status::succeeded; }
+  explicit operator bool() const noexcept { return status == retry_status::succeeded; }
+};
+
+/// Calls `attempt()` until it returns an engaged std::optional<R> (success) or the
+/// policy gives up, sleeping the policy's delay between attempts. Only an empty
+/// optional (a conflict) is retried; an exception from `attempt`, the environment
+/// or R's move passes through at once. Thread-safety: as safe as `attempt` and the
+/// environment (the default one is). Progress: blocking (it sleeps) when the policy
+/// has delays; otherwise as `attempt`. Returns the outcome; when it gave up, the
+/// result is empty and `status` says why.
+template <class Attempt, class Env = system_retry_environment>
+requires retry_environment_like<std::remove_reference_t<Env>> && requires(Attempt& a) {
+  a().has_value();
+  *a();
+}
+auto retry_on_conflict(const retry_policy& policy, Attempt&& attempt, Env&& env = Env{}) {
+  using optional_type = std::remove_cvref_t<std::invoke_result_t<Attempt&>>;
+  using R = typename optional_type::value_type;
+  using outcome = retry_outcome<R>;
+
+  using time_point = std::remove_cvref_t<decltype(env.now())>;
+  std::optional<time_point> first_conflict;  // the clock starts at the first conflict
+  const auto since_first_conflict = [&]() -> std::chrono::nanoseconds {
+    if (!first_conflict) return std::chrono::nanoseconds{0};
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(env.now() - *first_conflict);
+  };
+  const std::uint32_t max_attempts = policy.max_attempts == 0 ? 1 : policy.max_attempts;
+  const bool time_bounded = policy.max_elapsed != retry_policy::unlimited_time;
+  backoff_schedule schedule(policy);
+  auto random = [&env]() -> std::uint64_t { return env.random(); };
+
+  for (std::uint32_t attempts = 1;; ++attempts) {
+    if (optional_type result = attempt(); result.has_value()) {
+      return outcome{std::move(result), retry_status::succeeded, attempts, since_first_conflict()};
+    }
+    if (!first_conflict) first_conflict.emplace(env.now());
+    if (attempts >= max_attempts) {
+      return outcome{std::nullopt, retry_status::out_of_attempts, attempts, since_first_conflict()};
+    }
+    const std::chrono::nanoseconds delay = schedule.next(random);
+    if (time_bounded) {
+      const std::chrono::nanoseconds elapsed = since_first_conflict();
+      if (elapsed >= policy.max_elapsed || delay > policy.max_elapsed - elapsed) {
+        return outcome{std::nullopt, retry_status::out_of_time, attempts, elapsed};
+      }
+    }
+    if (delay.count() > 0) env.sleep_for(delay);
+  }
+}
+
+INTERLOCK_NAMESPACE_END
+
+#endif  // INTERLOCK_RETRY_HPP
+// ---- end interlock/retry.hpp ----
+
+// ---- begin interlock/versioned.hpp ----
+// interlock/versioned.hpp: a value with a version number, committed optimistically.
+//
+// Design note. Two tabs (or two workers) read a record, both modify it, and the last
+// write silently wins. versioned<T> numbers every committed value: read() returns
+// {value, version}, and try_commit(expected_version, desired) commits only if no
+// other commit happened since that version; otherwise it reports a conflict that
+// carries the current version and value, so the caller can merge and retry without
+// another read. update(fn, policy) is that loop, with retries governed by a
+// retry_policy (<interlock/retry.hpp>). validate(version) is the optimistic-read check
+// of Java's StampedLock: "is what I read still current?".
+//
+// Versions: the initial value has version 1 (`initial_version`), and every commit
+// adds exactly 1, so after n commits the version is n + 1. Versions never repeat, so
+// comparing versions cannot be fooled by a value that changed and changed back (no
+// ABA). Unlike cas_slot<T>, nothing is hashed: a version, not a digest, identifies
+// a state, and this header does not need OpenSSL.
+//
+// Two representations, chosen at compile time (`versioned<T>::uses_seqlock`):
+//  - Seqlock, for a small trivially copyable T: sizeof(T) <= 64 bytes (one cache
+//    line of payload, at most 8 words, so a read is a handful of loads and a write
+//    rarely overlaps it) and alignof(T) <= 8. A sequence counter `seq` equals
+//    2 * version while the value is stable and is odd while a write is in progress.
+//    Readers copy the value word by word with atomic loads into a local buffer and
+//    keep the copy only if `seq` was even and unchanged around it: they never write
+//    shared memory, never block a writer, and never return a torn value. A writer
+//    claims the value with one CAS of `seq` from 2v to 2v + 1 (the version check and
+//    the claim are the same instruction), stores the words and publishes 2v + 2.
+//  - Snapshot publication, for every other T: the value lives in an immutable node
+//    {value, version} behind an atomic pointer; a writer builds the next node outside
+//    any critical region and publishes it with one CAS; readers protect the node with
+//    a hazard pointer (detail/hazard_pointer.hpp, the machinery cas_slot uses) while
+//    they copy it, and replaced nodes are retired to the same hazard domain.
+//
+// When not to use it: for a counter (std::atomic::fetch_add never conflicts), when
+// writers must queue rather than retry (keyed_mutex), or when a value that is the
+// same after two changes should count as unchanged (cas_slot compares content).
+//
+// Progress.
+//  - Seqlock: try_commit's claim is one CAS and never waits. A read (and the copy of
+//    the current value in a conflict result) retries while writes overlap it: it
+//    completes as soon as it runs between two writes, so it is obstruction-free with
+//    respect to other readers, and it waits for a writer that is descheduled in the
+//    middle of its few word stores (spinning, then yielding the CPU). Writers never
+//    wait for readers.
+//  - Snapshot publication: reads are lock-free (a hazard-pointer protect retries only
+//    when a commit replaced the node in between); try_commit is lock-free (one CAS;
+//    a failed CAS is a conflict, not a retry).
+//  - update: lock-free as a system (every conflict means another commit succeeded);
+//    one caller may retry many times under contention, as its policy allows, and
+//    sleeps between attempts when the policy has delays.
+//
+// Memory ordering: everything a writer did before a successful try_commit or update
+// (including building the value) is visible to a thread whose read() (or validate(),
+// or version()) returns that commit's version or a later one. Commits are totally
+// ordered by their versions. A conflict result's value and version come from one
+// consistent read, made after the failed commit.
+//
+// Exception safety: if fn, T's copy or move constructor, an allocation, or a hazard
+// record allocation throws, the value and version are unchanged and the exception
+// reaches the caller (strong guarantee). The seqlock write path runs no user code
+// between its claim and its publication, so it cannot be left half written.
+#ifndef INTERLOCK_VERSIONED_HPP
+#define INTERLOCK_VERSIONED_HPP
+
+
+#include <array>
+#include <atomic>
+#include <bit>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <thread>
+#include <type_traits>
+#include <utility>
+
+#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64)
+#include <immintrin.h>
+#endif
+
+INTERLOCK_NAMESPACE_BEGIN
+
+/// A version number. The initial value has version 1; each commit adds 1.
+using version_type = std::uint64_t;
+
+/// A consistent view of one commit: the value and the version it was committed as.
+template <class T>
+struct versioned_snapshot {
+  T value;
+  version_type version;
+};
+
+namespace detail {
+
+/// True when versioned<T> uses the seqlock representation.
+template <class T>
+inline constexpr bool seqlock_eligible = std::is_trivially_copyable_v<T> && sizeof(T) <= 64 &&
+                                         alignof(T) <= 8;
+
+/// One step of a spin-wait: a CPU pause, and after a while, yielding the CPU to the
+/// (possibly descheduled) thread we wait for.
+inline void spin_pause(unsigned& spins) noexcept {
+  if (++spins < 64) {
+#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64)
+    _mm_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield" ::: "memory");
+#endif
+  } else {
+    std::this_thread::yield();
+  }
+}
+
+/// The seqlock representation. See the design note in the header comment.
+template <class T>
+class seqlock_cell {
+  static constexpr std::size_t word_count = (sizeof(T) + 7) / 8;
+  using words = std::array<std::uint64_t, word_count>;
+
+ public:
+  explicit seqlock_cell(const T& initial) noexcept {
+    const words bits = to_words(initial);
+    // Relaxed: the constructor runs before the cell is shared with other threads.
+    for (std::size_t i = 0; i < word_count; ++i) data_[i].store(bits[i], std::memory_order_relaxed);
+    seq_.store(2 * 1, std::memory_order_relaxed);
+  }
+
+  /// Calls fn(const T&, version_type) on a consistent copy and returns its result.
+  template <class Fn>
+  auto visit(Fn&& fn) const {
+    T value = blank();
+    const version_type version = read_into(value);
+    return std::forward<Fn>(fn)(std::as_const(value), version);
+  }
+
+  /// A consistent copy of the value and its version.
+  [[nodiscard]] versioned_snapshot<T> read() const noexcept {
+    versioned_snapshot<T> out{blank(), 0};  // returned in place: the words land there
+    out.version = read_into(out.value);
+    return out;
+  }
+
+  [[nodiscard]] version_type version() const noexcept {
+    // (R4) acquire: pairs with the publishing store (W3), so a caller that sees
+    // version v sees everything the writer of v did. An odd seq (a write in progress
+    // on top of v = seq / 2) still reads as v: that write has not committed.
+    return seq_.load(std::memory_order_acquire) / 2;
+  }
+
+  [[nodiscard]] bool validate(version_type version) const noexcept {
+    // (R4) as in version(); a write in progress on top of `version` already fails.
+    return version <= max_version && seq_.load(std::memory_order_acquire) == 2 * version;
+  }
+
+  /// Commits `desired` as version expected + 1 if the version is still `expected`.
+  bool commit(version_type expected, const T& desired) noexcept {
+    if (expected == 0 || expected > max_version) return false;  // 2 * expected must not wrap
+    const words bits = to_words(desired);  // before the claim: nothing can fail after it
+    std::uint64_t seq = 2 * expected;
+    // (W1) acquire: pairs with the previous writer's publishing store (W3), so its
+    // word stores happen before ours (ours come later in every word's modification
+    // order). Relaxed on failure: a conflict reads the value afresh.
+    if (!seq_.compare_exchange_strong(seq, seq + 1, std::memory_order_acquire,
+                                      std::memory_order_relaxed)) {
+      return false;
+    }
+#if INTERLOCK_TSAN
+    // TSan does not model fences: release word stores (W2') give it the same edge.
+    for (std::size_t i = 0; i < word_count; ++i) {
+      data_[i].store(bits[i], std::memory_order_release);  // (W2') pairs with (R2')
+    }
+#else
+    // (W2) release fence: pairs with the readers' acquire fence (R2). A reader that
+    // loads any word stored below sees the odd seq (W1) or a later one at (R3).
+    std::atomic_thread_fence(std::memory_order_release);
+    for (std::size_t i = 0; i < word_count; ++i) {
+      // Relaxed: ordered after the claim by (W2) and before the publication by (W3).
+      data_[i].store(bits[i], std::memory_order_relaxed);
+    }
+#endif
+    // (W3) release: pairs with the readers' acquire loads (R1)/(R4) and the next
+    // writer's claim (W1): the words above are visible to whoever sees seq + 2.
+    seq_.store(seq + 2, std::memory_order_release);
+    return true;
+  }
+
+ private:
+  static constexpr version_type max_version = std::numeric_limits<std::uint64_t>::max() / 2 - 1;
+
+  /// Copies the bytes of one stable state into `out`; returns its version. Each word
+  /// is stored straight into `out` (no staging buffer that a wider copy would re-read
+  /// before the narrow stores retire: that store-forwarding stall cost 8 ns per 64-byte
+  /// read).
+  version_type read_into(T& out) const noexcept {
+    auto* const bytes = reinterpret_cast<unsigned char*>(std::addressof(out));
+    unsigned spins = 0;
+    for (;;) {
+      // (R1) acquire: pairs with the publishing store (W3): the words we load below
+      // are at least as new as the commit that made seq `before`.
+      const std::uint64_t before = seq_.load(std::memory_order_acquire);
+      if ((before & 1U) == 0) {
+#if INTERLOCK_TSAN
+        for (std::size_t i = 0; i < word_count; ++i) {
+          put_word(bytes, i, data_[i].load(std::memory_order_acquire));  // (R2') pairs with (W2')
+        }
+#else
+        for (std::size_t i = 0; i < word_count; ++i) {
+          // Relaxed: a torn mix is detected by the re-check below, ordered by (R2).
+          put_word(bytes, i, data_[i].load(std::memory_order_relaxed));
+        }
+        // (R2) acquire fence: pairs with the writers' release fence (W2): if a load
+        // above saw a word of a later write, (R3) sees that write's odd seq or later.
+        std::atomic_thread_fence(std::memory_order_acquire);
+#endif
+        // (R3) relaxed: ordered after the word loads by (R2) / (R2').
+        if (seq_.load(std::memory_order_relaxed) == before) return before / 2;
+      }
+      spin_pause(spins);
+    }
+  }
+
+  static words to_words(const T& value) noexcept {
+    words bits{};
+    std::memcpy(bits.data(), std::addressof(value), sizeof(T));
+    return bits;
+  }
+
+  /// Copies word i (the last one possibly in part) into the bytes of a T.
+  static void put_word(unsigned char* bytes, std::size_t i, std::uint64_t word) noexcept {
+    const std::size_t offset = 8 * i;
+    const std::size_t length = sizeof(T) - offset < 8 ? sizeof(T) - offset : 8;
+    std::memcpy(bytes + offset, &word, length);
+  }
+
+  /// A T to copy bytes into (T need not be default-constructible; being trivially
+  /// copyable, any object representation copied from a T is a valid T).
+  static T blank() noexcept { return std::bit_cast<T>(std::array<std::byte, sizeof(T)>{}); }
+
+  // The sequence and the payload share a line: a reader touches nothing else.
+  alignas(detail::cache_line_size) std::atomic<std::uint64_t> seq_{0};
+  std::atomic<std::uint64_t> data_[word_count];
+};
+
+/// The snapshot-publication representation: an immutable node behind an atomic
+/// pointer, protected by hazard pointers. See the header's design note.
+template <class T>
+class node_cell {
+  struct node : retirable {
+    template <class U>
+    node(U&& v, version_type ver) : value(std::forward<U>(v)), version(ver) {
+      reclaim = [](retirable* self) noexcept { delete static_cast<node*>(self); };
+    }
+    const T value;
+    const version_type version;
+  };
+
+ public:
+  template <class U>
+  explicit node_cell(U&& initial) : cell_(new node(std::forward<U>(initial), 1)) {}
+
+  /// Calls fn(const T&, version_type) on the current node, protected while fn runs.
+  template <class Fn>
+  auto visit(Fn&& fn) const {
+    hazard_guard guard;
+    const node* current = cell_.protect(guard);
+    return std::forward<Fn>(fn)(current->value, current->version);
+  }
+
+  [[nodiscard]] version_type version() const {
+    return visit([](const T&, version_type v) { return v; });
+  }
+
+  [[nodiscard]] bool validate(version_type version) const {
+    return visit([version](const T&, version_type v) { return v == version; });
+  }
+
+  /// Commits a node built from `desired` as version expected + 1 if the current node
+  /// still has version `expected` (detail::snapshot_cell::publish: the node checked is
+  /// protected, so a successful CAS means no commit happened since).
+  template <class U>
+  bool commit(version_type expected, U&& desired) {
+    // Build first: if T's constructor or the allocation throws, nothing is published.
+    auto fresh = std::make_unique<node>(std::forward<U>(desired), expected + 1);
+    hazard_guard guard;
+    return cell_
+        .publish(
+            fresh, guard, [expected](const node* current) { return current->version == expected; },
+            [](node&) {})
+        .published;
+  }
+
+ private:
+  alignas(detail::cache_line_size) snapshot_cell<node> cell_;
+};
+
+}  // namespace detail
+
+/// A value with a version number; writers commit only on top of the version they read.
+/// See the header's design note for representations, progress and memory ordering.
+///
+/// Requirements: T is a copy-constructible object type. Thread-safety: every member
+/// function may be called concurrently from any number of threads, except the
+/// destructor.
+template <class T>
+class versioned {
+  static_assert(std::is_object_v<T> && !std::is_const_v<T>,
+                "versioned<T>: T must be a non-const object type");
+  static_assert(std::is_copy_constructible_v<T>, "versioned<T>: T must be copy-constructible");
+
+ public:
+  using value_type = T;
+  using snapshot = versioned_snapshot<T>;
+
+  /// True when T is small and trivially copyable and a seqlock holds it.
+  static constexpr bool uses_seqlock = detail::seqlock_eligible<T>;
+  /// The version of the initial value.
+  static constexpr version_type initial_version = 1;
+
+  /// The result of try_commit: committed with `version` (the new one), or a conflict
+  /// carrying the current `version` and its value in `current` (empty when committed:
+  /// the caller has the value it committed).
+  struct commit_result {
+    bool committed = false;
+    version_type version = 0;
+    std::optional<T> current;
+    explicit operator bool() const noexcept { return committed; }
+  };
+
+  enum class update_status { committed, declined, gave_up };
+
+  /// The result of update / try_update: how it ended, a snapshot (committed: the
+  /// value and version it committed; declined: the snapshot fn declined to change;
+  /// gave up: the snapshot current when it gave up), and what the retry loop spent.
+  struct update_result {
+    update_status status;
+    snapshot current;
+    std::uint32_t attempts;
+    std::chrono::nanoseconds elapsed;              // time spent retrying (0 without a conflict)
+    retry_status retry = retry_status::succeeded;  // out_of_* when status == gave_up
+
+    [[nodiscard]] bool committed() const noexcept { return status == update_status::committed; }
+    explicit operator bool() const noexcept { return committed(); }
+  };
+
+  /// A value-initialized T at version 1.
+  versioned() requires std::default_initializable<T> : cell_(T{}) {}
+  /// `initial` at version 1.
+  explicit versioned(const T& initial) : cell_(initial) {}
+  explicit versioned(T&& initial) requires(!uses_seqlock) : cell_(std::move(initial)) {}
+
+  versioned(const versioned&) = delete;
+  versioned& operator=(const versioned&) = delete;
+
+  /// A copy of the current value and its version, from one commit (never torn).
+  /// Thread-safe. Progress: seqlock: retries while writes overlap it (see the design
+  /// note); otherwise lock-free. Throws what T's copy throws (the snapshot path) or
+  /// std::bad_alloc for a hazard record; nothing changes.
+  [[nodiscard]] snapshot read() const {
+    if constexpr (uses_seqlock) {
+      return cell_.read();
+    } else {
+      return cell_.visit([](const T& value, version_type version) {
+        return snapshot{value, version};
+      });
+    }
+  }
+
+  /// Calls fn(const T& value, version_type version) on a consistent view of the
+  /// current value, without copying it on the snapshot path (the node is protected
+  /// while fn runs; fn must not expect it to stay current). Returns fn's result by
+  /// value (a reference to the value would outlive its protection).
+  /// Thread-safety and progress as read(); fn's exceptions pass through.
+  template <class Fn>
+  requires std::is_invocable_v<Fn&, const T&, version_type>
+  auto visit(Fn&& fn) const { return cell_.visit(std::forward<Fn>(fn)); }
+
+  /// The current version. Thread-safe. Seqlock: wait-free (one load); otherwise
+  /// lock-free. A seqlock write in progress is not committed yet: its version is not
+  /// reported until it is published.
+  [[nodiscard]] version_type version() const { return cell_.version(); }
+
+  /// The optimistic-read check: true if `version` is still the current version.
+  /// Seqlock: false as soon as a commit on top of it has begun. Thread-safety and
+  /// progress as version(). Memory ordering: true means every commit up to `version`
+  /// is visible to the caller and none after it had started at the check.
+  [[nodiscard]] bool validate(version_type version) const { return cell_.validate(version); }
+
+  /// Commits `desired` as version expected_version + 1 if the current version is
+  /// `expected_version`. Thread-safe. Progress: the commit itself is one CAS (seqlock:
+  /// wait-free; otherwise lock-free); the copy of the current value in a conflict is a
+  /// read (see read()). Returns committed with the new version, or a conflict with the
+  /// current version and value (a version other than expected_version, unless the
+  /// caller passed a version that was never current). Throws what T's copy/move or an
+  /// allocation throws, the value and version then unchanged.
+  [[nodiscard]] commit_result try_commit(version_type expected_version, T desired) {
+    if (cell_.commit(expected_version, std::move(desired))) {
+      return commit_result{true, expected_version + 1, std::nullopt};
+    }
+    return conflict();
+  }
+
+  /// The read-modify-write loop: reads the current snapshot, calls fn(const T&) -> T
+  /// and commits the result on top of the version read; on a conflict, retries under
+  /// `policy` (default: at once, without limit; see retry_policy). fn may run several
+  /// times, so it should be free of side effects. Thread-safe. Progress: lock-free as
+  /// a system; blocking (sleeps) when the policy has delays. Returns committed with
+  /// the committed snapshot, or gave_up (only with a bounded policy) with the snapshot
+  /// current when it gave up. Throws what fn, T's copy or an allocation throws (the value
+  /// and version then unchanged), or the environment's exceptions.
+  template <class Fn, class Env = system_retry_environment>
+  requires std::is_invocable_r_v<T, Fn&, const T&> update_result
+  update(Fn fn, const retry_policy& policy = {}, Env&& env = Env{}) {
+    auto step = [&fn](const T& value) -> std::optional<T> { return std::optional<T>(fn(value)); };
+    return run(step, policy, std::forward<Env>(env));
+  }
+
+  /// As update, but fn(const T&) -> std::optional<T> may decline by returning an
+  /// empty optional: nothing is written, no retry follows, and the result (declined)
+  /// carries the snapshot fn saw.
+  template <class Fn, class Env = system_retry_environment>
+  requires std::is_invocable_r_v<std::optional<T>, Fn&, const T&> [[nodiscard]] update_result
+  try_update(Fn fn, const retry_policy& policy = {}, Env&& env = Env{}) {
+    return run(fn, policy, std::forward<Env>(env));
+  }
+
+ private:
+  commit_result conflict() const {
+    return cell_.visit([](const T& value, version_type version) {
+      return commit_result{false, version, std::optional<T>(value)};
+    });
+  }
+
+  /// The loop behind update and try_update: step(const T&) -> std::optional<T>.
+  template <class Step, class Env>
+  update_result run(Step& step, const retry_policy& policy, Env&& env) {
+    bool declined = false;
+    auto attempt = [&]() -> std::optional<snapshot> {
+      version_type seen = 0;
+      std::optional<snapshot> unchanged;  // the snapshot fn declined to change
+      // fn runs on the protected node (snapshot path) or on a local copy (seqlock).
+      std::optional<T> next = cell_.visit([&](const T& value, version_type version) {
+        seen = version;
+        std::optional<T> proposed = step(value);
+        if (!proposed) unchanged.emplace(snapshot{value, version});
+        return proposed;
+      });
+      if (!next) {
+        declined = true;
+        return unchanged;  // engaged: a decline ends the loop
+      }
+      // Commit a copy and keep `next` for the result: one copy either way, and a
+      // throwing copy leaves the value unchanged.
+      if (cell_.commit(seen, std::as_const(*next))) {
+        return snapshot{std::move(*next), seen + 1};
+      }
+      return std::nullopt;  // a conflict: retried under the policy
+    };
+    auto outcome = retry_on_conflict(policy, attempt, std::forward<Env>(env));
+    if (outcome) {
+      return update_result{declined ? update_status::declined : update_status::committed,
+                           std::move(*outcome.result), outcome.attempts, outcome.elapsed,
+                           outcome.status};
+    }
+    // Gave up: report what is current now (fresher than the last conflict, and only
+    // copied once).
+    return update_result{update_status::gave_up, read(), outcome.attempts, outcome.elapsed,
+                         outcome.status};
+  }
+
+  std::conditional_t<uses_seqlock, detail::seqlock_cell<T>, detail::node_cell<T>> cell_;
+};
+
+INTERLOCK_NAMESPACE_END
+
+#endif  // INTERLOCK_VERSIONED_HPP
+// ---- end interlock/versioned.hpp ----
 
 #endif  // INTERLOCK_INTERLOCK_HPP
 // ---- end interlock/interlock.hpp ----

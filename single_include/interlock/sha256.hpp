@@ -355,20 +355,76 @@ class sha256 {
 };
 
 namespace detail {
+
+/// The one-shot path: a context primed with SHA-256 once, copied into a working
+/// context for each message. Copying a primed context is cheaper than initializing
+/// one (OpenSSL 3 re-creates the provider state on every init), and because every
+/// message starts from a fresh copy, a message abandoned half-way by an exception
+/// (a throwing codec) cannot leak into the next one.
+class one_shot_hasher {
+ public:
+  one_shot_hasher() : primed_(EVP_MD_CTX_new()), work_(EVP_MD_CTX_new()) {
+    if (primed_ == nullptr || work_ == nullptr) {
+      release();
+      throw_openssl_error("EVP_MD_CTX_new");
+    }
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    const int ok = EVP_DigestInit_ex2(primed_, sha256_algorithm(), nullptr);
+#else
+    const int ok = EVP_DigestInit_ex(primed_, sha256_algorithm(), nullptr);
+#endif
+    if (ok != 1) {
+      release();
+      throw_openssl_error("EVP_DigestInit");
+    }
+  }
+  one_shot_hasher(const one_shot_hasher&) = delete;
+  one_shot_hasher& operator=(const one_shot_hasher&) = delete;
+  ~one_shot_hasher() { release(); }
+
+  void begin() {
+    if (EVP_MD_CTX_copy_ex(work_, primed_) != 1) throw_openssl_error("EVP_MD_CTX_copy_ex");
+  }
+  void update(std::span<const std::byte> bytes) {
+    if (!bytes.empty() && EVP_DigestUpdate(work_, bytes.data(), bytes.size()) != 1) {
+      throw_openssl_error("EVP_DigestUpdate");
+    }
+  }
+  [[nodiscard]] digest finish() {
+    digest::bytes_type bytes{};
+    unsigned int length = 0;
+    if (EVP_DigestFinal_ex(work_, reinterpret_cast<unsigned char*>(bytes.data()), &length) != 1 ||
+        length != digest::size) {
+      throw_openssl_error("EVP_DigestFinal_ex");
+    }
+    return digest(bytes);
+  }
+
+ private:
+  void release() noexcept {
+    EVP_MD_CTX_free(primed_);
+    EVP_MD_CTX_free(work_);
+  }
+  EVP_MD_CTX* primed_;
+  EVP_MD_CTX* work_;
+};
+
 /// One hasher per thread for the one-shot functions: created on a thread's first
 /// digest, reused after that (no allocation on the hot path).
-inline sha256& thread_hasher() {
-  thread_local sha256 hasher;
+inline one_shot_hasher& thread_hasher() {
+  thread_local one_shot_hasher hasher;
   return hasher;
 }
+
 }  // namespace detail
 
 /// SHA-256 of `bytes`. Thread-safe (one context per thread); no allocation after a
 /// thread's first call. Throws sha256_error when OpenSSL fails.
 [[nodiscard]] inline digest sha256_digest(std::span<const std::byte> bytes) {
-  sha256& hasher = detail::thread_hasher();
-  hasher.reset();
-  return hasher.update(bytes).finish();
+  detail::one_shot_hasher& hasher = detail::thread_hasher();
+  hasher.begin();
+  hasher.update(bytes);
+  return hasher.finish();
 }
 [[nodiscard]] inline digest sha256_digest(std::string_view text) {
   return sha256_digest(std::as_bytes(std::span(text)));
@@ -557,8 +613,8 @@ void encode_field(Sink& sink, const T& value) {
 /// and whatever the codec throws. Fails to compile for a type without a codec.
 template <class T>
 [[nodiscard]] digest content_digest(const T& value) {
-  sha256& hasher = detail::thread_hasher();
-  hasher.reset();
+  detail::one_shot_hasher& hasher = detail::thread_hasher();
+  hasher.begin();
   encode_content(hasher, value);
   return hasher.finish();
 }
