@@ -15,7 +15,7 @@ mode="${1:-}"
 shift || true
 
 base_packages=(cmake ninja-build g++ libssl-dev pkg-config)
-test_packages=(catch2 libbenchmark-dev libtbb-dev)
+test_packages=(catch2 libbenchmark-dev libtbb-dev libhiredis-dev redis-server)
 all_packages=(clang libclang-rt-14-dev)
 
 ensure_packages() {

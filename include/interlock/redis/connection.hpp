@@ -1,0 +1,454 @@
+// interlock/redis/connection.hpp: a small, explicit Redis client over hiredis: one
+// connection (RAII over redisContext), a pool of them, owning replies, Lua scripts run
+// by EVALSHA with a fallback to EVAL, and the one exception type of the Redis stores.
+//
+// Design note. The Redis-backed primitives (<interlock/redis/keyed_mutex.hpp>,
+// idempotency_store.hpp, unique_claims.hpp, versioned.hpp) need a handful of
+// synchronous commands with binary-safe arguments and a clear failure story, not a
+// full client. `connection` sends one command at a time (redisCommandArgv, so keys and
+// values may hold any byte, NUL included) and returns an owning `reply`. Every setting
+// is explicit in `connection_options` (host, port, database, password, timeouts, key
+// prefix); nothing is read from the environment.
+//
+// Failures. A lost connection, a refused or timed-out connect, a command timeout, a
+// protocol error and an error reply from the server all throw `redis_error`, whose
+// what() names the call that met it (e.g. "EVALSHA", "connect 127.0.0.1:6379") and
+// whose kind() says which of the two it was (io: the connection is unusable and was
+// closed; server: Redis answered with an error). A failed call is never reported as a
+// success. After an I/O error the connection is closed and the next call reconnects
+// (connect, AUTH, SELECT), so a restarted server is picked up without any action; a
+// command whose reply was lost may or may not have run on the server: the primitives
+// are written so that repeating or abandoning such a command is safe (see each one).
+//
+// Thread-safety: a `connection` is used by one thread at a time (like a socket).
+// A `connection_pool` is thread-safe: acquire() hands each caller its own connection
+// (an idle one, or a new one) and takes it back when the handle is destroyed, so N
+// threads use at most N connections at once. A pool is per process: after fork(), a
+// child must not use connections created by its parent (their sockets are shared with
+// it); it builds its own pool.
+//
+// Scripts. `script` holds a Lua source and its SHA-1 (computed once, with OpenSSL).
+// connection::eval sends EVALSHA; when the server answers NOSCRIPT (a fresh or
+// restarted server, or SCRIPT FLUSH), it sends EVAL with the source, which also loads
+// it, so later calls take the short path again. A script runs atomically on the server:
+// nothing else runs between its commands. That atomicity is what every primitive here
+// relies on (compare-and-delete, take-lock-and-count-grant, compare-version-and-set).
+#ifndef INTERLOCK_REDIS_CONNECTION_HPP
+#define INTERLOCK_REDIS_CONNECTION_HPP
+
+#include <interlock/config.hpp>
+
+#include <hiredis/hiredis.h>
+#include <openssl/evp.h>
+
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <initializer_list>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+INTERLOCK_NAMESPACE_BEGIN
+namespace redis {
+
+/// Where and how to connect. Every field is explicit; nothing comes from the
+/// environment.
+struct connection_options {
+  std::string host = "127.0.0.1";
+  int port = 6379;
+  /// SELECT this database after connecting (0: the default, nothing sent).
+  int database = 0;
+  /// AUTH with this password after connecting (empty: no AUTH).
+  std::string password{};
+  /// AUTH username (Redis 6 ACL); used only with a password (empty: the default user).
+  std::string username{};
+  std::chrono::milliseconds connect_timeout{1000};
+  /// How long one command may wait for its reply before it fails with redis_error.
+  std::chrono::milliseconds command_timeout{1000};
+  /// Prepended to every key the primitives use (e.g. "myservice:"), so several
+  /// services or tests can share one server.
+  std::string key_prefix{};
+  /// Idle connections a connection_pool keeps for reuse.
+  std::size_t max_idle = 16;
+};
+
+/// The error of every Redis-backed primitive: the connection failed (kind io: connect
+/// refused or timed out, reply timed out, connection lost, protocol error) or the
+/// server answered with an error (kind server). what() names the call.
+class redis_error : public std::runtime_error {
+ public:
+  enum class error_kind { io, server };
+  redis_error(error_kind kind, const std::string& call, const std::string& message)
+      : std::runtime_error("interlock::redis: " + call + ": " + message), kind_(kind) {}
+  [[nodiscard]] error_kind kind() const noexcept { return kind_; }
+
+ private:
+  error_kind kind_;
+};
+
+/// A non-owning view of one reply (or one element of an array reply).
+class reply_view {
+ public:
+  explicit reply_view(const redisReply* r) noexcept : r_(r) {}
+
+  [[nodiscard]] bool is_nil() const noexcept { return r_->type == REDIS_REPLY_NIL; }
+  [[nodiscard]] bool is_string() const noexcept { return r_->type == REDIS_REPLY_STRING; }
+  [[nodiscard]] bool is_status() const noexcept { return r_->type == REDIS_REPLY_STATUS; }
+  [[nodiscard]] bool is_integer() const noexcept { return r_->type == REDIS_REPLY_INTEGER; }
+  [[nodiscard]] bool is_array() const noexcept { return r_->type == REDIS_REPLY_ARRAY; }
+  [[nodiscard]] bool is_error() const noexcept { return r_->type == REDIS_REPLY_ERROR; }
+
+  /// The integer of an integer reply. Throws redis_error (server) for another type.
+  [[nodiscard]] long long integer() const {
+    if (!is_integer()) throw unexpected("an integer");
+    return r_->integer;
+  }
+  /// The bytes of a string, status or error reply (empty for nil). Throws
+  /// redis_error (server) for an integer or array.
+  [[nodiscard]] std::string_view str() const {
+    if (is_nil()) return {};
+    if (!is_string() && !is_status() && !is_error()) throw unexpected("a string");
+    return {r_->str, r_->len};
+  }
+  /// Elements of an array reply (0 for every other type).
+  [[nodiscard]] std::size_t size() const noexcept { return is_array() ? r_->elements : 0; }
+  /// Element i of an array reply. Precondition: i < size().
+  [[nodiscard]] reply_view operator[](std::size_t i) const noexcept {
+    INTERLOCK_ASSERT(i < size(), "redis reply: element index out of range");
+    return reply_view(r_->element[i]);
+  }
+
+ protected:
+  redis_error unexpected(const char* wanted) const {
+    return redis_error(
+        redis_error::error_kind::server, "reply",
+        std::string("expected ") + wanted + ", got reply type " + std::to_string(r_->type));
+  }
+  const redisReply* r_;
+};
+
+/// An owning reply: frees the hiredis reply tree when destroyed. Movable.
+class reply : public reply_view {
+ public:
+  explicit reply(redisReply* r) noexcept : reply_view(r), owner_(r) {}
+
+ private:
+  struct deleter {
+    void operator()(redisReply* r) const noexcept { freeReplyObject(r); }
+  };
+  std::unique_ptr<redisReply, deleter> owner_;
+};
+
+/// A Lua script and its SHA-1, for connection::eval. Immutable; thread-safe to share.
+class script {
+ public:
+  explicit script(std::string source) : source_(std::move(source)), sha1_(sha1_hex(source_)) {}
+  [[nodiscard]] const std::string& source() const noexcept { return source_; }
+  [[nodiscard]] const std::string& sha1() const noexcept { return sha1_; }
+
+ private:
+  static std::string sha1_hex(const std::string& text) {
+    unsigned char out[EVP_MAX_MD_SIZE];
+    unsigned int length = 0;
+    if (EVP_Digest(text.data(), text.size(), out, &length, EVP_sha1(), nullptr) != 1) {
+      throw std::runtime_error("interlock::redis::script: SHA-1 of the script failed (OpenSSL)");
+    }
+    static constexpr char digits[] = "0123456789abcdef";
+    std::string hex(2 * length, '0');
+    for (unsigned int i = 0; i < length; ++i) {
+      hex[2 * i] = digits[out[i] >> 4];
+      hex[2 * i + 1] = digits[out[i] & 15];
+    }
+    return hex;
+  }
+  std::string source_;
+  std::string sha1_;
+};
+
+/// One connection to one server. Connects on first use (and again after an I/O
+/// error), not in the constructor, so constructing never fails on the network.
+/// Thread-safety: one thread at a time. Progress: every call blocks for at most about
+/// connect_timeout + command_timeout.
+class connection {
+ public:
+  explicit connection(connection_options options = {}) : options_(std::move(options)) {}
+  connection(const connection&) = delete;
+  connection& operator=(const connection&) = delete;
+  ~connection() { close(); }
+
+  [[nodiscard]] const connection_options& options() const noexcept { return options_; }
+  /// key_prefix + key.
+  [[nodiscard]] std::string key(std::string_view k) const {
+    std::string out;
+    out.reserve(options_.key_prefix.size() + k.size());
+    out.append(options_.key_prefix).append(k);
+    return out;
+  }
+  [[nodiscard]] bool connected() const noexcept { return ctx_ != nullptr; }
+
+  /// Connects now if not connected. Throws redis_error (io) when the connect, AUTH or
+  /// SELECT fails.
+  void connect() {
+    if (ctx_ != nullptr) return;
+    const std::string where = "connect " + options_.host + ":" + std::to_string(options_.port);
+    redisContext* c = redisConnectWithTimeout(options_.host.c_str(), options_.port,
+                                              to_timeval(options_.connect_timeout));
+    if (c == nullptr) throw redis_error(redis_error::error_kind::io, where, "out of memory");
+    if (c->err != 0) {
+      std::string message = c->errstr;
+      redisFree(c);
+      throw redis_error(redis_error::error_kind::io, where, message);
+    }
+    if (redisSetTimeout(c, to_timeval(options_.command_timeout)) != REDIS_OK) {
+      redisFree(c);
+      throw redis_error(redis_error::error_kind::io, where, "cannot set the command timeout");
+    }
+    ctx_ = c;
+    try {
+      if (!options_.password.empty()) {
+        if (options_.username.empty()) {
+          checked({"AUTH", options_.password});
+        } else {
+          checked({"AUTH", options_.username, options_.password});
+        }
+      }
+      if (options_.database != 0) checked({"SELECT", std::to_string(options_.database)});
+    } catch (const redis_error& e) {
+      close();
+      throw redis_error(redis_error::error_kind::io, where, e.what());
+    }
+  }
+
+  /// Closes the connection (the next call reconnects). noexcept.
+  void close() noexcept {
+    if (ctx_ != nullptr) redisFree(ctx_);
+    ctx_ = nullptr;
+  }
+
+  /// Sends one command (binary-safe arguments) and returns its reply, which may be an
+  /// error reply (is_error()). Throws redis_error (io) when the connection fails; the
+  /// connection is then closed and the next call reconnects.
+  reply raw(std::span<const std::string_view> args) {
+    connect();
+    constexpr std::size_t small = 16;
+    std::array<const char*, small> argv_small{};
+    std::array<std::size_t, small> lens_small{};
+    std::vector<const char*> argv_big;
+    std::vector<std::size_t> lens_big;
+    const char** argv = argv_small.data();
+    std::size_t* lens = lens_small.data();
+    if (args.size() > small) {
+      argv_big.resize(args.size());
+      lens_big.resize(args.size());
+      argv = argv_big.data();
+      lens = lens_big.data();
+    }
+    for (std::size_t i = 0; i < args.size(); ++i) {
+      argv[i] = args[i].data();
+      lens[i] = args[i].size();
+    }
+    void* r = redisCommandArgv(ctx_, static_cast<int>(args.size()), argv, lens);
+    if (r == nullptr) {
+      std::string message = ctx_->errstr[0] != '\0' ? ctx_->errstr : "no reply";
+      close();
+      throw redis_error(redis_error::error_kind::io, name_of(args), message);
+    }
+    return reply(static_cast<redisReply*>(r));
+  }
+  reply raw(std::initializer_list<std::string_view> args) {
+    return raw(std::span<const std::string_view>(args.begin(), args.size()));
+  }
+
+  /// As raw, but an error reply throws redis_error (server) naming the command.
+  reply command(std::span<const std::string_view> args) { return checked(args); }
+  reply command(std::initializer_list<std::string_view> args) {
+    return checked(std::span<const std::string_view>(args.begin(), args.size()));
+  }
+
+  /// Runs `s` with `keys` and `args` (EVALSHA; EVAL after NOSCRIPT). Throws
+  /// redis_error as command() does (a script error is a server error).
+  reply eval(const script& s, std::initializer_list<std::string_view> keys,
+             std::initializer_list<std::string_view> args) {
+    return eval(s, std::span<const std::string_view>(keys.begin(), keys.size()),
+                std::span<const std::string_view>(args.begin(), args.size()));
+  }
+  reply eval(const script& s, std::span<const std::string_view> keys,
+             std::span<const std::string_view> args) {
+    std::vector<std::string_view> argv;
+    argv.reserve(3 + keys.size() + args.size());
+    const std::string count = std::to_string(keys.size());
+    argv.push_back("EVALSHA");
+    argv.push_back(s.sha1());
+    argv.push_back(count);
+    argv.insert(argv.end(), keys.begin(), keys.end());
+    argv.insert(argv.end(), args.begin(), args.end());
+    reply r = raw(argv);
+    if (r.is_error() && r.str().starts_with("NOSCRIPT")) {
+      argv[0] = "EVAL";
+      argv[1] = s.source();
+      return checked(argv);
+    }
+    if (r.is_error())
+      throw redis_error(redis_error::error_kind::server, "EVALSHA", std::string(r.str()));
+    return r;
+  }
+
+ private:
+  reply checked(std::span<const std::string_view> args) {
+    reply r = raw(args);
+    if (r.is_error()) {
+      throw redis_error(redis_error::error_kind::server, name_of(args), std::string(r.str()));
+    }
+    return r;
+  }
+  reply checked(std::initializer_list<std::string_view> args) {
+    return checked(std::span<const std::string_view>(args.begin(), args.size()));
+  }
+  static std::string name_of(std::span<const std::string_view> args) {
+    return args.empty() ? std::string("(empty command)") : std::string(args[0]);
+  }
+  static timeval to_timeval(std::chrono::milliseconds d) noexcept {
+    const auto ms = d.count() > 0 ? d.count() : 1;
+    timeval tv{};
+    tv.tv_sec = static_cast<decltype(tv.tv_sec)>(ms / 1000);
+    tv.tv_usec = static_cast<decltype(tv.tv_usec)>((ms % 1000) * 1000);
+    return tv;
+  }
+
+  connection_options options_;
+  redisContext* ctx_ = nullptr;
+};
+
+/// A thread-safe pool of connections with the same options. acquire() returns a
+/// handle that owns one connection until it is destroyed; a handle whose connection
+/// failed (closed by an I/O error) goes back too and reconnects on its next use.
+/// Progress: acquire() and the handle's return lock the pool's mutex briefly (never
+/// across a network call).
+class connection_pool {
+ public:
+  explicit connection_pool(connection_options options) : options_(std::move(options)) {}
+  connection_pool(const connection_pool&) = delete;
+  connection_pool& operator=(const connection_pool&) = delete;
+
+  class handle {
+   public:
+    handle(handle&& other) noexcept
+        : pool_(std::exchange(other.pool_, nullptr)), conn_(std::move(other.conn_)) {}
+    handle& operator=(handle&&) = delete;
+    handle(const handle&) = delete;
+    handle& operator=(const handle&) = delete;
+    ~handle() {
+      if (pool_ != nullptr) pool_->put_back(std::move(conn_));
+    }
+    connection& operator*() const noexcept { return *conn_; }
+    connection* operator->() const noexcept { return conn_.get(); }
+
+   private:
+    friend class connection_pool;
+    handle(connection_pool* pool, std::unique_ptr<connection> c) noexcept
+        : pool_(pool), conn_(std::move(c)) {}
+    connection_pool* pool_;
+    std::unique_ptr<connection> conn_;
+  };
+
+  /// A connection for the calling thread's exclusive use. Throws std::bad_alloc only;
+  /// connecting happens on the connection's first command.
+  [[nodiscard]] handle acquire() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!idle_.empty()) {
+        auto c = std::move(idle_.back());
+        idle_.pop_back();
+        return handle(this, std::move(c));
+      }
+    }
+    return handle(this, std::make_unique<connection>(options_));
+  }
+
+  [[nodiscard]] const connection_options& options() const noexcept { return options_; }
+  /// key_prefix + key.
+  [[nodiscard]] std::string key(std::string_view k) const {
+    std::string out;
+    out.reserve(options_.key_prefix.size() + k.size());
+    out.append(options_.key_prefix).append(k);
+    return out;
+  }
+
+ private:
+  void put_back(std::unique_ptr<connection> c) noexcept {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (idle_.size() < options_.max_idle) {
+      try {
+        idle_.push_back(std::move(c));
+      } catch (...) {  // bad_alloc: drop the connection (it closes itself)
+      }
+    }
+  }
+
+  connection_options options_;
+  std::mutex mutex_;
+  std::vector<std::unique_ptr<connection>> idle_;
+};
+
+namespace detail {
+
+/// A token unique to one grant or one execution: the process id (so forked children
+/// never repeat their parent's tokens) and 128 random bits, in hex.
+inline std::string unique_token() {
+  thread_local std::mt19937_64 engine{[] {
+    std::random_device device;
+    return (static_cast<std::uint64_t>(device()) << 32) ^ device();
+  }()};
+  thread_local pid_t engine_pid = ::getpid();
+  const pid_t pid = ::getpid();
+  if (pid != engine_pid) {  // a forked child: reseed, or it repeats its parent's tokens
+    std::random_device device;
+    engine.seed((static_cast<std::uint64_t>(device()) << 32) ^ device() ^
+                static_cast<std::uint64_t>(pid));
+    engine_pid = pid;
+  }
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(48);
+  auto append = [&out](std::uint64_t v, int nibbles) {
+    for (int i = nibbles - 1; i >= 0; --i) out.push_back(digits[(v >> (4 * i)) & 15]);
+  };
+  append(static_cast<std::uint64_t>(pid), 8);
+  out.push_back('-');
+  append(engine(), 16);
+  append(engine(), 16);
+  return out;
+}
+
+/// Parses a decimal integer reply value (Lua and INCR give decimal text or integers).
+inline std::uint64_t to_u64(std::string_view text) {
+  std::uint64_t v = 0;
+  if (text.empty()) throw redis_error(redis_error::error_kind::server, "reply", "empty number");
+  for (char c : text) {
+    if (c < '0' || c > '9') {
+      throw redis_error(redis_error::error_kind::server, "reply",
+                        "not a number: " + std::string(text));
+    }
+    v = v * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  return v;
+}
+
+}  // namespace detail
+}  // namespace redis
+INTERLOCK_NAMESPACE_END
+
+#endif  // INTERLOCK_REDIS_CONNECTION_HPP

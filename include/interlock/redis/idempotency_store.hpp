@@ -1,0 +1,292 @@
+// interlock/redis/idempotency_store.hpp: exactly-once execution per idempotency key
+// across processes, with the records in Redis.
+//
+// Design note. interlock::idempotency_guard runs the first call for a key and gives
+// every duplicate its result, inside one process. When retries of one request can reach
+// any replica, the record must be shared: redis::idempotency_guard<Result> keeps it in
+// Redis and applies the same state machine (interlock::decide_idempotent over
+// interlock::idempotency_record_state) and returns the same interlock::run_outcome with
+// the same interlock::run_status values.
+//
+// The record of key k is one Redis string, p + "idem:" + k (p = the key prefix):
+//   in progress:  "P" + fingerprint (64 hex) + executor token     PX = in_progress_ttl
+//   completed:    "C" + fingerprint (64 hex) + encoded result     PX = time_to_live
+//   absent / expired: no key.
+// The fingerprint is the hex of interlock::content_digest(request) (or the request
+// itself when it is an interlock::digest); the result passes through
+// result_codec<Result> (<interlock/redis/codec.hpp>).
+//
+// The scripts (atomic on the server):
+//   claim:    GET the record; if there is none, SET the in-progress record with its
+//             expiry and return nil (this caller executes); else return the record.
+//             Finding the record and creating it are one step, so exactly one caller
+//             per key executes while the record lives.
+//   complete: SET the completed record (PX time_to_live) only if the record is still
+//             this executor's in-progress record; returns 0 otherwise.
+//   abandon:  DEL the record only if it is still this executor's in-progress record
+//             (a failed op: the next call runs again).
+//
+// Crashes. The in-progress record expires after `in_progress_ttl`, so a key whose
+// executor died becomes runnable again after it (the next caller executes). The other
+// side of that coin: an op that runs longer than in_progress_ttl loses its record, a
+// duplicate may then execute too, and its own completion is not stored (complete
+// returns 0; the call still returns executed with its result). Choose in_progress_ttl
+// above the longest op.
+//
+// Waiting. A concurrent duplicate (same fingerprint, record in progress) polls the
+// record with backoff (`poll_policy`'s delays) until it is completed (status joined,
+// the stored result), disappears (the executor failed or died: the waiter tries to
+// claim it and may execute), or the deadline of run_for/run_until passes (status
+// in_progress). run() waits without a deadline; that wait ends because an in-progress
+// record always either completes or expires. With concurrency_policy::reject a
+// duplicate returns in_progress at once.
+//
+// Failures. An exception from op (or from encoding its result) abandons the record,
+// so a retry runs again, and reaches the caller. Failures are not stored
+// (failure_policy::store of the in-process guard has no cross-process form: an
+// exception object cannot be replayed in another process). A redis_error at the claim
+// means nothing ran; at completion it means op ran but its result may not be stored
+// (the in-progress record then expires, and a retry after that runs op again: the
+// store cannot tell "ran, result lost" from "crashed"). A result that cannot be decoded
+// throws what the codec throws.
+//
+// Thread-safety: every member function is thread-safe; each call borrows its own
+// connection. Progress: blocking (round trips; waiting polls).
+//
+// Memory ordering: the result a caller receives is the bytes the executor stored;
+// anything the executor wrote to the same Redis server before completing is visible to
+// every caller that receives its result.
+#ifndef INTERLOCK_REDIS_IDEMPOTENCY_STORE_HPP
+#define INTERLOCK_REDIS_IDEMPOTENCY_STORE_HPP
+
+#include <interlock/config.hpp>
+#include <interlock/idempotency_guard.hpp>
+#include <interlock/redis/codec.hpp>
+#include <interlock/redis/connection.hpp>
+#include <interlock/retry.hpp>
+#include <interlock/sha256.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <type_traits>
+#include <utility>
+
+INTERLOCK_NAMESPACE_BEGIN
+namespace redis {
+
+/// Retention and behaviour of a redis::idempotency_guard.
+struct idempotency_options {
+  /// How long a completed record is kept.
+  std::chrono::milliseconds time_to_live = std::chrono::hours(24);
+  /// How long an in-progress record lives without completing (a crashed executor's
+  /// key becomes runnable after it). Keep it above the longest operation.
+  std::chrono::milliseconds in_progress_ttl = std::chrono::seconds(30);
+  concurrency_policy on_concurrent = concurrency_policy::wait;
+  /// Delays between polls of a waiting duplicate (only the delays are used).
+  retry_policy poll_policy = retry_policy::exponential(
+      std::chrono::microseconds(500), std::chrono::milliseconds(20), jitter_kind::full);
+};
+
+template <class Result, class Codec = result_codec<Result>>
+class idempotency_guard {
+ public:
+  using result_type = Result;
+  using outcome = run_outcome<Result>;
+
+  explicit idempotency_guard(connection_options options, idempotency_options idem = {})
+      : idempotency_guard(std::make_shared<connection_pool>(std::move(options)), std::move(idem)) {}
+  explicit idempotency_guard(std::shared_ptr<connection_pool> pool, idempotency_options idem = {})
+      : pool_(std::move(pool)), options_(std::move(idem)) {}
+  idempotency_guard(const idempotency_guard&) = delete;
+  idempotency_guard& operator=(const idempotency_guard&) = delete;
+
+  [[nodiscard]] const idempotency_options& options() const noexcept { return options_; }
+
+  /// Runs op() -> Result for the first call with `key` (see run_status for the other
+  /// cases); a concurrent duplicate waits without a deadline (or is rejected, per
+  /// policy). Thread-safe. Blocking. Throws what op throws (the record is abandoned),
+  /// redis_error, and what hashing the request or the codec throws.
+  template <class Request, class Op>
+  outcome run(std::string_view key, const Request& request, Op&& op) {
+    return run_impl(key, fingerprint_of(request), op, std::nullopt);
+  }
+
+  /// As run, but a concurrent duplicate waits at most `timeout`, then returns
+  /// run_status::in_progress.
+  template <class Request, class Rep, class Period, class Op>
+  outcome run_for(std::string_view key, const Request& request,
+                  std::chrono::duration<Rep, Period> timeout, Op&& op) {
+    return run_impl(key, fingerprint_of(request), op,
+                    std::chrono::steady_clock::now() +
+                        std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout));
+  }
+
+  /// As run_for, with a deadline on the steady clock.
+  template <class Request, class Op>
+  outcome run_until(std::string_view key, const Request& request,
+                    std::chrono::steady_clock::time_point deadline, Op&& op) {
+    return run_impl(key, fingerprint_of(request), op, deadline);
+  }
+
+  /// Drops the completed record of `key` so the next call runs; false when there is
+  /// none or it is in progress (never dropped). Blocking: one round trip.
+  bool forget(std::string_view key) {
+    auto c = pool_->acquire();
+    const std::string rk = record_key(key);
+    return c->eval(forget_script(), {rk}, {}).integer() == 1;
+  }
+
+  /// The Redis key of `key`'s record.
+  [[nodiscard]] std::string record_key(std::string_view key) const {
+    std::string k = pool_->key("idem:");
+    k.append(key);
+    return k;
+  }
+
+ private:
+  static constexpr std::size_t header = 1 + 64;  // state byte + fingerprint hex
+
+  static const script& claim_script() {
+    static const script s(
+        "local v = redis.call('GET', KEYS[1])\n"
+        "if v then return v end\n"
+        "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
+        "return false\n");
+    return s;
+  }
+  static const script& complete_script() {
+    static const script s(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+        "  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])\n"
+        "  return 1\n"
+        "end\n"
+        "return 0\n");
+    return s;
+  }
+  static const script& abandon_script() {
+    static const script s(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+        "  return redis.call('DEL', KEYS[1])\n"
+        "end\n"
+        "return 0\n");
+    return s;
+  }
+  static const script& forget_script() {
+    static const script s(
+        "local v = redis.call('GET', KEYS[1])\n"
+        "if v and string.sub(v, 1, 1) == 'C' then return redis.call('DEL', KEYS[1]) end\n"
+        "return 0\n");
+    return s;
+  }
+
+  template <class Request>
+  static digest fingerprint_of(const Request& request) {
+    if constexpr (std::is_same_v<Request, digest>) {
+      return request;
+    } else {
+      return content_digest(request);
+    }
+  }
+
+  struct parsed {
+    idempotency_record_state state;
+    digest fingerprint;
+    std::string_view body;
+  };
+  static parsed parse(std::string_view record) {
+    std::optional<digest> fp;
+    if (record.size() >= header) fp = digest::from_hex(record.substr(1, 64));
+    if (!fp || (record[0] != 'P' && record[0] != 'C')) {
+      throw redis_error(redis_error::error_kind::server, "idempotency record",
+                        "malformed record (not written by interlock)");
+    }
+    return parsed{record[0] == 'P' ? idempotency_record_state::in_progress
+                                   : idempotency_record_state::completed,
+                  *fp, record.substr(header)};
+  }
+
+  outcome replay(std::string_view body, run_status status) const {
+    return outcome{status, std::make_shared<const Result>(Codec::decode(body))};
+  }
+
+  template <class Op>
+  outcome run_impl(std::string_view key, const digest& fingerprint, Op& op,
+                   std::optional<std::chrono::steady_clock::time_point> deadline) {
+    const std::string rk = record_key(key);
+    std::string in_progress;
+    in_progress.reserve(header + 40);
+    in_progress.push_back('P');
+    in_progress.append(fingerprint.to_hex());
+    in_progress.append(detail::unique_token());
+    const std::string ttl = std::to_string(options_.in_progress_ttl.count());
+
+    auto c = pool_->acquire();
+    backoff_schedule schedule(options_.poll_policy);
+    auto random = [] { return system_retry_environment::random(); };
+    bool waited = false;
+    for (;;) {
+      reply r = c->eval(claim_script(), {rk}, {in_progress, ttl});
+      if (r.is_nil()) return execute(*c, rk, in_progress, op);
+      const parsed p = parse(r.str());
+      switch (decide_idempotent(p.state, p.fingerprint, fingerprint, options_.on_concurrent)) {
+        case idempotency_action::execute:  // not reached: an absent record was claimed
+        case idempotency_action::replay:
+          return replay(p.body, waited ? run_status::joined : run_status::replayed);
+        case idempotency_action::mismatch:
+          return outcome{run_status::mismatch, nullptr};
+        case idempotency_action::reject:
+          return outcome{run_status::in_progress, nullptr};
+        case idempotency_action::join:
+          break;
+      }
+      // In progress elsewhere: poll until it completes, disappears or the deadline.
+      auto delay = schedule.next(random);
+      if (deadline) {
+        const auto now = std::chrono::steady_clock::now();
+        if (now >= *deadline) return outcome{run_status::in_progress, nullptr};
+        delay = std::min<std::chrono::nanoseconds>(delay, *deadline - now);
+      }
+      waited = true;
+      if (delay.count() > 0) {
+        std::this_thread::sleep_for(delay);
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  }
+
+  template <class Op>
+  outcome execute(connection& c, const std::string& rk, const std::string& in_progress, Op& op) {
+    std::shared_ptr<const Result> result;
+    std::string completed;
+    try {
+      result = std::make_shared<const Result>(op());
+      completed.reserve(header + 64);
+      completed.push_back('C');
+      completed.append(std::string_view(in_progress).substr(1, 64));
+      completed.append(Codec::encode(*result));
+    } catch (...) {
+      try {
+        (void)c.eval(abandon_script(), {rk}, {in_progress});
+      } catch (...) {  // redis_error: the in-progress record expires by itself
+      }
+      throw;
+    }
+    const std::string ttl = std::to_string(options_.time_to_live.count());
+    (void)c.eval(complete_script(), {rk}, {in_progress, completed, ttl});
+    return outcome{run_status::executed, std::move(result)};
+  }
+
+  std::shared_ptr<connection_pool> pool_;
+  idempotency_options options_;
+};
+
+}  // namespace redis
+INTERLOCK_NAMESPACE_END
+
+#endif  // INTERLOCK_REDIS_IDEMPOTENCY_STORE_HPP

@@ -1,0 +1,301 @@
+// Single-process tests of the Redis client and the Redis-backed primitives.
+#include "redis/redis_test_support.hpp"
+
+#include <interlock/redis/idempotency_store.hpp>
+#include <interlock/redis/keyed_mutex.hpp>
+#include <interlock/redis/unique_claims.hpp>
+#include <interlock/redis/versioned.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <cstddef>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace r = interlock::redis;
+using namespace std::chrono_literals;
+
+TEST_CASE("redis connection: binary-safe commands, error replies, scripts", "[redis]") {
+  auto opts = redis_test::server("connection");
+  if (!opts) return;
+  r::connection c(*opts);
+  const std::string key = c.key("bin");
+  const std::string value("a\0b\r\nc", 6);
+  CHECK(c.command({"SET", key, value}).str() == "OK");
+  r::reply got = c.command({"GET", key});
+  CHECK(got.is_string());
+  CHECK(got.str() == value);
+  CHECK(c.command({"GET", c.key("missing")}).is_nil());
+
+  // An error reply throws, naming the command.
+  try {
+    (void)c.command({"INCR", key});
+    FAIL("INCR of a non-number did not throw");
+  } catch (const r::redis_error& e) {
+    CHECK(e.kind() == r::redis_error::error_kind::server);
+    CHECK(std::string(e.what()).find("INCR") != std::string::npos);
+  }
+  // The connection stays usable after a server error.
+  CHECK(c.command({"PING"}).str() == "PONG");
+
+  // EVALSHA falls back to EVAL after the script cache is flushed.
+  const r::script s("return {KEYS[1], ARGV[1], 42}");
+  r::reply a = c.eval(s, {"k"}, {"v"});
+  REQUIRE(a.size() == 3);
+  CHECK(a[0].str() == "k");
+  CHECK(a[1].str() == "v");
+  CHECK(a[2].integer() == 42);
+  (void)c.command({"SCRIPT", "FLUSH"});
+  CHECK(c.eval(s, {"k2"}, {"v2"})[0].str() == "k2");
+  (void)c.command({"DEL", key});
+}
+
+TEST_CASE("redis connection: nothing listening is a redis_error, never a success", "[redis]") {
+  r::connection_options o;
+  o.port = redis_test::free_port();
+  o.connect_timeout = 200ms;
+  r::connection c(o);
+  CHECK_THROWS_AS(c.command({"PING"}), r::redis_error);
+  try {
+    (void)c.command({"SET", "a", "b"});
+  } catch (const r::redis_error& e) {
+    CHECK(e.kind() == r::redis_error::error_kind::io);
+    CHECK(std::string(e.what()).find("connect 127.0.0.1") != std::string::npos);
+  }
+  r::keyed_mutex m(o);
+  CHECK_THROWS_AS(m.try_lock("k"), r::redis_error);
+}
+
+TEST_CASE("redis keyed_mutex: one holder, fencing tokens grow, release by holder only", "[redis]") {
+  auto opts = redis_test::server("lock");
+  if (!opts) return;
+  r::lock_options lo;
+  lo.lease_time = 5000ms;
+  r::keyed_mutex m(*opts, lo);
+
+  auto g1 = m.try_lock("seat");
+  REQUIRE(g1);
+  CHECK(g1.key() == "seat");
+  CHECK(g1.fencing_token() >= 1);
+  CHECK_FALSE(m.try_lock("seat"));
+  CHECK_FALSE(m.try_lock_for("seat", 30ms));  // held: times out, empty guard
+  auto other = m.try_lock("other-seat");
+  CHECK(other);
+  const auto first = g1.fencing_token();
+  CHECK(g1.renew());
+  CHECK(g1.unlock());
+  CHECK_FALSE(g1.owns_lock());
+  CHECK_FALSE(g1.unlock());  // empty guard
+
+  auto g2 = m.try_lock("seat");
+  REQUIRE(g2);
+  CHECK(g2.fencing_token() > first);
+
+  // A holder whose lease is gone cannot release the next holder's lock.
+  {
+    r::connection c(*opts);
+    (void)c.command({"DEL", m.lease_key("seat")});
+  }
+  auto g3 = m.try_lock("seat");
+  REQUIRE(g3);
+  CHECK(g3.fencing_token() > g2.fencing_token());
+  CHECK_FALSE(g2.renew());
+  CHECK_FALSE(g2.unlock());         // compare-and-delete refuses: not its lease
+  CHECK_FALSE(m.try_lock("seat"));  // g3 still holds it
+  g3.unlock();
+  CHECK(m.try_lock("seat"));
+}
+
+TEST_CASE("redis keyed_mutex: with_lock, with_lock_for, lease loss", "[redis]") {
+  auto opts = redis_test::server("with_lock");
+  if (!opts) return;
+  r::lock_options lo;
+  lo.lease_time = 2000ms;
+  r::keyed_mutex m(*opts, lo);
+
+  const int v = m.with_lock("k", [&] {
+    CHECK_FALSE(m.try_lock("k"));
+    return 7;
+  });
+  CHECK(v == 7);
+  CHECK(m.try_lock("k"));  // released (the temporary guard unlocks again at once)
+
+  std::uint64_t token = 0;
+  m.with_lock("k", [&](r::keyed_mutex::guard& g) { token = g.fencing_token(); });
+  CHECK(token > 0);
+
+  // with_lock_for on a held key throws interlock::lock_timeout.
+  auto held = m.try_lock("busy");
+  REQUIRE(held);
+  bool ran = false;
+  CHECK_THROWS_AS(m.with_lock_for("busy", 30ms, [&] { ran = true; }), interlock::lock_timeout);
+  CHECK_FALSE(ran);
+
+  // fn's exception releases the lease and reaches the caller.
+  CHECK_THROWS_AS(m.with_lock("k", []() -> int { throw std::logic_error("boom"); }),
+                  std::logic_error);
+  CHECK(m.try_lock("k"));
+
+  // A lease taken away while fn runs is reported after fn: lease_lost.
+  r::connection admin(*opts);
+  CHECK_THROWS_AS(m.with_lock("lost",
+                              [&] {
+                                (void)admin.command({"DEL", m.lease_key("lost")});
+                                return 1;
+                              }),
+                  r::lease_lost);
+}
+
+TEST_CASE("redis keyed_mutex: renewal keeps a lease alive past its lease time", "[redis]") {
+  auto opts = redis_test::server("renew");
+  if (!opts) return;
+  r::lock_options lo;
+  lo.lease_time = 600ms;  // renewed every 200 ms
+  r::keyed_mutex m(*opts, lo);
+  int refused = 0;
+  m.with_lock("slow", [&](r::keyed_mutex::guard& g) {
+    for (int i = 0; i < 6; ++i) {
+      std::this_thread::sleep_for(250ms);  // 1.5 s in all: 2.5 leases
+      if (!m.try_lock("slow") && !g.lease_lost()) ++refused;
+    }
+  });  // throws lease_lost if a renewal had failed
+  CHECK(refused == 6);
+}
+
+TEST_CASE("redis keyed_mutex: lock_many sorts and collapses keys", "[redis]") {
+  auto opts = redis_test::server("many");
+  if (!opts) return;
+  r::keyed_mutex m(*opts);
+  const std::vector<std::string> keys{"c", "a", "b", "a"};
+  auto all = m.lock_many(keys);
+  REQUIRE(all);
+  CHECK(all.size() == 3);
+  CHECK(all.fencing_token("a") > 0);
+  CHECK(all.fencing_token("zzz") == 0);
+  CHECK_FALSE(m.try_lock("b"));
+  const std::vector<std::string> overlap{"d", "b"};
+  CHECK_FALSE(m.try_lock_many(overlap));
+  CHECK(m.try_lock("d"));  // the failed try released "d" again
+  CHECK_FALSE(m.try_lock_many_for(overlap, 20ms));
+  CHECK(all.unlock());
+  auto again = m.try_lock_many_for(overlap, 1000ms);
+  CHECK(again.size() == 2);
+}
+
+TEST_CASE("redis idempotency_guard: execute, replay, mismatch, failure releases", "[redis]") {
+  auto opts = redis_test::server("idem");
+  if (!opts) return;
+  r::idempotency_guard<std::string> guard(*opts);
+  int runs = 0;
+  auto op = [&] {
+    ++runs;
+    return std::string("charged\0ok", 10);
+  };
+  auto first = guard.run("pay-1", std::string("100 EUR"), op);
+  CHECK(first.status == interlock::run_status::executed);
+  REQUIRE(first.has_result());
+  CHECK(*first == std::string("charged\0ok", 10));
+  auto second = guard.run("pay-1", std::string("100 EUR"), op);
+  CHECK(second.status == interlock::run_status::replayed);
+  CHECK(*second == *first);
+  auto other = guard.run("pay-1", std::string("200 EUR"), op);
+  CHECK(other.status == interlock::run_status::mismatch);
+  CHECK_FALSE(other.has_result());
+  CHECK(runs == 1);
+
+  // A failing op leaves nothing behind: the retry runs.
+  CHECK_THROWS_AS(guard.run("pay-2", 1, []() -> std::string { throw std::runtime_error("down"); }),
+                  std::runtime_error);
+  CHECK(guard.run("pay-2", 1, op).status == interlock::run_status::executed);
+  CHECK(runs == 2);
+
+  // forget() drops a completed record.
+  CHECK(guard.forget("pay-1"));
+  CHECK_FALSE(guard.forget("pay-1"));
+  CHECK(guard.run("pay-1", std::string("200 EUR"), op).status == interlock::run_status::executed);
+
+  // A byte-vector result through the built-in codec.
+  r::idempotency_guard<std::vector<std::byte>> bytes(*opts);
+  auto b = bytes.run("bytes", 5, [] {
+    return std::vector<std::byte>{std::byte{0}, std::byte{255}};
+  });
+  auto b2 = bytes.run("bytes", 5, [] { return std::vector<std::byte>{}; });
+  CHECK(b2.status == interlock::run_status::replayed);
+  CHECK(*b2 == *b);
+}
+
+TEST_CASE("redis idempotency_guard: an in-progress key, a crashed executor's key runs again",
+          "[redis]") {
+  auto opts = redis_test::server("idem_progress");
+  if (!opts) return;
+  r::idempotency_options io;
+  io.in_progress_ttl = 300ms;
+  r::idempotency_guard<std::string> guard(*opts, io);
+  // Simulate an executor that claimed the key and died: its in-progress record.
+  const auto fp = interlock::content_digest(std::string("req"));
+  {
+    r::connection c(*opts);
+    (void)c.command({"SET", guard.record_key("k"), "P" + fp.to_hex() + "dead-token", "PX", "300"});
+  }
+  auto waiting = guard.run_for("k", std::string("req"), 1ms, [] { return std::string("x"); });
+  CHECK(waiting.status == interlock::run_status::in_progress);
+  CHECK(guard.run_for("k", std::string("other"), 1ms, [] { return std::string("x"); }).status ==
+        interlock::run_status::mismatch);
+  r::idempotency_options reject = io;
+  reject.on_concurrent = interlock::concurrency_policy::reject;
+  r::idempotency_guard<std::string> rejecting(*opts, reject);
+  CHECK(rejecting.run("k", std::string("req"), [] { return std::string("x"); }).status ==
+        interlock::run_status::in_progress);
+  // run() waits; the dead executor's record expires and this call executes.
+  auto after = guard.run("k", std::string("req"), [] { return std::string("second"); });
+  CHECK(after.status == interlock::run_status::executed);
+  CHECK(*after == "second");
+}
+
+TEST_CASE("redis unique_claims: one winner, owners, expiry", "[redis]") {
+  auto opts = redis_test::server("claims");
+  if (!opts) return;
+  r::unique_claims claims(*opts);
+  CHECK(claims.try_claim("nullifier-1", "alice"));
+  CHECK_FALSE(claims.try_claim("nullifier-1", "bob"));
+  CHECK(claims.owner_of("nullifier-1") == std::optional<std::string>("alice"));
+  CHECK_FALSE(claims.release("nullifier-1", "bob"));
+  CHECK(claims.release("nullifier-1", "alice"));
+  CHECK_FALSE(claims.owner_of("nullifier-1"));
+  CHECK(claims.try_claim("nullifier-1"));
+  CHECK(claims.owner_of("nullifier-1") == std::optional<std::string>(""));
+  CHECK(claims.release("nullifier-1"));
+  CHECK_FALSE(claims.release("nullifier-1"));
+  CHECK(claims.try_claim("short", "x", 50ms));
+  std::this_thread::sleep_for(150ms);
+  CHECK(claims.try_claim("short", "y"));
+}
+
+TEST_CASE("redis versioned: read, try_commit, conflicts carry the current value", "[redis]") {
+  auto opts = redis_test::server("versioned");
+  if (!opts) return;
+  r::versioned<std::string> doc(*opts, "doc", "draft");
+  auto s = doc.read();
+  CHECK(s.value == "draft");
+  CHECK(s.version == 1);
+  auto c1 = doc.try_commit(1, "v2");
+  CHECK(c1.committed);
+  CHECK(c1.version == 2);
+  auto stale = doc.try_commit(1, "lost update");
+  CHECK_FALSE(stale.committed);
+  CHECK(stale.version == 2);
+  REQUIRE(stale.current);
+  CHECK(*stale.current == "v2");
+  auto u = doc.update([](const std::string& v) { return v + "+"; });
+  CHECK(u.committed());
+  CHECK(u.current.version == 3);
+  CHECK(doc.read().value == "v2+");
+
+  r::versioned<long> counter(*opts, "fresh", 10);
+  auto conflict = counter.try_commit(5, 1);  // never committed yet: version 1
+  CHECK_FALSE(conflict.committed);
+  CHECK(conflict.version == 1);
+  CHECK(conflict.current == std::optional<long>(10));
+}
