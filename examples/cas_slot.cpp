@@ -4,7 +4,8 @@
 // with compare_exchange against the ETag it read (like HTTP If-Match). The second
 // commit conflicts; the conflict carries the winner's snapshot, so the editor
 // re-applies its edit to that and commits again, and no edit is lost. A watcher
-// thread sleeps in wait_for_change_for until the document changes.
+// thread sleeps in wait_for_change_for until the document changes. tour() is the
+// example that README.md shows (the region between the readme markers).
 //
 // Exits 0 when everything happened as expected, 1 otherwise.
 #include <interlock/cas_slot.hpp>
@@ -46,10 +47,42 @@ void expect(bool condition, const char* what) {
 
 std::string short_etag(const interlock::digest& etag) { return etag.to_hex().substr(0, 12); }
 
+// The README's tour: one read-modify-write with compare_exchange, the update loop,
+// and a bounded wait for a change.
+void tour() {
+  using namespace std::chrono_literals;
+  // [readme:cas_slot]
+  interlock::cas_slot<config_doc> config(config_doc{"https://api", 500, {}});
+
+  auto seen = config.load();  // {value, etag, stamp}; never blocks
+  config_doc edited = *seen;
+  edited.timeout_ms = 800;
+  auto r = config.compare_exchange(seen.etag(), edited);  // like HTTP If-Match
+  if (!r.committed) {
+    // r.current is the snapshot that won: re-apply the edit to it and retry
+  }
+
+  config.update([](const config_doc& d) {  // fn may run again on a conflict
+    auto n = d;
+    n.features.push_back("x");
+    return n;
+  });
+  auto next = config.wait_for_change_for(r.current.stamp(), 100ms);  // newer snapshot or nullopt
+  // [/readme:cas_slot]
+
+  expect(r.committed, "tour: compare_exchange against the ETag just read commits");
+  expect(r.current->timeout_ms == 800, "tour: the result carries the committed snapshot");
+  expect(next.has_value() && (*next)->features.size() == 1 && (*next)->timeout_ms == 800,
+         "tour: the wait returns the newer snapshot that update committed");
+}
+
 }  // namespace
 
 int main() {
   using namespace std::chrono_literals;
+  tour();
+
+  // Two editors and a watcher.
   interlock::cas_slot<config_doc> config;
 
   // Create-only write: succeeds on the empty slot.

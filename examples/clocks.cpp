@@ -1,15 +1,50 @@
 // Clocks and causal delivery in one short program: two replicas edit a shared list,
 // detect a conflict with vector clocks, and a third replica receives their messages
 // out of order and applies them in causal order. Returns 0 when everything checks.
+// tour() is the example that README.md shows (the region between the readme markers).
 #include <interlock/causal_buffer.hpp>
 #include <interlock/hybrid_clock.hpp>
 #include <interlock/vector_clock.hpp>
 
 #include <cstdio>
+#include <iostream>
 #include <string>
 #include <vector>
 
+namespace {
+
+bool tour() {
+  interlock::hybrid_clock peer;  // another node's clock
+  const interlock::hlc_timestamp remote_stamp = peer.now();
+
+  // [readme:clocks]
+  interlock::vector_clock<std::string> a, b;
+  a.tick("alice");
+  b.tick("bob");
+  if (a.concurrent_with(b)) a.merge(b).tick("alice");  // resolve, then record the merge
+
+  auto bytes = a.encode_binary();  // or a.to_string(): {alice:2,bob:1}
+  auto back = interlock::vector_clock<std::string>::decode_binary(bytes);
+  if (!back) std::cerr << interlock::to_string(back.error()) << '\n';
+
+  interlock::hybrid_clock hlc;  // coarse wall clock, 500 ms max offset
+  auto stamp = hlc.now();       // strictly increasing
+  if (auto t = hlc.update(remote_stamp); !t) {
+    // remote_stamp is more than 500 ms ahead of this clock: rejected, clock unchanged
+  }
+  // [/readme:clocks]
+
+  const bool ok = a.to_string() == "{alice:2,bob:1}" && back && *back == a && a.descends(b) &&
+                  hlc.now() > stamp && hlc.last() >= remote_stamp;
+  std::printf("tour: %s, %s\n", a.to_string().c_str(), ok ? "ok" : "FAILED");
+  return ok;
+}
+
+}  // namespace
+
 int main() {
+  const bool tour_ok = tour();
+
   using clock = interlock::vector_clock<std::string>;
 
   // Conflict detection: alice and bob both edit after seeing version v1.
@@ -51,8 +86,8 @@ int main() {
               static_cast<unsigned long long>(received ? received->physical() : 0),
               static_cast<unsigned long long>(received ? received->logical() : 0));
 
-  const bool ok = conflict && resolved.descends(from_alice) && resolved.descends(from_bob) &&
-                  first.status == interlock::offer_status::held &&
+  const bool ok = tour_ok && conflict && resolved.descends(from_alice) &&
+                  resolved.descends(from_bob) && first.status == interlock::offer_status::held &&
                   shown == std::vector<std::string>{"post", "reply"} && received &&
                   *received > local;
   std::printf("%s\n", ok ? "ok" : "FAILED");

@@ -1,15 +1,72 @@
 // keyed_mutex: one lock per key. Signups for an event role run one at a time per
 // role (and in parallel across roles); a transfer locks both accounts at once without
 // deadlock; fencing tokens let a downstream store reject a stale holder's write.
+// tour() is the example that README.md shows (the region between the readme markers).
+// Returns 0 when every check holds.
 #include <interlock/keyed_mutex.hpp>
 
+#include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <map>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+namespace {
+
+// A downstream store that accepts a write only with a newer fencing token.
+struct report_store {
+  std::uint64_t last_token = 0;
+  std::vector<std::string> written;
+  void write(const std::string& report, std::uint64_t token) {
+    if (token <= last_token) return;  // a stale holder: rejected
+    last_token = token;
+    written.push_back(report);
+  }
+};
+
+// The README's tour, with the state it touches.
+bool tour() {
+  using namespace std::chrono_literals;
+  std::vector<std::string> signups;
+  const std::size_t capacity = 3;
+  const std::string user = "ada";
+  report_store store;
+  const std::string report = "weekly totals";
+  const std::string to = "account:bob";
+  const std::string from = "account:alice";
+
+  // [readme:keyed_mutex]
+  interlock::keyed_mutex<std::string> locks;
+
+  locks.with_lock("signup:42:lead", [&] {  // check-then-insert, safely
+    if (signups.size() < capacity) signups.push_back(user);
+  });
+
+  if (auto g = locks.try_lock_for("report:7", 50ms)) {  // empty guard on timeout
+    store.write(report, g.fencing_token());             // the store rejects older tokens
+  }
+
+  auto both = locks.lock_many({to, from});  // any order: no deadlock
+  auto view = locks.mutex("a");             // a Lockable, for std::scoped_lock / unique_lock
+  std::unique_lock held(view);
+  // [/readme:keyed_mutex]
+
+  const bool ok = signups.size() == 1 && store.written.size() == 1 && held.owns_lock() &&
+                  locks.size() == 3;  // "account:bob", "account:alice" and "a" are held
+  held.unlock();
+  both.unlock();
+  return ok && locks.size() == 0;
+}
+
+}  // namespace
+
 int main() {
+  const bool tour_ok = tour();
+  std::printf("tour: %s\n", tour_ok ? "ok" : "FAILED");
+
   interlock::keyed_mutex<std::string> locks;
 
   // 1. Check-then-insert under the role's lock: never more signups than seats.
@@ -56,7 +113,8 @@ int main() {
   std::printf("stale write rejected: %s\n", stale_rejected ? "yes" : "no");
   std::printf("entries left: %zu\n", locks.size());
 
-  const bool ok = lead_signups.size() == seats && balance["account:alice"] == 70 &&
+  const bool ok = tour_ok && lead_signups.size() == seats && balance["account:alice"] == 70 &&
                   balance["account:bob"] == 80 && stale_rejected && locks.size() == 0;
+  std::printf("%s\n", ok ? "ok" : "FAILED");
   return ok ? 0 : 1;
 }
