@@ -50,4 +50,7 @@ void sha256_16KiB_openssl_evp(benchmark::State& s) { run_openssl_evp(s, 16 * 102
 BENCHMARK(sha256_64B_interlock)->Name("sha256_64B/interlock")->ThreadRange(1, 8)->UseRealTime();
 BENCHMARK(sha256_64B_openssl_evp)->Name("sha256_64B/openssl_evp")->ThreadRange(1, 8)->UseRealTime();
 BENCHMARK(sha256_16KiB_interlock)->Name("sha256_16KiB/interlock")->ThreadRange(1, 8)->UseRealTime();
-BENCHMARK(sha256_16KiB_openssl_evp)->Name("sha256_16KiB/openssl_evp")->ThreadRange(1, 8)->UseRealTime();
+BENCHMARK(sha256_16KiB_openssl_evp)
+    ->Name("sha256_16KiB/openssl_evp")
+    ->ThreadRange(1, 8)
+    ->UseRealTime();

@@ -45,7 +45,8 @@ template <class Fn>
 auto timed(Fn&& fn) {
   const auto start = std::chrono::steady_clock::now();
   auto result = std::forward<Fn>(fn)();
-  const std::chrono::duration<double, std::milli> elapsed = std::chrono::steady_clock::now() - start;
+  const std::chrono::duration<double, std::milli> elapsed =
+      std::chrono::steady_clock::now() - start;
   return std::pair{std::move(result), elapsed.count()};
 }
 

@@ -44,10 +44,9 @@
 #ifdef NDEBUG
 #define INTERLOCK_ASSERT(condition, message) ((void)0)
 #else
-#define INTERLOCK_ASSERT(condition, message)                                          \
-  ((condition) ? (void)0                                                             \
-               : ::interlock::detail::assertion_failed(#condition, message, __FILE__, \
-                                                       __LINE__))
+#define INTERLOCK_ASSERT(condition, message) \
+  ((condition) ? (void)0                     \
+               : ::interlock::detail::assertion_failed(#condition, message, __FILE__, __LINE__))
 #endif
 #endif
 
@@ -63,8 +62,8 @@ namespace detail {
 
 [[noreturn]] inline void assertion_failed(const char* condition, const char* message,
                                           const char* file, int line) noexcept {
-  std::fprintf(stderr, "interlock: assertion failed: %s (%s) at %s:%d\n", message,
-               condition, file, line);
+  std::fprintf(stderr, "interlock: assertion failed: %s (%s) at %s:%d\n", message, condition, file,
+               line);
   std::abort();
 }
 

@@ -67,7 +67,13 @@ INTERLOCK_NAMESPACE_BEGIN
 
 /// The states of one idempotency key. `absent` and `expired` are the same to a
 /// caller: the next call executes.
-enum class idempotency_record_state : std::uint32_t { absent, in_progress, completed, failed, expired };
+enum class idempotency_record_state : std::uint32_t {
+  absent,
+  in_progress,
+  completed,
+  failed,
+  expired
+};
 
 /// What happened to one call.
 enum class run_status {
@@ -96,9 +102,9 @@ enum class idempotency_action { execute, join, replay, mismatch, reject };
 /// The whole state machine: what a call with `fingerprint` does when the key's record
 /// is in `state` with `stored_fingerprint`. Pure; every store uses it.
 [[nodiscard]] constexpr idempotency_action decide_idempotent(idempotency_record_state state,
-                                                            const digest& stored_fingerprint,
-                                                            const digest& fingerprint,
-                                                            concurrency_policy policy) noexcept {
+                                                             const digest& stored_fingerprint,
+                                                             const digest& fingerprint,
+                                                             concurrency_policy policy) noexcept {
   switch (state) {
     case idempotency_record_state::absent:
     case idempotency_record_state::expired:
@@ -672,7 +678,8 @@ class unique_claims {
     const std::uint64_t h = table.hash_of(key);
     {
       typename retained::table_type::lookup_guards guards;
-      if (entry* e = table.find(guards, key, h); e != nullptr && !retained::expired(*e, store_.now_ticks())) {
+      if (entry* e = table.find(guards, key, h);
+          e != nullptr && !retained::expired(*e, store_.now_ticks())) {
         refused_.bump();
         return false;
       }
@@ -755,7 +762,8 @@ class unique_claims {
   const entry* find_live(typename retained::table_type::lookup_guards& guards, const K& key) const {
     auto& table = store_.table();
     const std::uint64_t h = table.hash_of(key);
-    if (entry* e = table.find(guards, key, h); e != nullptr && !retained::expired(*e, store_.now_ticks())) {
+    if (entry* e = table.find(guards, key, h);
+        e != nullptr && !retained::expired(*e, store_.now_ticks())) {
       return e;
     }
     // A false miss is possible while the shard grows: confirm under the lock.

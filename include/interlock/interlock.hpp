@@ -3,9 +3,9 @@
 #ifndef INTERLOCK_INTERLOCK_HPP
 #define INTERLOCK_INTERLOCK_HPP
 
-#include <interlock/config.hpp>
 #include <interlock/cas_slot.hpp>
 #include <interlock/causal_buffer.hpp>
+#include <interlock/config.hpp>
 #include <interlock/hybrid_clock.hpp>
 #include <interlock/idempotency_guard.hpp>
 #include <interlock/keyed_mutex.hpp>

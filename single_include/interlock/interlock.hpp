@@ -9,6 +9,48 @@
 #define INTERLOCK_INTERLOCK_HPP
 
 
+// ---- begin interlock/cas_slot.hpp ----
+// interlock/cas_slot.hpp: a lock-free slot whose value carries its SHA-256 content
+// digest (its ETag) and a logical stamp; writers commit only if the content they
+// read is still current.
+//
+// Design note. Concurrent read-modify-write loses updates when each writer overwrites
+// what another wrote. A cas_slot<T> holds one immutable node {value, digest, stamp}
+// behind an atomic pointer. A writer builds its new node (hashing the new content)
+// before the atomic step, then publishes it with one compare-and-swap that succeeds
+// only if the node it checked is still current. compare_exchange checks *content
+// identity* (the digest, like HTTP If-Match or an S3 conditional write): writing back
+// content identical to what was read leaves the digest unchanged, so a
+// compare_exchange against that digest still succeeds (ETag semantics: ABA on content
+// is by design; use the stamp, or update(), when any intervening commit matters).
+//
+// Readers never block, never hash and never see a torn value: load() protects the
+// current node with a hazard pointer (see detail/hazard_pointer.hpp) and returns a
+// move-only snapshot that keeps that node alive until the snapshot is destroyed.
+// Replaced nodes are reclaimed once no snapshot holds them: never freed under a
+// reader, never leaked, and at most a bounded number wait per thread.
+//
+// Stamps: every commit takes a stamp from a lamport_clock, the slot's own by default
+// or one shared by several slots, so that stamps order commits across them. Stamps of
+// one slot strictly increase, so waiting for "a stamp other than the one I saw"
+// cannot miss an A -> B -> A change.
+//
+// When not to use it: for a plain counter (std::atomic is faster), for a value that
+// is written far more often than read and is expensive to hash, or when writers must
+// queue rather than retry (use keyed_mutex).
+//
+// Memory ordering: everything a writer did before a successful commit (including
+// building the value) is visible to a reader whose load() returns that commit's
+// snapshot: the publishing CAS is a release and the reader's validating load an
+// acquire. Commits to one slot are totally ordered (the CAS on one atomic), and that
+// order agrees with their stamps.
+//
+// Exception safety: if the codec, T's copy or move constructor, `fn`, or an
+// allocation throws, the slot is unchanged and the exception reaches the caller.
+#ifndef INTERLOCK_CAS_SLOT_HPP
+#define INTERLOCK_CAS_SLOT_HPP
+
+
 // ---- begin interlock/config.hpp ----
 // interlock/config.hpp: version, assertions, sanitizer detection, namespaces.
 //
@@ -56,10 +98,9 @@
 #ifdef NDEBUG
 #define INTERLOCK_ASSERT(condition, message) ((void)0)
 #else
-#define INTERLOCK_ASSERT(condition, message)                                          \
-  ((condition) ? (void)0                                                             \
-               : ::interlock::detail::assertion_failed(#condition, message, __FILE__, \
-                                                       __LINE__))
+#define INTERLOCK_ASSERT(condition, message) \
+  ((condition) ? (void)0                     \
+               : ::interlock::detail::assertion_failed(#condition, message, __FILE__, __LINE__))
 #endif
 #endif
 
@@ -75,8 +116,8 @@ namespace detail {
 
 [[noreturn]] inline void assertion_failed(const char* condition, const char* message,
                                           const char* file, int line) noexcept {
-  std::fprintf(stderr, "interlock: assertion failed: %s (%s) at %s:%d\n", message,
-               condition, file, line);
+  std::fprintf(stderr, "interlock: assertion failed: %s (%s) at %s:%d\n", message, condition, file,
+               line);
   std::abort();
 }
 
@@ -99,48 +140,6 @@ INTERLOCK_NAMESPACE_END
 
 #endif  // INTERLOCK_CONFIG_HPP
 // ---- end interlock/config.hpp ----
-
-// ---- begin interlock/cas_slot.hpp ----
-// interlock/cas_slot.hpp: a lock-free slot whose value carries its SHA-256 content
-// digest (its ETag) and a logical stamp; writers commit only if the content they
-// read is still current.
-//
-// Design note. Concurrent read-modify-write loses updates when each writer overwrites
-// what another wrote. A cas_slot<T> holds one immutable node {value, digest, stamp}
-// behind an atomic pointer. A writer builds its new node (hashing the new content)
-// before the atomic step, then publishes it with one compare-and-swap that succeeds
-// only if the node it checked is still current. compare_exchange checks *content
-// identity* (the digest, like HTTP If-Match or an S3 conditional write): writing back
-// content identical to what was read leaves the digest unchanged, so a
-// compare_exchange against that digest still succeeds (ETag semantics: ABA on content
-// is by design; use the stamp, or update(), when any intervening commit matters).
-//
-// Readers never block, never hash and never see a torn value: load() protects the
-// current node with a hazard pointer (see detail/hazard_pointer.hpp) and returns a
-// move-only snapshot that keeps that node alive until the snapshot is destroyed.
-// Replaced nodes are reclaimed once no snapshot holds them: never freed under a
-// reader, never leaked, and at most a bounded number wait per thread.
-//
-// Stamps: every commit takes a stamp from a lamport_clock, the slot's own by default
-// or one shared by several slots, so that stamps order commits across them. Stamps of
-// one slot strictly increase, so waiting for "a stamp other than the one I saw"
-// cannot miss an A -> B -> A change.
-//
-// When not to use it: for a plain counter (std::atomic is faster), for a value that
-// is written far more often than read and is expensive to hash, or when writers must
-// queue rather than retry (use keyed_mutex).
-//
-// Memory ordering: everything a writer did before a successful commit (including
-// building the value) is visible to a reader whose load() returns that commit's
-// snapshot: the publishing CAS is a release and the reader's validating load an
-// acquire. Commits to one slot are totally ordered (the CAS on one atomic), and that
-// order agrees with their stamps.
-//
-// Exception safety: if the codec, T's copy or move constructor, `fn`, or an
-// allocation throws, the slot is unchanged and the exception reaches the caller.
-#ifndef INTERLOCK_CAS_SLOT_HPP
-#define INTERLOCK_CAS_SLOT_HPP
-
 
 // ---- begin interlock/detail/hazard_pointer.hpp ----
 // interlock/detail/hazard_pointer.hpp: safe memory reclamation for lock-free reads.
@@ -225,8 +224,7 @@ inline void heavy_barrier() noexcept {
   return;
 #endif
 #if defined(__linux__)
-  if (asymmetric_barrier() &&
-      syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0) {
+  if (asymmetric_barrier() && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0) {
     return;
   }
 #endif
@@ -663,8 +661,8 @@ using wait_word = std::atomic<std::uint32_t>;
 inline void futex_wait_for(wait_word& word, std::uint32_t expected, const timespec* timeout) {
   // The kernel compares *word with `expected` atomically with going to sleep, which is
   // what makes a wake between the caller's check and this call impossible to miss.
-  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_PRIVATE, expected,
-          timeout, nullptr, 0);
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_PRIVATE, expected, timeout,
+          nullptr, 0);
 }
 
 inline void wake_one(wait_word& word) noexcept {
@@ -673,8 +671,8 @@ inline void wake_one(wait_word& word) noexcept {
 }
 
 inline void wake_all(wait_word& word) noexcept {
-  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE_PRIVATE, INT_MAX,
-          nullptr, nullptr, 0);
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr,
+          nullptr, 0);
 }
 
 /// Blocks while `word` holds `expected`, without a deadline. May return spuriously.
@@ -1164,7 +1162,9 @@ inline one_shot_hasher& thread_hasher() {
 
 /// A byte sink: where a codec writes a value's bytes (`sha256` is one).
 template <class Sink>
-concept byte_sink = requires(Sink& sink, std::span<const std::byte> bytes) { sink.update(bytes); };
+concept byte_sink = requires(Sink& sink, std::span<const std::byte> bytes) {
+  sink.update(bytes);
+};
 
 /// Customization point: `content_codec<T>::encode(const T&, Sink&)` writes the bytes
 /// that identify a T to any byte_sink. Specialize it for your own types:
@@ -1196,8 +1196,7 @@ namespace detail {
 
 template <class T>
 concept raw_bytes_class = std::is_class_v<T> && std::is_trivially_copyable_v<T> &&
-                          std::has_unique_object_representations_v<T> &&
-                          !std::ranges::range<T>;
+    std::has_unique_object_representations_v<T> && !std::ranges::range<T>;
 
 template <class T>
 concept padded_trivial_class = std::is_class_v<T> && std::is_trivially_copyable_v<T> &&
@@ -1231,16 +1230,19 @@ void write_scalar(Sink& sink, const Scalar& value) {
 /// True when a contiguous range of E can be hashed as one block of memory: its
 /// bytes are exactly what element-by-element encoding would write.
 template <class E>
-inline constexpr bool memory_is_encoding =
-    (scalar_content<E> && !std::is_floating_point_v<E> && !std::is_same_v<E, bool> &&
-     (sizeof(E) == 1 || std::endian::native == std::endian::little)) ||
-    raw_bytes_class<E>;
+inline constexpr bool memory_is_encoding = (scalar_content<E> && !std::is_floating_point_v<E> &&
+                                            !std::is_same_v<E, bool> &&
+                                            (sizeof(E) == 1 ||
+                                             std::endian::native == std::endian::little)) ||
+                                           raw_bytes_class<E>;
 
 }  // namespace detail
 
 /// True when T has a content codec (built in or user-provided).
 template <class T>
-concept has_content_codec = requires { sizeof(content_codec<T>); };
+concept has_content_codec = requires {
+  sizeof(content_codec<T>);
+};
 
 /// Encodes `value` as a member of a composite (see content_codec). Use it for
 /// the fields of your own codecs.
@@ -1286,14 +1288,13 @@ struct content_codec<T> {
 };
 
 template <std::ranges::input_range R>
-  requires(!detail::raw_bytes_class<R> &&
-           has_content_codec<std::remove_cvref_t<std::ranges::range_reference_t<R>>>)
-struct content_codec<R> {
+requires(!detail::raw_bytes_class<R> &&
+         has_content_codec<
+             std::remove_cvref_t<std::ranges::range_reference_t<R>>>) struct content_codec<R> {
   template <byte_sink Sink>
   static void encode(const R& range, Sink& sink) {
     using element = std::remove_cvref_t<std::ranges::range_reference_t<R>>;
-    if constexpr (std::ranges::contiguous_range<const R> &&
-                  detail::memory_is_encoding<element>) {
+    if constexpr (std::ranges::contiguous_range<const R> && detail::memory_is_encoding<element>) {
       sink.update(std::as_bytes(std::span(std::ranges::data(range), std::ranges::size(range))));
     } else {
       for (const auto& item : range) encode_field(sink, item);
@@ -1302,8 +1303,7 @@ struct content_codec<R> {
 };
 
 template <class T>
-  requires detail::is_pair_or_tuple<T>::value
-struct content_codec<T> {
+requires detail::is_pair_or_tuple<T>::value struct content_codec<T> {
   template <byte_sink Sink>
   static void encode(const T& value, Sink& sink) {
     std::apply([&sink](const auto&... member) { (encode_field(sink, member), ...); }, value);
@@ -1311,8 +1311,7 @@ struct content_codec<T> {
 };
 
 template <class T>
-  requires detail::is_optional<T>::value
-struct content_codec<T> {
+requires detail::is_optional<T>::value struct content_codec<T> {
   template <byte_sink Sink>
   static void encode(const T& value, Sink& sink) {
     encode_field(sink, value.has_value());
@@ -3396,7 +3395,8 @@ class keyed_table {
   static constexpr std::size_t initial_buckets = 8;
 
   explicit keyed_table(std::size_t shard_count = 64, Hash hash = Hash{}, Equal equal = Equal{})
-      : shard_bits_(static_cast<unsigned>(std::countr_zero(std::bit_ceil(shard_count < 1 ? 1 : shard_count)))),
+      : shard_bits_(static_cast<unsigned>(
+            std::countr_zero(std::bit_ceil(shard_count < 1 ? 1 : shard_count)))),
         shards_(new shard[std::size_t{1} << shard_bits_]),
         hash_(std::move(hash)),
         equal_(std::move(equal)) {
@@ -3562,7 +3562,9 @@ class keyed_table {
   };
 
   /// Locks the shard of `h`. Blocking (std::mutex).
-  [[nodiscard]] locked_shard lock_shard(std::uint64_t h) { return locked_shard(this, &shard_for(h), h); }
+  [[nodiscard]] locked_shard lock_shard(std::uint64_t h) {
+    return locked_shard(this, &shard_for(h), h);
+  }
 
   /// A hash value that selects shard `index` (for visiting every shard's lock).
   [[nodiscard]] std::uint64_t shard_hash(std::size_t index) const noexcept {
@@ -3642,7 +3644,13 @@ INTERLOCK_NAMESPACE_BEGIN
 
 /// The states of one idempotency key. `absent` and `expired` are the same to a
 /// caller: the next call executes.
-enum class idempotency_record_state : std::uint32_t { absent, in_progress, completed, failed, expired };
+enum class idempotency_record_state : std::uint32_t {
+  absent,
+  in_progress,
+  completed,
+  failed,
+  expired
+};
 
 /// What happened to one call.
 enum class run_status {
@@ -3671,9 +3679,9 @@ enum class idempotency_action { execute, join, replay, mismatch, reject };
 /// The whole state machine: what a call with `fingerprint` does when the key's record
 /// is in `state` with `stored_fingerprint`. Pure; every store uses it.
 [[nodiscard]] constexpr idempotency_action decide_idempotent(idempotency_record_state state,
-                                                            const digest& stored_fingerprint,
-                                                            const digest& fingerprint,
-                                                            concurrency_policy policy) noexcept {
+                                                             const digest& stored_fingerprint,
+                                                             const digest& fingerprint,
+                                                             concurrency_policy policy) noexcept {
   switch (state) {
     case idempotency_record_state::absent:
     case idempotency_record_state::expired:
@@ -4247,7 +4255,8 @@ class unique_claims {
     const std::uint64_t h = table.hash_of(key);
     {
       typename retained::table_type::lookup_guards guards;
-      if (entry* e = table.find(guards, key, h); e != nullptr && !retained::expired(*e, store_.now_ticks())) {
+      if (entry* e = table.find(guards, key, h);
+          e != nullptr && !retained::expired(*e, store_.now_ticks())) {
         refused_.bump();
         return false;
       }
@@ -4330,7 +4339,8 @@ class unique_claims {
   const entry* find_live(typename retained::table_type::lookup_guards& guards, const K& key) const {
     auto& table = store_.table();
     const std::uint64_t h = table.hash_of(key);
-    if (entry* e = table.find(guards, key, h); e != nullptr && !retained::expired(*e, store_.now_ticks())) {
+    if (entry* e = table.find(guards, key, h);
+        e != nullptr && !retained::expired(*e, store_.now_ticks())) {
       return e;
     }
     // A false miss is possible while the shard grows: confirm under the lock.

@@ -133,10 +133,9 @@
 #ifdef NDEBUG
 #define INTERLOCK_ASSERT(condition, message) ((void)0)
 #else
-#define INTERLOCK_ASSERT(condition, message)                                          \
-  ((condition) ? (void)0                                                             \
-               : ::interlock::detail::assertion_failed(#condition, message, __FILE__, \
-                                                       __LINE__))
+#define INTERLOCK_ASSERT(condition, message) \
+  ((condition) ? (void)0                     \
+               : ::interlock::detail::assertion_failed(#condition, message, __FILE__, __LINE__))
 #endif
 #endif
 
@@ -152,8 +151,8 @@ namespace detail {
 
 [[noreturn]] inline void assertion_failed(const char* condition, const char* message,
                                           const char* file, int line) noexcept {
-  std::fprintf(stderr, "interlock: assertion failed: %s (%s) at %s:%d\n", message,
-               condition, file, line);
+  std::fprintf(stderr, "interlock: assertion failed: %s (%s) at %s:%d\n", message, condition, file,
+               line);
   std::abort();
 }
 
@@ -260,8 +259,7 @@ inline void heavy_barrier() noexcept {
   return;
 #endif
 #if defined(__linux__)
-  if (asymmetric_barrier() &&
-      syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0) {
+  if (asymmetric_barrier() && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0) {
     return;
   }
 #endif
@@ -667,7 +665,8 @@ class keyed_table {
   static constexpr std::size_t initial_buckets = 8;
 
   explicit keyed_table(std::size_t shard_count = 64, Hash hash = Hash{}, Equal equal = Equal{})
-      : shard_bits_(static_cast<unsigned>(std::countr_zero(std::bit_ceil(shard_count < 1 ? 1 : shard_count)))),
+      : shard_bits_(static_cast<unsigned>(
+            std::countr_zero(std::bit_ceil(shard_count < 1 ? 1 : shard_count)))),
         shards_(new shard[std::size_t{1} << shard_bits_]),
         hash_(std::move(hash)),
         equal_(std::move(equal)) {
@@ -833,7 +832,9 @@ class keyed_table {
   };
 
   /// Locks the shard of `h`. Blocking (std::mutex).
-  [[nodiscard]] locked_shard lock_shard(std::uint64_t h) { return locked_shard(this, &shard_for(h), h); }
+  [[nodiscard]] locked_shard lock_shard(std::uint64_t h) {
+    return locked_shard(this, &shard_for(h), h);
+  }
 
   /// A hash value that selects shard `index` (for visiting every shard's lock).
   [[nodiscard]] std::uint64_t shard_hash(std::size_t index) const noexcept {
@@ -935,8 +936,8 @@ using wait_word = std::atomic<std::uint32_t>;
 inline void futex_wait_for(wait_word& word, std::uint32_t expected, const timespec* timeout) {
   // The kernel compares *word with `expected` atomically with going to sleep, which is
   // what makes a wake between the caller's check and this call impossible to miss.
-  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_PRIVATE, expected,
-          timeout, nullptr, 0);
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_PRIVATE, expected, timeout,
+          nullptr, 0);
 }
 
 inline void wake_one(wait_word& word) noexcept {
@@ -945,8 +946,8 @@ inline void wake_one(wait_word& word) noexcept {
 }
 
 inline void wake_all(wait_word& word) noexcept {
-  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE_PRIVATE, INT_MAX,
-          nullptr, nullptr, 0);
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr,
+          nullptr, 0);
 }
 
 /// Blocks while `word` holds `expected`, without a deadline. May return spuriously.

@@ -77,7 +77,8 @@ TEST_CASE("keyed_table: insert, find (locked and lock-free), erase, grow", "[key
   CHECK(table.size() == 0);
 }
 
-TEST_CASE("keyed_table: lock-free readers never see a wrong or freed entry", "[keyed_table][stress]") {
+TEST_CASE("keyed_table: lock-free readers never see a wrong or freed entry",
+          "[keyed_table][stress]") {
 #if INTERLOCK_TSAN || defined(__SANITIZE_ADDRESS__)
   constexpr int operations = 20000;
 #else

@@ -7,7 +7,6 @@
 #include <array>
 #include <atomic>
 #include <cctype>
-#include <thread>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -15,9 +14,10 @@
 #include <optional>
 #include <random>
 #include <set>
-#include <stdexcept>
 #include <sstream>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <unordered_set>
 #include <vector>
@@ -152,8 +152,7 @@ TEST_CASE("streaming in random chunk splits equals one-shot", "[sha256]") {
   }
 }
 
-TEST_CASE("reset discards the message in progress; a moved hasher keeps working",
-          "[sha256]") {
+TEST_CASE("reset discards the message in progress; a moved hasher keeps working", "[sha256]") {
   interlock::sha256 hasher;
   hasher.update("garbage");
   hasher.reset();
@@ -268,8 +267,7 @@ TEST_CASE("content_digest: composites are unambiguous", "[sha256][codec]") {
         interlock::content_digest(padded_with_codec{2, 1}));
 }
 
-TEST_CASE("different values give different digests over many random values",
-          "[sha256][codec]") {
+TEST_CASE("different values give different digests over many random values", "[sha256][codec]") {
   std::mt19937_64 random(3);
   std::set<std::uint64_t> values;
   std::set<digest> digests;

@@ -81,8 +81,7 @@ inline void heavy_barrier() noexcept {
   return;
 #endif
 #if defined(__linux__)
-  if (asymmetric_barrier() &&
-      syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0) {
+  if (asymmetric_barrier() && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0) {
     return;
   }
 #endif

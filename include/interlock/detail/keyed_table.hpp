@@ -105,7 +105,8 @@ class keyed_table {
   static constexpr std::size_t initial_buckets = 8;
 
   explicit keyed_table(std::size_t shard_count = 64, Hash hash = Hash{}, Equal equal = Equal{})
-      : shard_bits_(static_cast<unsigned>(std::countr_zero(std::bit_ceil(shard_count < 1 ? 1 : shard_count)))),
+      : shard_bits_(static_cast<unsigned>(
+            std::countr_zero(std::bit_ceil(shard_count < 1 ? 1 : shard_count)))),
         shards_(new shard[std::size_t{1} << shard_bits_]),
         hash_(std::move(hash)),
         equal_(std::move(equal)) {
@@ -271,7 +272,9 @@ class keyed_table {
   };
 
   /// Locks the shard of `h`. Blocking (std::mutex).
-  [[nodiscard]] locked_shard lock_shard(std::uint64_t h) { return locked_shard(this, &shard_for(h), h); }
+  [[nodiscard]] locked_shard lock_shard(std::uint64_t h) {
+    return locked_shard(this, &shard_for(h), h);
+  }
 
   /// A hash value that selects shard `index` (for visiting every shard's lock).
   [[nodiscard]] std::uint64_t shard_hash(std::size_t index) const noexcept {

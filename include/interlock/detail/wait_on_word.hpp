@@ -43,8 +43,8 @@ using wait_word = std::atomic<std::uint32_t>;
 inline void futex_wait_for(wait_word& word, std::uint32_t expected, const timespec* timeout) {
   // The kernel compares *word with `expected` atomically with going to sleep, which is
   // what makes a wake between the caller's check and this call impossible to miss.
-  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_PRIVATE, expected,
-          timeout, nullptr, 0);
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_PRIVATE, expected, timeout,
+          nullptr, 0);
 }
 
 inline void wake_one(wait_word& word) noexcept {
@@ -53,8 +53,8 @@ inline void wake_one(wait_word& word) noexcept {
 }
 
 inline void wake_all(wait_word& word) noexcept {
-  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE_PRIVATE, INT_MAX,
-          nullptr, nullptr, 0);
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr,
+          nullptr, 0);
 }
 
 /// Blocks while `word` holds `expected`, without a deadline. May return spuriously.
