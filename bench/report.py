@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Benchmark report: run interlock_bench (or read its JSON), pair every
 <scenario>/interlock figure with the baselines measured in the same process at the
 same thread count, and write a Markdown table of ratios plus one PNG plot per
@@ -125,6 +125,8 @@ def main():
     parser.add_argument("--bench", help="path to interlock_bench (runs it)")
     parser.add_argument("--json", help="read this Google Benchmark JSON instead of running")
     parser.add_argument("--out", default="bench/results", help="output folder")
+    parser.add_argument("--compiler", default="", help="compiler and flags, for the report header")
+    parser.add_argument("--command", default="", help="the command that produced --json")
     parser.add_argument("bench_args", nargs="*", help="extra arguments for interlock_bench (after --)")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -141,9 +143,11 @@ def main():
     context = collections.OrderedDict()
     context["machine"] = f"{platform.machine()}, {ctx.get('num_cpus', '?')} CPUs at {ctx.get('mhz_per_cpu', '?')} MHz"
     context["date"] = ctx.get("date", "?")
-    context["library build"] = ctx.get("library_build_type", "?")
-    if command:
-        context["command"] = "`" + " ".join(command) + "`"
+    context["Google Benchmark library build"] = ctx.get("library_build_type", "?")
+    if args.compiler:
+        context["compiler and flags"] = args.compiler
+    if command or args.command:
+        context["command"] = "`" + (" ".join(command) if command else args.command) + "`"
     with open(os.path.join(args.out, "report.md"), "w") as sink:
         sink.write(markdown(table, context))
     plots = plot(table, args.out)
