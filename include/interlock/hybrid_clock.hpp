@@ -152,12 +152,20 @@ class basic_hybrid_clock {
   /// thread's stamp was taken).
   hlc_timestamp now() noexcept(noexcept(std::declval<PhysicalClock&>()())) {
     const std::uint64_t floor = physical_floor();
-    // A guess; the CAS below checks it.
+    // A guess; the RMW below decides.
     std::uint64_t current = state_.load(std::memory_order_relaxed);
+    if (current >= floor && current != ~std::uint64_t{0}) {
+      // The common case under load: the clock is already at or past the physical
+      // time, so the rule max(last + 1, floor) is last + 1 for every later `last`
+      // too (the state only grows). One fetch_add, no CAS retries; a logical
+      // overflow carries into the physical part, as in the CAS path.
+      // (4) acq_rel: pairs with (1), (2), (4) and the load (3).
+      return hlc_timestamp::from_packed(state_.fetch_add(1, std::memory_order_acq_rel) + 1);
+    }
     std::uint64_t next = 0;
     do {
       next = current + 1 > floor ? current + 1 : floor;
-      // (1) acq_rel: pairs with the CASes (1), (2) of other calls and the load (3).
+      // (1) acq_rel: pairs with the RMWs (1), (2), (4) of other calls and the load (3).
     } while (!state_.compare_exchange_weak(current, next, std::memory_order_acq_rel,
                                            std::memory_order_relaxed));
     return hlc_timestamp::from_packed(next);

@@ -1598,6 +1598,18 @@ enum class idempotency_action { execute, join, replay, mismatch, reject };
   return idempotency_action::execute;
 }
 
+/// The fingerprint that identifies a request: content_digest(request), or `request`
+/// itself when it is already an interlock::digest. Every store (in-process, Redis)
+/// compares fingerprints with it. Throws what hashing throws.
+template <class Request>
+[[nodiscard]] digest request_fingerprint(const Request& request) {
+  if constexpr (std::is_same_v<Request, digest>) {
+    return request;
+  } else {
+    return content_digest(request);
+  }
+}
+
 /// The result of idempotency_guard::run.
 template <class Result>
 struct run_outcome {
@@ -1865,7 +1877,7 @@ class idempotency_guard {
   /// hashing the request or allocating a record throws (before anything is recorded).
   template <class K, class Request, class Op>
   outcome run(const K& key, const Request& request, Op&& op) {
-    return run_impl(key, fingerprint_of(request), op, nullptr);
+    return run_impl(key, request_fingerprint(request), op, nullptr);
   }
 
   /// As run, but a concurrent duplicate waits at most `timeout`, then returns
@@ -1876,13 +1888,13 @@ class idempotency_guard {
     const steady_deadline deadline =
         std::chrono::steady_clock::now() +
         std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
-    return run_impl(key, fingerprint_of(request), op, &deadline);
+    return run_impl(key, request_fingerprint(request), op, &deadline);
   }
 
   /// As run_for, with a deadline on the steady clock.
   template <class K, class Request, class Op>
   outcome run_until(const K& key, const Request& request, steady_deadline deadline, Op&& op) {
-    return run_impl(key, fingerprint_of(request), op, &deadline);
+    return run_impl(key, request_fingerprint(request), op, &deadline);
   }
 
   /// Drops the completed (or stored failed) record for `key`, so the next call runs.
@@ -1928,15 +1940,6 @@ class idempotency_guard {
   [[nodiscard]] std::size_t size() const { return store_.table().size(); }
 
  private:
-  template <class Request>
-  static digest fingerprint_of(const Request& request) {
-    if constexpr (std::is_same_v<Request, digest>) {
-      return request;
-    } else {
-      return content_digest(request);
-    }
-  }
-
   static idempotency_record_state state_of(const entry& e) noexcept {
     // (2) acquire: pairs with the publication (1); the result and failure written
     // before it are visible.

@@ -3183,12 +3183,20 @@ class basic_hybrid_clock {
   /// thread's stamp was taken).
   hlc_timestamp now() noexcept(noexcept(std::declval<PhysicalClock&>()())) {
     const std::uint64_t floor = physical_floor();
-    // A guess; the CAS below checks it.
+    // A guess; the RMW below decides.
     std::uint64_t current = state_.load(std::memory_order_relaxed);
+    if (current >= floor && current != ~std::uint64_t{0}) {
+      // The common case under load: the clock is already at or past the physical
+      // time, so the rule max(last + 1, floor) is last + 1 for every later `last`
+      // too (the state only grows). One fetch_add, no CAS retries; a logical
+      // overflow carries into the physical part, as in the CAS path.
+      // (4) acq_rel: pairs with (1), (2), (4) and the load (3).
+      return hlc_timestamp::from_packed(state_.fetch_add(1, std::memory_order_acq_rel) + 1);
+    }
     std::uint64_t next = 0;
     do {
       next = current + 1 > floor ? current + 1 : floor;
-      // (1) acq_rel: pairs with the CASes (1), (2) of other calls and the load (3).
+      // (1) acq_rel: pairs with the RMWs (1), (2), (4) of other calls and the load (3).
     } while (!state_.compare_exchange_weak(current, next, std::memory_order_acq_rel,
                                            std::memory_order_relaxed));
     return hlc_timestamp::from_packed(next);
@@ -3698,6 +3706,18 @@ enum class idempotency_action { execute, join, replay, mismatch, reject };
   return idempotency_action::execute;
 }
 
+/// The fingerprint that identifies a request: content_digest(request), or `request`
+/// itself when it is already an interlock::digest. Every store (in-process, Redis)
+/// compares fingerprints with it. Throws what hashing throws.
+template <class Request>
+[[nodiscard]] digest request_fingerprint(const Request& request) {
+  if constexpr (std::is_same_v<Request, digest>) {
+    return request;
+  } else {
+    return content_digest(request);
+  }
+}
+
 /// The result of idempotency_guard::run.
 template <class Result>
 struct run_outcome {
@@ -3965,7 +3985,7 @@ class idempotency_guard {
   /// hashing the request or allocating a record throws (before anything is recorded).
   template <class K, class Request, class Op>
   outcome run(const K& key, const Request& request, Op&& op) {
-    return run_impl(key, fingerprint_of(request), op, nullptr);
+    return run_impl(key, request_fingerprint(request), op, nullptr);
   }
 
   /// As run, but a concurrent duplicate waits at most `timeout`, then returns
@@ -3976,13 +3996,13 @@ class idempotency_guard {
     const steady_deadline deadline =
         std::chrono::steady_clock::now() +
         std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
-    return run_impl(key, fingerprint_of(request), op, &deadline);
+    return run_impl(key, request_fingerprint(request), op, &deadline);
   }
 
   /// As run_for, with a deadline on the steady clock.
   template <class K, class Request, class Op>
   outcome run_until(const K& key, const Request& request, steady_deadline deadline, Op&& op) {
-    return run_impl(key, fingerprint_of(request), op, &deadline);
+    return run_impl(key, request_fingerprint(request), op, &deadline);
   }
 
   /// Drops the completed (or stored failed) record for `key`, so the next call runs.
@@ -4028,15 +4048,6 @@ class idempotency_guard {
   [[nodiscard]] std::size_t size() const { return store_.table().size(); }
 
  private:
-  template <class Request>
-  static digest fingerprint_of(const Request& request) {
-    if constexpr (std::is_same_v<Request, digest>) {
-      return request;
-    } else {
-      return content_digest(request);
-    }
-  }
-
   static idempotency_record_state state_of(const entry& e) noexcept {
     // (2) acquire: pairs with the publication (1); the result and failure written
     // before it are visible.

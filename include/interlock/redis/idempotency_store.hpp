@@ -113,7 +113,7 @@ class idempotency_guard {
   /// redis_error, and what hashing the request or the codec throws.
   template <class Request, class Op>
   outcome run(std::string_view key, const Request& request, Op&& op) {
-    return run_impl(key, fingerprint_of(request), op, std::nullopt);
+    return run_impl(key, request_fingerprint(request), op, std::nullopt);
   }
 
   /// As run, but a concurrent duplicate waits at most `timeout`, then returns
@@ -121,7 +121,7 @@ class idempotency_guard {
   template <class Request, class Rep, class Period, class Op>
   outcome run_for(std::string_view key, const Request& request,
                   std::chrono::duration<Rep, Period> timeout, Op&& op) {
-    return run_impl(key, fingerprint_of(request), op,
+    return run_impl(key, request_fingerprint(request), op,
                     std::chrono::steady_clock::now() +
                         std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout));
   }
@@ -130,7 +130,7 @@ class idempotency_guard {
   template <class Request, class Op>
   outcome run_until(std::string_view key, const Request& request,
                     std::chrono::steady_clock::time_point deadline, Op&& op) {
-    return run_impl(key, fingerprint_of(request), op, deadline);
+    return run_impl(key, request_fingerprint(request), op, deadline);
   }
 
   /// Drops the completed record of `key` so the next call runs; false when there is
@@ -182,15 +182,6 @@ class idempotency_guard {
         "if v and string.sub(v, 1, 1) == 'C' then return redis.call('DEL', KEYS[1]) end\n"
         "return 0\n");
     return s;
-  }
-
-  template <class Request>
-  static digest fingerprint_of(const Request& request) {
-    if constexpr (std::is_same_v<Request, digest>) {
-      return request;
-    } else {
-      return content_digest(request);
-    }
   }
 
   struct parsed {
