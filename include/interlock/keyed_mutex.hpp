@@ -83,6 +83,7 @@
 #include <interlock/config.hpp>
 #include <interlock/detail/hazard_pointer.hpp>
 #include <interlock/detail/keyed_table.hpp>
+#include <interlock/detail/spin.hpp>
 #include <interlock/detail/wait_on_word.hpp>
 
 #include <algorithm>
@@ -133,14 +134,6 @@ struct keyed_mutex_stats {
 };
 
 namespace detail {
-
-inline void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield" ::: "memory");
-#endif
-}
 
 /// A small per-thread number (1, 2, ...) that spreads statistics over stripes.
 inline unsigned thread_stripe_index() noexcept {

@@ -65,6 +65,7 @@
 #include <interlock/config.hpp>
 #include <interlock/detail/hazard_pointer.hpp>
 #include <interlock/detail/snapshot_cell.hpp>
+#include <interlock/detail/spin.hpp>
 #include <interlock/retry.hpp>
 
 #include <array>
@@ -80,10 +81,6 @@
 #include <thread>
 #include <type_traits>
 #include <utility>
-
-#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64)
-#include <immintrin.h>
-#endif
 
 INTERLOCK_NAMESPACE_BEGIN
 
@@ -108,11 +105,7 @@ inline constexpr bool seqlock_eligible = std::is_trivially_copyable_v<T> && size
 /// (possibly descheduled) thread we wait for.
 inline void spin_pause(unsigned& spins) noexcept {
   if (++spins < 64) {
-#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64)
-    _mm_pause();
-#elif defined(__aarch64__)
-    asm volatile("yield" ::: "memory");
-#endif
+    cpu_relax();
   } else {
     std::this_thread::yield();
   }

@@ -375,10 +375,15 @@ class hazard_domain {
   hazard_domain() = default;
   ~hazard_domain() = default;
 
+  /// A thread scans after this many retirements. Each scan costs a membarrier (an
+  /// inter-processor interrupt to every CPU running the process, expensive in a VM),
+  /// so scans are amortized over at least 1024 nodes: measured, a threshold of 128
+  /// spent a fifth of keyed_mutex's time in those interrupts. A thread therefore holds
+  /// at most 1024 (or 2 x records) + records retired nodes.
   std::size_t scan_threshold() const noexcept {
     // Relaxed: a heuristic; a stale count only moves the next scan a little.
     const std::size_t records = record_count_.load(std::memory_order_relaxed);
-    return std::max<std::size_t>(128, 2 * records);
+    return std::max<std::size_t>(1024, 2 * records);
   }
 
   static void register_thread_flush(hazard_thread_state& state) noexcept;
@@ -588,6 +593,222 @@ INTERLOCK_NAMESPACE_END
 #define INTERLOCK_DETAIL_KEYED_TABLE_HPP
 
 
+// ---- begin interlock/detail/spin.hpp ----
+// interlock/detail/spin.hpp: the CPU pause used by every spin-wait, and a small
+// spin-then-sleep mutex for short critical sections.
+//
+// Design note. The shards of detail::keyed_table are locked only to link, unlink or
+// grow a chain: a few dozen instructions. A std::mutex (pthread) sleeps in the kernel
+// as soon as it is contended, so two threads meeting on one shard pay two futex
+// system calls for a wait of a few nanoseconds. spin_mutex spins briefly (with a CPU
+// pause) before it sleeps, on the same futex word facility as every other blocking
+// interlock primitive (detail/wait_on_word.hpp).
+//
+// spin_mutex: BasicLockable and Lockable (lock, unlock, try_lock); not recursive;
+// not fair (a releasing thread may take it again at once). Memory ordering: unlock is
+// a release and lock an acquire on the state word, so everything done under the lock
+// is visible to the next holder.
+#ifndef INTERLOCK_DETAIL_SPIN_HPP
+#define INTERLOCK_DETAIL_SPIN_HPP
+
+
+// ---- begin interlock/detail/wait_on_word.hpp ----
+// interlock/detail/wait_on_word.hpp: wait until a 32-bit atomic word changes, with a
+// deadline. C++20 std::atomic::wait has no timeout; every blocking interlock
+// primitive (cas_slot's wait for change, contended keyed locks, idempotency waiters)
+// sleeps through this one facility.
+//
+// On Linux it is a futex (FUTEX_WAIT_PRIVATE with a relative timeout recomputed from
+// the caller's clock, so any clock works). Elsewhere it falls back to a fixed table
+// of mutex + condition-variable buckets chosen by the word's address.
+//
+// Contract: wait_until(word, expected, deadline) returns when the word no longer
+// holds `expected` (true), when the deadline passes (false), or spuriously (true):
+// callers always re-check their own condition in a loop. wake_one / wake_all wake
+// threads blocked on the word; a waker must change the word (with a store that the
+// waiter's load can observe) before waking, or the waiter may sleep through it.
+#ifndef INTERLOCK_DETAIL_WAIT_ON_WORD_HPP
+#define INTERLOCK_DETAIL_WAIT_ON_WORD_HPP
+
+
+#include <atomic>
+#include <chrono>
+#include <climits>
+#include <cstdint>
+
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+#else
+#include <array>
+#include <condition_variable>
+#include <mutex>
+#endif
+
+INTERLOCK_NAMESPACE_BEGIN
+namespace detail {
+
+using wait_word = std::atomic<std::uint32_t>;
+
+#if defined(__linux__)
+
+inline void futex_wait_for(wait_word& word, std::uint32_t expected, const timespec* timeout) {
+  // The kernel compares *word with `expected` atomically with going to sleep, which is
+  // what makes a wake between the caller's check and this call impossible to miss.
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_PRIVATE, expected, timeout,
+          nullptr, 0);
+}
+
+inline void wake_one(wait_word& word) noexcept {
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE_PRIVATE, 1, nullptr,
+          nullptr, 0);
+}
+
+inline void wake_all(wait_word& word) noexcept {
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr,
+          nullptr, 0);
+}
+
+/// Blocks while `word` holds `expected`, without a deadline. May return spuriously.
+inline void wait(wait_word& word, std::uint32_t expected) noexcept {
+  // (1) acquire: pairs with the waker's release store that changed the word, so a
+  // caller that sees the new value also sees what the waker wrote before it.
+  if (word.load(std::memory_order_acquire) != expected) return;
+  futex_wait_for(word, expected, nullptr);
+}
+
+/// Blocks while `word` holds `expected` until `deadline` on Clock. Returns false only
+/// when the deadline has passed. May return true spuriously.
+template <class Clock, class Duration>
+bool wait_until(wait_word& word, std::uint32_t expected,
+                const std::chrono::time_point<Clock, Duration>& deadline) noexcept {
+  // (2) acquire: same pairing as (1).
+  if (word.load(std::memory_order_acquire) != expected) return true;
+  const auto remaining = deadline - Clock::now();
+  if (remaining <= Duration::zero()) return false;
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(remaining).count();
+  constexpr long long billion = 1'000'000'000;
+  const long long capped = ns > 3600 * billion ? 3600 * billion : ns;  // re-armed by callers
+  timespec timeout{};
+  timeout.tv_sec = static_cast<time_t>(capped / billion);
+  timeout.tv_nsec = static_cast<long>(capped % billion);
+  futex_wait_for(word, expected, &timeout);
+  return Clock::now() < deadline || word.load(std::memory_order_acquire) != expected;
+}
+
+#else  // portable fallback
+
+struct wait_bucket {
+  std::mutex mutex;
+  std::condition_variable changed;
+};
+
+inline wait_bucket& bucket_for(const void* address) noexcept {
+  static std::array<wait_bucket, 64> buckets;
+  const auto bits = reinterpret_cast<std::uintptr_t>(address);
+  return buckets[(bits >> 4) % buckets.size()];
+}
+
+inline void wake_all(wait_word& word) noexcept {
+  auto& bucket = bucket_for(&word);
+  { std::lock_guard lock(bucket.mutex); }  // orders this wake after a waiter's check
+  bucket.changed.notify_all();
+}
+inline void wake_one(wait_word& word) noexcept { wake_all(word); }
+
+inline void wait(wait_word& word, std::uint32_t expected) noexcept {
+  auto& bucket = bucket_for(&word);
+  std::unique_lock lock(bucket.mutex);
+  if (word.load(std::memory_order_acquire) == expected) bucket.changed.wait(lock);
+}
+
+template <class Clock, class Duration>
+bool wait_until(wait_word& word, std::uint32_t expected,
+                const std::chrono::time_point<Clock, Duration>& deadline) noexcept {
+  auto& bucket = bucket_for(&word);
+  std::unique_lock lock(bucket.mutex);
+  if (word.load(std::memory_order_acquire) != expected) return true;
+  return bucket.changed.wait_until(lock, deadline) == std::cv_status::no_timeout ||
+         word.load(std::memory_order_acquire) != expected;
+}
+
+#endif
+
+}  // namespace detail
+INTERLOCK_NAMESPACE_END
+
+#endif  // INTERLOCK_DETAIL_WAIT_ON_WORD_HPP
+// ---- end interlock/detail/wait_on_word.hpp ----
+
+#include <atomic>
+#include <cstdint>
+
+#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64)
+#include <immintrin.h>
+#endif
+
+INTERLOCK_NAMESPACE_BEGIN
+namespace detail {
+
+/// One CPU pause: tells the core (and its SMT sibling) that this thread is spinning.
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64)
+  _mm_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
+class spin_mutex {
+ public:
+  /// Spins this many pauses for the holder to leave before sleeping.
+  static constexpr int spin_limit = INTERLOCK_TSAN ? 16 : 128;
+
+  spin_mutex() noexcept = default;
+  spin_mutex(const spin_mutex&) = delete;
+  spin_mutex& operator=(const spin_mutex&) = delete;
+
+  [[nodiscard]] bool try_lock() noexcept {
+    std::uint32_t expected = unlocked;
+    // (1) acquire: pairs with the release in unlock (3).
+    return state_.compare_exchange_strong(expected, locked, std::memory_order_acquire,
+                                          std::memory_order_relaxed);
+  }
+
+  void lock() noexcept {
+    if (try_lock()) return;
+    for (int i = 0; i < spin_limit; ++i) {
+      cpu_relax();
+      // Relaxed: only a hint that the lock is free; try_lock's CAS is the acquire.
+      if (state_.load(std::memory_order_relaxed) == unlocked && try_lock()) return;
+    }
+    // Sleep until woken, marking the lock contended so that unlock wakes a waiter.
+    // (2) acquire: pairs with (3); an exchange that returns `unlocked` took the lock.
+    while (state_.exchange(contended, std::memory_order_acquire) != unlocked) {
+      wait(state_, contended);
+    }
+  }
+
+  void unlock() noexcept {
+    // (3) release: pairs with (1) and (2).
+    if (state_.exchange(unlocked, std::memory_order_release) == contended) wake_one(state_);
+  }
+
+ private:
+  static constexpr std::uint32_t unlocked = 0;
+  static constexpr std::uint32_t locked = 1;
+  static constexpr std::uint32_t contended = 2;  // locked, and a thread may be asleep
+  wait_word state_{unlocked};
+};
+
+}  // namespace detail
+INTERLOCK_NAMESPACE_END
+
+#endif  // INTERLOCK_DETAIL_SPIN_HPP
+// ---- end interlock/detail/spin.hpp ----
+
 #include <atomic>
 #include <bit>
 #include <cstddef>
@@ -656,7 +877,7 @@ class keyed_table {
   };
 
   struct alignas(cache_line_size) shard {
-    std::mutex mutex;
+    spin_mutex mutex;
     std::atomic<bucket_array*> buckets{nullptr};
     std::size_t size = 0;  // guarded by mutex
   };
@@ -828,10 +1049,10 @@ class keyed_table {
     const keyed_table* table_;
     shard* s_;
     std::uint64_t h_;
-    std::unique_lock<std::mutex> lock_;
+    std::unique_lock<spin_mutex> lock_;
   };
 
-  /// Locks the shard of `h`. Blocking (std::mutex).
+  /// Locks the shard of `h`. Blocking (spin_mutex: a short spin, then a futex sleep).
   [[nodiscard]] locked_shard lock_shard(std::uint64_t h) {
     return locked_shard(this, &shard_for(h), h);
   }
@@ -891,136 +1112,6 @@ INTERLOCK_NAMESPACE_END
 #endif  // INTERLOCK_DETAIL_KEYED_TABLE_HPP
 // ---- end interlock/detail/keyed_table.hpp ----
 
-// ---- begin interlock/detail/wait_on_word.hpp ----
-// interlock/detail/wait_on_word.hpp: wait until a 32-bit atomic word changes, with a
-// deadline. C++20 std::atomic::wait has no timeout; every blocking interlock
-// primitive (cas_slot's wait for change, contended keyed locks, idempotency waiters)
-// sleeps through this one facility.
-//
-// On Linux it is a futex (FUTEX_WAIT_PRIVATE with a relative timeout recomputed from
-// the caller's clock, so any clock works). Elsewhere it falls back to a fixed table
-// of mutex + condition-variable buckets chosen by the word's address.
-//
-// Contract: wait_until(word, expected, deadline) returns when the word no longer
-// holds `expected` (true), when the deadline passes (false), or spuriously (true):
-// callers always re-check their own condition in a loop. wake_one / wake_all wake
-// threads blocked on the word; a waker must change the word (with a store that the
-// waiter's load can observe) before waking, or the waiter may sleep through it.
-#ifndef INTERLOCK_DETAIL_WAIT_ON_WORD_HPP
-#define INTERLOCK_DETAIL_WAIT_ON_WORD_HPP
-
-
-#include <atomic>
-#include <chrono>
-#include <climits>
-#include <cstdint>
-
-#if defined(__linux__)
-#include <linux/futex.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
-#else
-#include <array>
-#include <condition_variable>
-#include <mutex>
-#endif
-
-INTERLOCK_NAMESPACE_BEGIN
-namespace detail {
-
-using wait_word = std::atomic<std::uint32_t>;
-
-#if defined(__linux__)
-
-inline void futex_wait_for(wait_word& word, std::uint32_t expected, const timespec* timeout) {
-  // The kernel compares *word with `expected` atomically with going to sleep, which is
-  // what makes a wake between the caller's check and this call impossible to miss.
-  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_PRIVATE, expected, timeout,
-          nullptr, 0);
-}
-
-inline void wake_one(wait_word& word) noexcept {
-  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE_PRIVATE, 1, nullptr,
-          nullptr, 0);
-}
-
-inline void wake_all(wait_word& word) noexcept {
-  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr,
-          nullptr, 0);
-}
-
-/// Blocks while `word` holds `expected`, without a deadline. May return spuriously.
-inline void wait(wait_word& word, std::uint32_t expected) noexcept {
-  // (1) acquire: pairs with the waker's release store that changed the word, so a
-  // caller that sees the new value also sees what the waker wrote before it.
-  if (word.load(std::memory_order_acquire) != expected) return;
-  futex_wait_for(word, expected, nullptr);
-}
-
-/// Blocks while `word` holds `expected` until `deadline` on Clock. Returns false only
-/// when the deadline has passed. May return true spuriously.
-template <class Clock, class Duration>
-bool wait_until(wait_word& word, std::uint32_t expected,
-                const std::chrono::time_point<Clock, Duration>& deadline) noexcept {
-  // (2) acquire: same pairing as (1).
-  if (word.load(std::memory_order_acquire) != expected) return true;
-  const auto remaining = deadline - Clock::now();
-  if (remaining <= Duration::zero()) return false;
-  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(remaining).count();
-  constexpr long long billion = 1'000'000'000;
-  const long long capped = ns > 3600 * billion ? 3600 * billion : ns;  // re-armed by callers
-  timespec timeout{};
-  timeout.tv_sec = static_cast<time_t>(capped / billion);
-  timeout.tv_nsec = static_cast<long>(capped % billion);
-  futex_wait_for(word, expected, &timeout);
-  return Clock::now() < deadline || word.load(std::memory_order_acquire) != expected;
-}
-
-#else  // portable fallback
-
-struct wait_bucket {
-  std::mutex mutex;
-  std::condition_variable changed;
-};
-
-inline wait_bucket& bucket_for(const void* address) noexcept {
-  static std::array<wait_bucket, 64> buckets;
-  const auto bits = reinterpret_cast<std::uintptr_t>(address);
-  return buckets[(bits >> 4) % buckets.size()];
-}
-
-inline void wake_all(wait_word& word) noexcept {
-  auto& bucket = bucket_for(&word);
-  { std::lock_guard lock(bucket.mutex); }  // orders this wake after a waiter's check
-  bucket.changed.notify_all();
-}
-inline void wake_one(wait_word& word) noexcept { wake_all(word); }
-
-inline void wait(wait_word& word, std::uint32_t expected) noexcept {
-  auto& bucket = bucket_for(&word);
-  std::unique_lock lock(bucket.mutex);
-  if (word.load(std::memory_order_acquire) == expected) bucket.changed.wait(lock);
-}
-
-template <class Clock, class Duration>
-bool wait_until(wait_word& word, std::uint32_t expected,
-                const std::chrono::time_point<Clock, Duration>& deadline) noexcept {
-  auto& bucket = bucket_for(&word);
-  std::unique_lock lock(bucket.mutex);
-  if (word.load(std::memory_order_acquire) != expected) return true;
-  return bucket.changed.wait_until(lock, deadline) == std::cv_status::no_timeout ||
-         word.load(std::memory_order_acquire) != expected;
-}
-
-#endif
-
-}  // namespace detail
-INTERLOCK_NAMESPACE_END
-
-#endif  // INTERLOCK_DETAIL_WAIT_ON_WORD_HPP
-// ---- end interlock/detail/wait_on_word.hpp ----
-
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -1069,14 +1160,6 @@ struct keyed_mutex_stats {
 };
 
 namespace detail {
-
-inline void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield" ::: "memory");
-#endif
-}
 
 /// A small per-thread number (1, 2, ...) that spreads statistics over stripes.
 inline unsigned thread_stripe_index() noexcept {

@@ -27,6 +27,7 @@
 
 #include <interlock/config.hpp>
 #include <interlock/detail/hazard_pointer.hpp>
+#include <interlock/detail/spin.hpp>
 
 #include <atomic>
 #include <bit>
@@ -96,7 +97,7 @@ class keyed_table {
   };
 
   struct alignas(cache_line_size) shard {
-    std::mutex mutex;
+    spin_mutex mutex;
     std::atomic<bucket_array*> buckets{nullptr};
     std::size_t size = 0;  // guarded by mutex
   };
@@ -268,10 +269,10 @@ class keyed_table {
     const keyed_table* table_;
     shard* s_;
     std::uint64_t h_;
-    std::unique_lock<std::mutex> lock_;
+    std::unique_lock<spin_mutex> lock_;
   };
 
-  /// Locks the shard of `h`. Blocking (std::mutex).
+  /// Locks the shard of `h`. Blocking (spin_mutex: a short spin, then a futex sleep).
   [[nodiscard]] locked_shard lock_shard(std::uint64_t h) {
     return locked_shard(this, &shard_for(h), h);
   }
