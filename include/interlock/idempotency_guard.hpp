@@ -41,6 +41,7 @@
 #include <interlock/config.hpp>
 #include <interlock/detail/hazard_pointer.hpp>
 #include <interlock/detail/keyed_table.hpp>
+#include <interlock/detail/striped_counter.hpp>
 #include <interlock/detail/wait_on_word.hpp>
 #include <interlock/sha256.hpp>
 
@@ -186,15 +187,6 @@ struct claim_stats {
 
 namespace detail {
 
-/// A relaxed event counter: a statistic, ordered with nothing else.
-struct event_counter {
-  std::atomic<std::uint64_t> value{0};
-  void bump() noexcept { value.fetch_add(1, std::memory_order_relaxed); }  // a statistic
-  [[nodiscard]] std::uint64_t get() const noexcept {
-    return value.load(std::memory_order_relaxed);  // a statistic
-  }
-};
-
 /// A stored record with an expiry and a place in its shard's completion order.
 template <class Key>
 struct retained_entry : keyed_entry<Key> {
@@ -264,7 +256,7 @@ class retained_table {
       auto* victim = static_cast<Entry*>(o.oldest);
       erase_locked(shard, victim);
       retired.push_back(victim);
-      evictions_.bump();
+      counters_.bump(evicted);
     }
   }
 
@@ -275,7 +267,7 @@ class retained_table {
       auto* victim = static_cast<Entry*>(o.oldest);
       retired.push_back(victim);  // may throw: then nothing was erased yet
       erase_locked(shard, victim);
-      expirations_.bump();
+      counters_.bump(expired_count);
     }
   }
 
@@ -283,7 +275,7 @@ class retained_table {
   void expire_locked(locked_shard& shard, Entry* e, std::vector<Entry*>& retired) {
     retired.push_back(e);
     erase_locked(shard, e);
-    expirations_.bump();
+    counters_.bump(expired_count);
   }
 
   /// Under the shard lock: unlinks `e` from the table and from the completion order.
@@ -319,8 +311,10 @@ class retained_table {
     return purged;
   }
 
-  [[nodiscard]] std::uint64_t expirations() const noexcept { return expirations_.get(); }
-  [[nodiscard]] std::uint64_t evictions() const noexcept { return evictions_.get(); }
+  [[nodiscard]] std::uint64_t expirations() const noexcept {
+    return counters_.total(expired_count);
+  }
+  [[nodiscard]] std::uint64_t evictions() const noexcept { return counters_.total(evicted); }
 
  private:
   struct alignas(cache_line_size) order {
@@ -339,8 +333,8 @@ class retained_table {
   table_type table_;
   std::vector<order> orders_;
   std::size_t per_shard_capacity_;
-  event_counter expirations_;
-  event_counter evictions_;
+  enum counter : std::size_t { expired_count, evicted, count };
+  striped_counters<count> counters_;
 };
 
 }  // namespace detail
@@ -447,12 +441,12 @@ class idempotency_guard {
   /// The counters; `entries` locks each shard in turn (O(shards)).
   [[nodiscard]] idempotency_stats stats() const {
     idempotency_stats s;
-    s.executed = executed_.get();
-    s.joined = joined_.get();
-    s.replayed = replayed_.get();
-    s.mismatches = mismatches_.get();
-    s.in_progress_rejections = rejections_.get();
-    s.failures = failures_.get();
+    s.executed = counters_.total(executed);
+    s.joined = counters_.total(joined);
+    s.replayed = counters_.total(replayed);
+    s.mismatches = counters_.total(mismatches);
+    s.in_progress_rejections = counters_.total(rejections);
+    s.failures = counters_.total(failures);
     s.expirations = store_.expirations();
     s.evictions = store_.evictions();
     s.entries = store_.table().size();
@@ -521,24 +515,24 @@ class idempotency_guard {
     const auto state = visible_state(e, store_.now_ticks());
     switch (decide_idempotent(state, e.fingerprint, fingerprint, store_.options().on_concurrent)) {
       case idempotency_action::mismatch:
-        mismatches_.bump();
+        counters_.bump(mismatches);
         return outcome{run_status::mismatch, nullptr};
       case idempotency_action::reject:
-        rejections_.bump();
+        counters_.bump(rejections);
         return outcome{run_status::in_progress, nullptr};
       case idempotency_action::replay:
         if (state == idempotency_record_state::failed &&
             store_.options().on_failure == failure_policy::forget) {
           return std::nullopt;  // a failure being removed, not stored: run again
         }
-        replayed_.bump();
+        counters_.bump(replayed);
         return deliver(e, run_status::replayed);
       case idempotency_action::join:
         if (!wait_for_outcome(e, deadline)) {
-          rejections_.bump();
+          counters_.bump(rejections);
           return outcome{run_status::in_progress, nullptr};
         }
-        joined_.bump();
+        counters_.bump(joined);
         return deliver(e, run_status::joined);
       case idempotency_action::execute:
         break;
@@ -589,7 +583,7 @@ class idempotency_guard {
       fail(e, std::current_exception());
       throw;
     }
-    executed_.bump();
+    counters_.bump(executed);
     e.result = result;
     finish(e, idempotency_record_state::completed);
     return outcome{run_status::executed, std::move(result)};
@@ -614,7 +608,7 @@ class idempotency_guard {
   }
 
   void fail(entry& e, std::exception_ptr failure) noexcept {
-    failures_.bump();
+    counters_.bump(failures);
     e.failure = std::move(failure);
     if (store_.options().on_failure == failure_policy::store) {
       finish(e, idempotency_record_state::failed);
@@ -629,8 +623,17 @@ class idempotency_guard {
     retained::table_type::retire(&e);  // joined waiters still hold hazard pointers
   }
 
+  enum counter : std::size_t {
+    executed,
+    joined,
+    replayed,
+    mismatches,
+    rejections,
+    failures,
+    count
+  };
   retained store_;
-  detail::event_counter executed_, joined_, replayed_, mismatches_, rejections_, failures_;
+  detail::striped_counters<count> counters_;  // bumped on every call: striped per thread
 };
 
 // ============================================================================
@@ -683,12 +686,12 @@ class unique_claims {
       typename retained::table_type::lookup_guards guards;
       if (entry* e = table.find(guards, key, h);
           e != nullptr && !retained::expired(*e, store_.now_ticks())) {
-        refused_.bump();
+        counters_.bump(refused);
         return false;
       }
     }
     std::vector<entry*> retired;
-    bool granted = false;
+    bool granted_now = false;
     {
       auto shard = table.lock_shard(h);
       const std::int64_t now = store_.now_ticks();
@@ -704,12 +707,12 @@ class unique_claims {
         retired.reserve(retired.size() + 1);
         shard.insert(fresh.get());
         store_.complete_locked(shard, fresh.release(), retired);
-        granted = true;
+        granted_now = true;
       }
     }
     retained::retire_all(retired);
-    (granted ? granted_ : refused_).bump();
-    return granted;
+    counters_.bump(granted_now ? granted : refused);
+    return granted_now;
   }
 
   /// Releases the claim on `key` so it can be claimed again. False when not claimed.
@@ -724,7 +727,7 @@ class unique_claims {
       store_.erase_locked(shard, victim);
     }
     retained::table_type::retire(victim);
-    released_.bump();
+    counters_.bump(released);
     return true;
   }
 
@@ -749,9 +752,9 @@ class unique_claims {
 
   [[nodiscard]] claim_stats stats() const {
     claim_stats s;
-    s.granted = granted_.get();
-    s.refused = refused_.get();
-    s.released = released_.get();
+    s.granted = counters_.total(granted);
+    s.refused = counters_.total(refused);
+    s.released = counters_.total(released);
     s.expirations = store_.expirations();
     s.evictions = store_.evictions();
     s.entries = store_.table().size();
@@ -777,8 +780,9 @@ class unique_claims {
     return e;
   }
 
+  enum counter : std::size_t { granted, refused, released, count };
   mutable retained store_;  // lookups from const members lock shards
-  detail::event_counter granted_, refused_, released_;
+  detail::striped_counters<count> counters_;
 };
 
 INTERLOCK_NAMESPACE_END

@@ -84,6 +84,7 @@
 #include <interlock/detail/hazard_pointer.hpp>
 #include <interlock/detail/keyed_table.hpp>
 #include <interlock/detail/spin.hpp>
+#include <interlock/detail/striped_counter.hpp>
 #include <interlock/detail/wait_on_word.hpp>
 
 #include <algorithm>
@@ -132,21 +133,6 @@ struct keyed_mutex_stats {
                : total_wait / static_cast<std::int64_t>(contended_acquisitions);
   }
 };
-
-namespace detail {
-
-/// A small per-thread number (1, 2, ...) that spreads statistics over stripes.
-inline unsigned thread_stripe_index() noexcept {
-  static constinit thread_local unsigned index = 0;  // 0: not assigned yet
-  if (index == 0) {
-    static std::atomic<unsigned> next{0};
-    // Relaxed: only distinctness matters, and the RMW gives that.
-    index = next.fetch_add(1, std::memory_order_relaxed) + 1;
-  }
-  return index;
-}
-
-}  // namespace detail
 
 template <class Key, class Hash = key_hash<Key>, class Equal = std::equal_to<>>
 class keyed_mutex {
