@@ -377,7 +377,7 @@ class hazard_guard {
 
 /// Reclaims now every value that this thread or an exited thread replaced and that
 /// no live snapshot still holds. Never needed for correctness (reclamation runs on
-/// its own every few hundred replacements); useful in tests and before measuring
+/// its own every thousand or so replacements); useful in tests and before measuring
 /// memory.
 inline void reclaim_retired() noexcept { detail::hazard_domain::instance().reclaim_now(); }
 
