@@ -1186,6 +1186,7 @@ INTERLOCK_NAMESPACE_END
 #include <functional>
 #include <initializer_list>
 #include <iterator>
+#include <memory>
 #include <optional>
 #include <ranges>
 #include <stdexcept>
@@ -1665,10 +1666,10 @@ class keyed_mutex {
     }
     // Relaxed: ordered by the shard lock (see raise_floor).
     const std::uint64_t floor = floor_for(h).value.load(std::memory_order_relaxed);
-    auto* e = new entry(key, h, initial_state, floor);
-    shard.insert(e);
+    auto fresh = std::make_unique<entry>(key, h, initial_state, floor);
+    shard.insert(fresh.get());  // may throw (growing the shard) before linking it
     created = true;
-    return e;
+    return fresh.release();
   }
 
   /// Drops one reference; the last one erases the entry if it is still idle.
@@ -1683,10 +1684,15 @@ class keyed_mutex {
       // Address compare only: someone may have revived, released and erased it.
       // (D2) acquire: pairs with the last release decrement (D1).
       if (shard.contains(e) && e->refs.load(std::memory_order_acquire) == 0) {
+        // Linked and idle under the lock, so `e` is valid here, but its memory may
+        // have been reused by another key's entry since we read `h`: fold its tokens
+        // into the floor of the key it holds now.
+        const std::uint64_t own_hash = e->hash;
         const std::uint64_t last = e->token.load(std::memory_order_relaxed);  // D2 ordered it
-        raise_floor(h, last);
+        raise_floor(own_hash, last);
         // Relaxed: a statistic.
-        floor_for(h).acquisitions.fetch_add(last - e->first_token, std::memory_order_relaxed);
+        floor_for(own_hash).acquisitions.fetch_add(last - e->first_token,
+                                                   std::memory_order_relaxed);
         shard.erase(e);
         victim = e;
       }
@@ -1934,7 +1940,9 @@ class keyed_mutex {
     // the accesses to token follow that order; a created entry's token was set
     // before the entry was published. An exclusive holder is alone, so a load and a
     // store suffice; shared holders may be many, so they add.
-    std::uint64_t token = e->token.load(std::memory_order_relaxed);
+    // A creator's grant is the entry's first: first_token + 1, whatever readers that
+    // joined the new entry before this call have taken since (they add to `token`).
+    std::uint64_t token = created ? e->first_token + 1 : e->token.load(std::memory_order_relaxed);
     if (!created) {
       if (exclusive) {
         e->token.store(++token, std::memory_order_relaxed);
@@ -1980,7 +1988,12 @@ class keyed_mutex {
 
     multi_guard out;
     out.map_ = this;
-    out.held_.reserve(entries.size());
+    try {
+      out.held_.reserve(entries.size());
+    } catch (...) {
+      for (entry* e : entries) drop_ref(e);
+      throw;
+    }
     for (std::size_t i = 0; i < entries.size(); ++i) {
       bool contended = false;
       std::chrono::steady_clock::time_point start{};

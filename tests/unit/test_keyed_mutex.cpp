@@ -5,6 +5,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -550,3 +551,31 @@ TEST_CASE("keyed_mutex: relocking a held key is detected in debug builds", "[key
   CHECK(WTERMSIG(status) == SIGABRT);
 }
 #endif
+
+TEST_CASE("keyed_mutex: every shared grant gets its own token, also on a new entry",
+          "[keyed_mutex]") {
+  // Readers that join an entry another reader is creating used to be able to take
+  // the creator's token: the creator read the entry's token after they had added.
+  keyed_mutex<int> locks;
+  constexpr int threads = 4;
+  const int rounds = 50000 / slowdown;
+  std::vector<std::vector<std::uint64_t>> tokens(threads);
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      tokens[static_cast<std::size_t>(t)].reserve(static_cast<std::size_t>(rounds));
+      for (int i = 0; i < rounds; ++i) {
+        auto g = locks.lock_shared(7);
+        tokens[static_cast<std::size_t>(t)].push_back(g.fencing_token());
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  std::vector<std::uint64_t> all;
+  for (const auto& mine : tokens) all.insert(all.end(), mine.begin(), mine.end());
+  std::sort(all.begin(), all.end());
+  const auto duplicate = std::adjacent_find(all.begin(), all.end());
+  CHECK(duplicate == all.end());
+  CHECK(all.size() == static_cast<std::size_t>(threads * rounds));
+  CHECK(locks.size() == 0);
+}
