@@ -56,9 +56,12 @@
 // consistent read, made after the failed commit.
 //
 // Exception safety: if fn, T's copy or move constructor, an allocation, or a hazard
-// record allocation throws, the value and version are unchanged and the exception
-// reaches the caller (strong guarantee). The seqlock write path runs no user code
-// between its claim and its publication, so it cannot be left half written.
+// record allocation throws before a commit, the value and version are unchanged and
+// the exception reaches the caller (strong guarantee). One exception: update() and
+// try_update() move the committed value into their result after the commit, so for a
+// T whose move constructor can throw, such a throw leaves the commit in place (the
+// guarantee is strong for nothrow-movable T). The seqlock write path runs no user
+// code between its claim and its publication, so it cannot be left half written.
 #ifndef INTERLOCK_VERSIONED_HPP
 #define INTERLOCK_VERSIONED_HPP
 
@@ -406,7 +409,9 @@ class versioned {
   /// a system; blocking (sleeps) when the policy has delays. Returns committed with
   /// the committed snapshot, or gave_up (only with a bounded policy) with the snapshot
   /// current when it gave up. Throws what fn, T's copy or an allocation throws (the value
-  /// and version then unchanged), or the environment's exceptions.
+  /// and version then unchanged), or the environment's exceptions. A throwing move of
+  /// the committed value into the result happens after the commit (see the note on
+  /// exception safety).
   template <class Fn, class Env = system_retry_environment>
   requires std::is_invocable_r_v<T, Fn&, const T&> update_result
   update(Fn fn, const retry_policy& policy = {}, Env&& env = Env{}) {

@@ -157,6 +157,7 @@ INTERLOCK_NAMESPACE_END
 #endif  // INTERLOCK_CONFIG_HPP
 // ---- end interlock/config.hpp ----
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <concepts>
@@ -232,6 +233,12 @@ class backoff_schedule {
       Random& random) {
     const double cap = to_double(policy_.max_delay);
     if (!(cap > 0)) return std::chrono::nanoseconds{0};
+    if (retry_ < std::numeric_limits<std::uint32_t>::max()) ++retry_;  // saturates
+    // An initial delay of 0 means "retry at once" for every kind (0 times an
+    // overflowing growth term would otherwise be NaN, which clamps to the cap).
+    if (policy_.initial_delay <= std::chrono::nanoseconds::zero()) {
+      return std::chrono::nanoseconds{0};
+    }
     double delay = 0;
     switch (policy_.jitter) {
       case jitter_kind::none:
@@ -249,14 +256,13 @@ class backoff_schedule {
         // Polly's DecorrelatedJitterBackoffV2: p_factor 4, scaling 1 / 1.4.
         constexpr double p_factor = 4.0;
         constexpr double scaling = 1.0 / 1.4;
-        const double t = static_cast<double>(retry_) + unit(random);
+        const double t = static_cast<double>(retry_ - 1) + unit(random);
         const double next = std::pow(2.0, t) * std::tanh(std::sqrt(p_factor * t));
         delay = (next - previous_) * scaling * to_double(policy_.initial_delay);
         previous_ = next;
         break;
       }
     }
-    ++retry_;
     return clamp(delay, cap);
   }
 
@@ -271,7 +277,10 @@ class backoff_schedule {
   /// base_k, then advances to base_(k+1); stays at the cap once there.
   double current_base(double cap) noexcept {
     const double base = base_ < cap ? base_ : cap;
-    if (base_ < cap) base_ *= policy_.multiplier > 0 ? policy_.multiplier : 0.0;
+    if (base_ > 0 && base_ < cap) {
+      const double grown = base_ * (policy_.multiplier > 0 ? policy_.multiplier : 0.0);
+      base_ = grown == grown ? grown : cap;  // an infinite multiplier jumps to the cap
+    }
     return base;
   }
 
@@ -282,11 +291,14 @@ class backoff_schedule {
     return static_cast<double>(bits >> 11) * 0x1.0p-53;
   }
 
-  static std::chrono::nanoseconds clamp(double delay, double cap) noexcept {
-    // NaN and infinities (2^t overflows after about a thousand retries) go to the cap.
-    if (!(delay < cap)) return std::chrono::nanoseconds{static_cast<std::int64_t>(cap)};
+  std::chrono::nanoseconds clamp(double delay, double cap) const noexcept {
+    // NaN and infinities (2^t overflows after about a thousand retries) go to the cap,
+    // returned exactly: `cap` is max_delay rounded to a double, which may exceed it
+    // (and, for nanoseconds::max(), would not convert back to an integer at all).
+    if (!(delay < cap)) return policy_.max_delay;
     if (!(delay > 0)) return std::chrono::nanoseconds{0};
-    return std::chrono::nanoseconds{static_cast<std::int64_t>(delay)};
+    // delay < cap <= 2^63, so the conversion is defined; the min undoes rounding.
+    return std::min(std::chrono::nanoseconds{static_cast<std::int64_t>(delay)}, policy_.max_delay);
   }
 
   retry_policy policy_;
@@ -378,12 +390,13 @@ auto retry_on_conflict(const retry_policy& policy, Attempt&& attempt, Env&& env 
   backoff_schedule schedule(policy);
   auto random = [&env]() -> std::uint64_t { return env.random(); };
 
-  for (std::uint32_t attempts = 1;; ++attempts) {
+  // Saturates at the maximum: an unlimited policy keeps retrying past 2^32 attempts.
+  for (std::uint32_t attempts = 1;; attempts += attempts < UINT32_MAX ? 1 : 0) {
     if (optional_type result = attempt(); result.has_value()) {
       return outcome{std::move(result), retry_status::succeeded, attempts, since_first_conflict()};
     }
     if (!first_conflict) first_conflict.emplace(env.now());
-    if (attempts >= max_attempts) {
+    if (max_attempts != retry_policy::unlimited_attempts && attempts >= max_attempts) {
       return outcome{std::nullopt, retry_status::out_of_attempts, attempts, since_first_conflict()};
     }
     const std::chrono::nanoseconds delay = schedule.next(random);

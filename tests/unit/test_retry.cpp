@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <random>
 #include <stdexcept>
@@ -320,4 +321,48 @@ TEST_CASE("elapsed counts from the first conflict", "[retry]") {
                                                  slow_attempt(2), world.environment());
   CHECK(once.attempts == 2);
   CHECK(once.elapsed == 6ms);
+}
+
+TEST_CASE("retry: extreme policies stay within bounds", "[retry]") {
+  std::mt19937_64 random(11);
+  auto bits = [&random]() -> std::uint64_t { return random(); };
+  // max_delay at the top of the range: the cap comes back exactly, never negative.
+  for (auto kind : {interlock::jitter_kind::none, interlock::jitter_kind::full,
+                    interlock::jitter_kind::equal, interlock::jitter_kind::decorrelated}) {
+    interlock::retry_policy policy;
+    policy.initial_delay = std::chrono::nanoseconds(1000);
+    policy.multiplier = 2;
+    policy.max_delay = std::chrono::nanoseconds::max();
+    policy.jitter = kind;
+    interlock::backoff_schedule schedule(policy);
+    bool in_range = true;
+    for (int i = 0; i < 2000; ++i) {
+      const auto d = schedule.next(bits);
+      in_range = in_range && d.count() >= 0 && d <= policy.max_delay;
+    }
+    CHECK(in_range);
+  }
+  // A cap that does not round-trip through double is never exceeded.
+  interlock::retry_policy big;
+  big.initial_delay = std::chrono::nanoseconds(1);
+  big.multiplier = 4;
+  big.max_delay = std::chrono::nanoseconds((std::int64_t{1} << 62) - 1);
+  big.jitter = interlock::jitter_kind::none;
+  interlock::backoff_schedule capped(big);
+  std::chrono::nanoseconds last{0};
+  for (int i = 0; i < 100; ++i) last = capped.next(bits);
+  CHECK(last == big.max_delay);
+  // An initial delay of 0 means "at once" for every kind, however many retries.
+  for (auto kind : {interlock::jitter_kind::none, interlock::jitter_kind::full,
+                    interlock::jitter_kind::equal, interlock::jitter_kind::decorrelated}) {
+    interlock::retry_policy zero;
+    zero.initial_delay = std::chrono::nanoseconds(0);
+    zero.multiplier = std::numeric_limits<double>::infinity();
+    zero.max_delay = std::chrono::seconds(1);
+    zero.jitter = kind;
+    interlock::backoff_schedule schedule(zero);
+    bool all_zero = true;
+    for (int i = 0; i < 3000; ++i) all_zero = all_zero && schedule.next(bits).count() == 0;
+    CHECK(all_zero);
+  }
 }
