@@ -37,7 +37,8 @@
 // Exceptions: a message is counted as delivered and the local clock advanced before
 // the callback sees it, so a callback that throws does not get it again; the exception
 // leaves offer() (its result is lost); messages that became deliverable and were not
-// handed out yet stay held and are delivered by the next offer() or deliver_ready().
+// handed out yet stay held and are delivered first by the next offer() (whatever it
+// offers, a retransmitted duplicate included) or by deliver_ready().
 // Allocation failure while holding leaves the buffer as before the call.
 //
 // Memory ordering: every member locks one std::mutex, so everything a thread did
@@ -294,6 +295,9 @@ class causal_buffer {
   void offer_locked(NodeId&& sender, clock_type&& clock, Message&& message, offer_result& result,
                     Sink& sink) {
     expire_locked(result.expired);
+    // A callback threw during an earlier delivery: hand out what became deliverable
+    // then, before anything else, so retransmissions and later offers cannot stall.
+    if (drain_pending_) result.delivered_count += deliver_held(sink);
     const counter_type counter = clock.get(sender);
     if (clock.is_pruned() || counter == 0) {
       ++stats_.rejected;
@@ -311,6 +315,7 @@ class causal_buffer {
       local_.tick(sender);
       ++stats_.delivered;
       ++result.delivered_count;
+      drain_pending_ = true;  // cleared by deliver_held unless a callback throws
       sink(delivered{std::move(sender), std::move(clock), std::move(message)});
       result.delivered_count += deliver_held(sink);
       return;
@@ -368,10 +373,12 @@ class causal_buffer {
         ++stats_.delivered;
         ++count;
         progress = true;
+        drain_pending_ = true;  // if the callback throws, the next offer drains
         sink(std::move(out));
         queue = following;
       }
     }
+    drain_pending_ = false;
     return count;
   }
 
@@ -425,6 +432,7 @@ class causal_buffer {
   std::map<NodeId, std::map<counter_type, held_item>> held_;          // sender -> counter -> item
   std::map<std::uint64_t, std::pair<NodeId, counter_type>> arrival_;  // arrival order
   std::uint64_t next_sequence_ = 0;
+  bool drain_pending_ = false;  // a callback threw: held messages may be deliverable
   std::size_t held_count_ = 0;
   std::size_t held_bytes_ = 0;
   statistics stats_;

@@ -145,16 +145,26 @@ class basic_hybrid_clock {
   basic_hybrid_clock(const basic_hybrid_clock&) = delete;
   basic_hybrid_clock& operator=(const basic_hybrid_clock&) = delete;
 
+  /// The largest packed stamp. A clock that reaches it (only through a remote stamp
+  /// or physical time in the year 10889) stays there: now() returns it again rather
+  /// than wrap around, and update() refuses.
+  static constexpr std::uint64_t saturated = ~std::uint64_t{0};
+  /// The fetch_add fast path is taken only below the last millisecond, so that even
+  /// up to 65,535 threads adding at once cannot carry the state past `saturated`.
+  static constexpr std::uint64_t fast_path_limit = hlc_timestamp::max_physical
+                                                   << hlc_timestamp::logical_bits;
+
   /// Stamps a local or send event: max(last + 1, (physical now, 0)), i.e. the
   /// paper's l' = max(l, pt), c' = (l' == l) ? c + 1 : 0, with logical overflow
   /// carried into the physical part. Returns a stamp greater than every stamp this
-  /// clock returned before. Thread-safe; lock-free (CAS loop; a retry means another
-  /// thread's stamp was taken).
+  /// clock returned before (until the clock saturates, see `saturated`). Thread-safe;
+  /// lock-free (one fetch_add when the clock is ahead of physical time, else a CAS
+  /// loop whose retry means another thread's stamp was taken).
   hlc_timestamp now() noexcept(noexcept(std::declval<PhysicalClock&>()())) {
     const std::uint64_t floor = physical_floor();
     // A guess; the RMW below decides.
     std::uint64_t current = state_.load(std::memory_order_relaxed);
-    if (current >= floor && current != ~std::uint64_t{0}) {
+    if (current >= floor && current < fast_path_limit) {
       // The common case under load: the clock is already at or past the physical
       // time, so the rule max(last + 1, floor) is last + 1 for every later `last`
       // too (the state only grows). One fetch_add, no CAS retries; a logical
@@ -164,6 +174,7 @@ class basic_hybrid_clock {
     }
     std::uint64_t next = 0;
     do {
+      if (current == saturated) return hlc_timestamp::from_packed(saturated);
       next = current + 1 > floor ? current + 1 : floor;
       // (1) acq_rel: pairs with the RMWs (1), (2), (4) of other calls and the load (3).
     } while (!state_.compare_exchange_weak(current, next, std::memory_order_acq_rel,
@@ -187,6 +198,7 @@ class basic_hybrid_clock {
     std::uint64_t current = state_.load(std::memory_order_relaxed);
     std::uint64_t next = 0;
     do {
+      if (current == saturated) return std::nullopt;  // no successor exists
       const std::uint64_t seen = current > remote.packed() ? current : remote.packed();
       next = seen + 1 > floor ? seen + 1 : floor;
       // (2) acq_rel: pairs with the CASes (1), (2) of other calls and the load (3).

@@ -42,7 +42,8 @@
 // Exceptions: a message is counted as delivered and the local clock advanced before
 // the callback sees it, so a callback that throws does not get it again; the exception
 // leaves offer() (its result is lost); messages that became deliverable and were not
-// handed out yet stay held and are delivered by the next offer() or deliver_ready().
+// handed out yet stay held and are delivered first by the next offer() (whatever it
+// offers, a retransmitted duplicate included) or by deliver_ready().
 // Allocation failure while holding leaves the buffer as before the call.
 //
 // Memory ordering: every member locks one std::mutex, so everything a thread did
@@ -440,7 +441,18 @@ class vector_clock {
   }
 
   vector_clock(const vector_clock&) = default;
-  vector_clock& operator=(const vector_clock&) = default;
+  /// Copies `other`. A clock that goes back to 8 or fewer entries releases its heap
+  /// block (the "inline" invariant: an inline clock holds no heap block).
+  vector_clock& operator=(const vector_clock& other) {
+    if (this != &other) {
+      inline_ = other.inline_;
+      heap_ = other.heap_;
+      if (heap_.empty()) release_heap();
+      size_ = other.size_;
+      pruned_bound_ = other.pruned_bound_;
+    }
+    return *this;
+  }
   vector_clock(vector_clock&& other) noexcept(std::is_nothrow_move_constructible_v<NodeId>)
       : inline_(std::move(other.inline_)),
         heap_(std::move(other.heap_)),
@@ -453,7 +465,8 @@ class vector_clock {
     if (this != &other) {
       inline_ = std::move(other.inline_);
       heap_ = std::move(other.heap_);
-      other.heap_.clear();
+      if (heap_.empty()) release_heap();
+      other.release_heap();
       size_ = std::exchange(other.size_, 0);
       pruned_bound_ = std::exchange(other.pruned_bound_, 0);
     }
@@ -461,6 +474,10 @@ class vector_clock {
   }
   ~vector_clock() = default;
 
+ private:
+  void release_heap() noexcept { std::vector<entry>().swap(heap_); }
+
+ public:
   // ---- queries --------------------------------------------------------------
 
   /// The counter of `node` (0 when absent). Complexity: O(log n).
@@ -1316,6 +1333,9 @@ class causal_buffer {
   void offer_locked(NodeId&& sender, clock_type&& clock, Message&& message, offer_result& result,
                     Sink& sink) {
     expire_locked(result.expired);
+    // A callback threw during an earlier delivery: hand out what became deliverable
+    // then, before anything else, so retransmissions and later offers cannot stall.
+    if (drain_pending_) result.delivered_count += deliver_held(sink);
     const counter_type counter = clock.get(sender);
     if (clock.is_pruned() || counter == 0) {
       ++stats_.rejected;
@@ -1333,6 +1353,7 @@ class causal_buffer {
       local_.tick(sender);
       ++stats_.delivered;
       ++result.delivered_count;
+      drain_pending_ = true;  // cleared by deliver_held unless a callback throws
       sink(delivered{std::move(sender), std::move(clock), std::move(message)});
       result.delivered_count += deliver_held(sink);
       return;
@@ -1390,10 +1411,12 @@ class causal_buffer {
         ++stats_.delivered;
         ++count;
         progress = true;
+        drain_pending_ = true;  // if the callback throws, the next offer drains
         sink(std::move(out));
         queue = following;
       }
     }
+    drain_pending_ = false;
     return count;
   }
 
@@ -1447,6 +1470,7 @@ class causal_buffer {
   std::map<NodeId, std::map<counter_type, held_item>> held_;          // sender -> counter -> item
   std::map<std::uint64_t, std::pair<NodeId, counter_type>> arrival_;  // arrival order
   std::uint64_t next_sequence_ = 0;
+  bool drain_pending_ = false;  // a callback threw: held messages may be deliverable
   std::size_t held_count_ = 0;
   std::size_t held_bytes_ = 0;
   statistics stats_;

@@ -1709,7 +1709,8 @@ INTERLOCK_NAMESPACE_END
 // Exceptions: a message is counted as delivered and the local clock advanced before
 // the callback sees it, so a callback that throws does not get it again; the exception
 // leaves offer() (its result is lost); messages that became deliverable and were not
-// handed out yet stay held and are delivered by the next offer() or deliver_ready().
+// handed out yet stay held and are delivered first by the next offer() (whatever it
+// offers, a retransmitted duplicate included) or by deliver_ready().
 // Allocation failure while holding leaves the buffer as before the call.
 //
 // Memory ordering: every member locks one std::mutex, so everything a thread did
@@ -2017,7 +2018,18 @@ class vector_clock {
   }
 
   vector_clock(const vector_clock&) = default;
-  vector_clock& operator=(const vector_clock&) = default;
+  /// Copies `other`. A clock that goes back to 8 or fewer entries releases its heap
+  /// block (the "inline" invariant: an inline clock holds no heap block).
+  vector_clock& operator=(const vector_clock& other) {
+    if (this != &other) {
+      inline_ = other.inline_;
+      heap_ = other.heap_;
+      if (heap_.empty()) release_heap();
+      size_ = other.size_;
+      pruned_bound_ = other.pruned_bound_;
+    }
+    return *this;
+  }
   vector_clock(vector_clock&& other) noexcept(std::is_nothrow_move_constructible_v<NodeId>)
       : inline_(std::move(other.inline_)),
         heap_(std::move(other.heap_)),
@@ -2030,7 +2042,8 @@ class vector_clock {
     if (this != &other) {
       inline_ = std::move(other.inline_);
       heap_ = std::move(other.heap_);
-      other.heap_.clear();
+      if (heap_.empty()) release_heap();
+      other.release_heap();
       size_ = std::exchange(other.size_, 0);
       pruned_bound_ = std::exchange(other.pruned_bound_, 0);
     }
@@ -2038,6 +2051,10 @@ class vector_clock {
   }
   ~vector_clock() = default;
 
+ private:
+  void release_heap() noexcept { std::vector<entry>().swap(heap_); }
+
+ public:
   // ---- queries --------------------------------------------------------------
 
   /// The counter of `node` (0 when absent). Complexity: O(log n).
@@ -2893,6 +2910,9 @@ class causal_buffer {
   void offer_locked(NodeId&& sender, clock_type&& clock, Message&& message, offer_result& result,
                     Sink& sink) {
     expire_locked(result.expired);
+    // A callback threw during an earlier delivery: hand out what became deliverable
+    // then, before anything else, so retransmissions and later offers cannot stall.
+    if (drain_pending_) result.delivered_count += deliver_held(sink);
     const counter_type counter = clock.get(sender);
     if (clock.is_pruned() || counter == 0) {
       ++stats_.rejected;
@@ -2910,6 +2930,7 @@ class causal_buffer {
       local_.tick(sender);
       ++stats_.delivered;
       ++result.delivered_count;
+      drain_pending_ = true;  // cleared by deliver_held unless a callback throws
       sink(delivered{std::move(sender), std::move(clock), std::move(message)});
       result.delivered_count += deliver_held(sink);
       return;
@@ -2967,10 +2988,12 @@ class causal_buffer {
         ++stats_.delivered;
         ++count;
         progress = true;
+        drain_pending_ = true;  // if the callback throws, the next offer drains
         sink(std::move(out));
         queue = following;
       }
     }
+    drain_pending_ = false;
     return count;
   }
 
@@ -3024,6 +3047,7 @@ class causal_buffer {
   std::map<NodeId, std::map<counter_type, held_item>> held_;          // sender -> counter -> item
   std::map<std::uint64_t, std::pair<NodeId, counter_type>> arrival_;  // arrival order
   std::uint64_t next_sequence_ = 0;
+  bool drain_pending_ = false;  // a callback threw: held messages may be deliverable
   std::size_t held_count_ = 0;
   std::size_t held_bytes_ = 0;
   statistics stats_;
@@ -3181,16 +3205,26 @@ class basic_hybrid_clock {
   basic_hybrid_clock(const basic_hybrid_clock&) = delete;
   basic_hybrid_clock& operator=(const basic_hybrid_clock&) = delete;
 
+  /// The largest packed stamp. A clock that reaches it (only through a remote stamp
+  /// or physical time in the year 10889) stays there: now() returns it again rather
+  /// than wrap around, and update() refuses.
+  static constexpr std::uint64_t saturated = ~std::uint64_t{0};
+  /// The fetch_add fast path is taken only below the last millisecond, so that even
+  /// up to 65,535 threads adding at once cannot carry the state past `saturated`.
+  static constexpr std::uint64_t fast_path_limit = hlc_timestamp::max_physical
+                                                   << hlc_timestamp::logical_bits;
+
   /// Stamps a local or send event: max(last + 1, (physical now, 0)), i.e. the
   /// paper's l' = max(l, pt), c' = (l' == l) ? c + 1 : 0, with logical overflow
   /// carried into the physical part. Returns a stamp greater than every stamp this
-  /// clock returned before. Thread-safe; lock-free (CAS loop; a retry means another
-  /// thread's stamp was taken).
+  /// clock returned before (until the clock saturates, see `saturated`). Thread-safe;
+  /// lock-free (one fetch_add when the clock is ahead of physical time, else a CAS
+  /// loop whose retry means another thread's stamp was taken).
   hlc_timestamp now() noexcept(noexcept(std::declval<PhysicalClock&>()())) {
     const std::uint64_t floor = physical_floor();
     // A guess; the RMW below decides.
     std::uint64_t current = state_.load(std::memory_order_relaxed);
-    if (current >= floor && current != ~std::uint64_t{0}) {
+    if (current >= floor && current < fast_path_limit) {
       // The common case under load: the clock is already at or past the physical
       // time, so the rule max(last + 1, floor) is last + 1 for every later `last`
       // too (the state only grows). One fetch_add, no CAS retries; a logical
@@ -3200,6 +3234,7 @@ class basic_hybrid_clock {
     }
     std::uint64_t next = 0;
     do {
+      if (current == saturated) return hlc_timestamp::from_packed(saturated);
       next = current + 1 > floor ? current + 1 : floor;
       // (1) acq_rel: pairs with the RMWs (1), (2), (4) of other calls and the load (3).
     } while (!state_.compare_exchange_weak(current, next, std::memory_order_acq_rel,
@@ -3223,6 +3258,7 @@ class basic_hybrid_clock {
     std::uint64_t current = state_.load(std::memory_order_relaxed);
     std::uint64_t next = 0;
     do {
+      if (current == saturated) return std::nullopt;  // no successor exists
       const std::uint64_t seen = current > remote.packed() ? current : remote.packed();
       next = seen + 1 > floor ? seen + 1 : floor;
       // (2) acq_rel: pairs with the CASes (1), (2) of other calls and the load (3).

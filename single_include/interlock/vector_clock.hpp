@@ -390,7 +390,18 @@ class vector_clock {
   }
 
   vector_clock(const vector_clock&) = default;
-  vector_clock& operator=(const vector_clock&) = default;
+  /// Copies `other`. A clock that goes back to 8 or fewer entries releases its heap
+  /// block (the "inline" invariant: an inline clock holds no heap block).
+  vector_clock& operator=(const vector_clock& other) {
+    if (this != &other) {
+      inline_ = other.inline_;
+      heap_ = other.heap_;
+      if (heap_.empty()) release_heap();
+      size_ = other.size_;
+      pruned_bound_ = other.pruned_bound_;
+    }
+    return *this;
+  }
   vector_clock(vector_clock&& other) noexcept(std::is_nothrow_move_constructible_v<NodeId>)
       : inline_(std::move(other.inline_)),
         heap_(std::move(other.heap_)),
@@ -403,7 +414,8 @@ class vector_clock {
     if (this != &other) {
       inline_ = std::move(other.inline_);
       heap_ = std::move(other.heap_);
-      other.heap_.clear();
+      if (heap_.empty()) release_heap();
+      other.release_heap();
       size_ = std::exchange(other.size_, 0);
       pruned_bound_ = std::exchange(other.pruned_bound_, 0);
     }
@@ -411,6 +423,10 @@ class vector_clock {
   }
   ~vector_clock() = default;
 
+ private:
+  void release_heap() noexcept { std::vector<entry>().swap(heap_); }
+
+ public:
   // ---- queries --------------------------------------------------------------
 
   /// The counter of `node` (0 when absent). Complexity: O(log n).

@@ -214,11 +214,32 @@ TEST_CASE("causal_buffer stays consistent when the deliver callback throws", "[c
   CHECK(buffer.local().get("a") == 2);
   CHECK(buffer.stats().delivered == 2);
   CHECK(buffer.stats().held == 1);
-  CHECK(buffer.offer("a", string_clock{{"a", 2}}, "a2").status == offer_status::duplicate);
   CHECK(buffer.deliver_ready(throwing) == 1);
   CHECK(seen.back() == "a3");
   CHECK(buffer.stats().held == 0);
   CHECK(buffer.local().get("a") == 3);
+}
+
+TEST_CASE("causal_buffer: after a throwing callback, the next offer delivers what is ready",
+          "[causal_buffer]") {
+  text_buffer buffer;
+  buffer.offer("b", string_clock{{"b", 2}}, "b2");
+  std::vector<std::string> seen;
+  auto throwing = [&seen](text_buffer::delivered&& d) {
+    seen.push_back(d.message);
+    if (d.message == "b1") throw std::runtime_error("application failed");
+  };
+  CHECK_THROWS_AS(buffer.offer("b", string_clock{{"b", 1}}, "b1", throwing), std::runtime_error);
+  // b2 became deliverable but was not handed out. A retransmission of it (a duplicate)
+  // still drains it, as does any later offer, so a sender that retransmits cannot stall.
+  const auto r = buffer.offer("b", string_clock{{"b", 2}}, "b2", throwing);
+  CHECK(r.status == offer_status::duplicate);
+  CHECK(r.delivered_count == 1);
+  CHECK(seen == std::vector<std::string>{"b1", "b2"});
+  CHECK(buffer.stats().held == 0);
+  CHECK(buffer.offer("c", string_clock{{"b", 2}, {"c", 1}}, "c1", throwing).status ==
+        offer_status::delivered);
+  CHECK(buffer.local().get("c") == 1);
 }
 
 TEST_CASE("causal_buffer: 5 nodes, 10,000 messages, delays, duplicates, reordering",

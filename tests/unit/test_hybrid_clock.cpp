@@ -182,3 +182,29 @@ TEST_CASE("hybrid_clock: 8 threads get distinct, per-thread increasing stamps",
   CHECK(std::adjacent_find(all.begin(), all.end()) == all.end());
   CHECK(all.size() == static_cast<std::size_t>(threads * stamps));
 }
+
+TEST_CASE("hybrid_clock saturates at the largest stamp instead of wrapping", "[hybrid_clock]") {
+  fake_physical physical;
+  physical.set(hlc_timestamp::max_physical);  // the last representable millisecond
+  test_clock clock(physical, ~std::uint64_t{0});
+  std::uint64_t previous = 0;
+  bool never_backwards = true;
+  for (int i = 0; i < 70000; ++i) {  // more than the 65,536 logical values left
+    const std::uint64_t t = clock.now().packed();
+    never_backwards = never_backwards && t >= previous;
+    previous = t;
+  }
+  CHECK(never_backwards);
+  CHECK(previous == test_clock::saturated);
+  CHECK_FALSE(clock.update(hlc_timestamp::from_packed(1)).has_value());
+  CHECK(clock.now().packed() == test_clock::saturated);
+
+  // A remote stamp one below the top, accepted with no offset check, leads to the
+  // top; the clock then stays there.
+  fake_physical early;
+  test_clock other(early, ~std::uint64_t{0});
+  const auto near_top = other.update(hlc_timestamp::from_packed(test_clock::saturated - 1));
+  REQUIRE(near_top.has_value());
+  CHECK(near_top->packed() == test_clock::saturated);
+  CHECK(other.now().packed() == test_clock::saturated);
+}

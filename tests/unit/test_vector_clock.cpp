@@ -495,3 +495,21 @@ TEST_CASE("atomic_vector_clock: 8 threads tick, every clock distinct and ordered
   CHECK(clock.own_counter() == static_cast<std::uint64_t>(threads * ticks));
   CHECK(clock.snapshot().get("peer") == 1);
 }
+
+TEST_CASE("vector_clock: assigning a small clock over a large one makes it inline again",
+          "[vector_clock]") {
+  interlock::vector_clock<std::uint64_t> big;
+  interlock::vector_clock<std::uint64_t> small;
+  for (std::uint64_t n = 0; n < 9; ++n) big.tick(n);
+  small.tick(1);
+  REQUIRE_FALSE(big.is_inline());
+  big = small;
+  CHECK(big.size() == 1);
+  CHECK(big.is_inline());
+  CHECK(big == small);
+  interlock::vector_clock<std::uint64_t> large;
+  for (std::uint64_t n = 0; n < 12; ++n) large.tick(n);
+  large = std::move(small);
+  CHECK(large.is_inline());
+  CHECK(large.get(1) == 1);
+}
