@@ -1867,15 +1867,17 @@ class retained_table {
     }
     // Ticks of a nanosecond or coarser: the conversion only divides.
     const auto ttl = static_cast<std::int64_t>(std::chrono::duration_cast<ticks>(ttl_ns).count());
-    return ttl > max - now ? max : now + ttl;
+    // Saturates; `now` may be negative with an injected clock, so test before adding.
+    return (now > 0 && ttl > max - now) ? max : now + ttl;
   }
 
   static bool expired(const Entry& e, std::int64_t now) noexcept { return now >= e.expires_at; }
 
   /// Under the shard lock: appends a completed entry to the shard's order and evicts
-  /// the oldest beyond capacity into `retired`.
-  void complete_locked(locked_shard& shard, Entry* e, std::vector<Entry*>& retired) {
-    retired.reserve(retired.size() + 1);  // may throw before anything changes
+  /// the oldest beyond capacity into `retired`, as far as `retired` has room reserved
+  /// (reserve one slot before locking; without room the eviction waits for the next
+  /// completion in the shard). Never allocates, never throws.
+  void complete_locked(locked_shard& shard, Entry* e, std::vector<Entry*>& retired) noexcept {
     order& o = orders_[shard.index()];
     e->in_order = true;
     e->older = o.newest;
@@ -1883,7 +1885,7 @@ class retained_table {
     (o.newest != nullptr ? o.newest->newer : o.oldest) = e;
     o.newest = e;
     ++o.size;
-    while (o.size > per_shard_capacity_) {
+    while (o.size > per_shard_capacity_ && retired.size() < retired.capacity()) {
       auto* victim = static_cast<Entry*>(o.oldest);
       erase_locked(shard, victim);
       retired.push_back(victim);
@@ -1926,10 +1928,22 @@ class retained_table {
     retired.clear();
   }
 
+  /// Retires the collected entries when it goes out of scope, also when an exception
+  /// (a failed allocation while collecting) leaves the scope: declare it before the
+  /// shard lock, so it runs after the unlock.
+  struct retire_on_exit {
+    explicit retire_on_exit(std::vector<Entry*>& collected) noexcept : retired(collected) {}
+    retire_on_exit(const retire_on_exit&) = delete;
+    retire_on_exit& operator=(const retire_on_exit&) = delete;
+    ~retire_on_exit() { retire_all(retired); }
+    std::vector<Entry*>& retired;
+  };
+
   /// Removes every expired entry now. O(shards + expired).
   std::size_t purge_expired() {
     std::size_t purged = 0;
     std::vector<Entry*> retired;
+    const retire_on_exit retire_later{retired};
     const std::int64_t now = now_ticks();
     for (std::size_t i = 0; i < table_.shard_count(); ++i) {
       {
@@ -2033,9 +2047,7 @@ class idempotency_guard {
   template <class K, class Request, class Rep, class Period, class Op>
   outcome run_for(const K& key, const Request& request, std::chrono::duration<Rep, Period> timeout,
                   Op&& op) {
-    const steady_deadline deadline =
-        std::chrono::steady_clock::now() +
-        std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
+    const steady_deadline deadline = deadline_after(timeout);
     return run_impl(key, request_fingerprint(request), op, &deadline);
   }
 
@@ -2088,6 +2100,18 @@ class idempotency_guard {
   [[nodiscard]] std::size_t size() const { return store_.table().size(); }
 
  private:
+  /// now + timeout on the steady clock, saturating at time_point::max() (a timeout of
+  /// hours::max() means "wait as long as it takes", not an overflow).
+  template <class Rep, class Period>
+  static steady_deadline deadline_after(std::chrono::duration<Rep, Period> timeout) {
+    const auto now = std::chrono::steady_clock::now();
+    if (timeout <= timeout.zero()) return now;
+    const std::chrono::duration<long double> wanted = timeout;
+    const std::chrono::duration<long double> room = steady_deadline::max() - now;
+    if (wanted >= room) return steady_deadline::max();
+    return now + std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
+  }
+
   static idempotency_record_state state_of(const entry& e) noexcept {
     // (2) acquire: pairs with the publication (1); the result and failure written
     // before it are visible.
@@ -2116,6 +2140,7 @@ class idempotency_guard {
       entry* existing = nullptr;
       entry* mine = nullptr;
       std::vector<entry*> retired;
+      const typename retained::retire_on_exit retire_later{retired};
       {
         auto shard = table.lock_shard(h);
         const std::int64_t now = store_.now_ticks();
@@ -2127,8 +2152,9 @@ class idempotency_guard {
           existing = nullptr;
         }
         if (existing == nullptr) {
-          mine = new entry(Key(key), h, fingerprint);
-          shard.insert(mine);
+          auto fresh = std::make_unique<entry>(Key(key), h, fingerprint);
+          shard.insert(fresh.get());  // may throw (growing the shard) before linking
+          mine = fresh.release();
         }
         // Pinned while the lock is held: it can only be unlinked under this lock.
         guards.found.protect_stable(existing != nullptr ? existing : mine);
@@ -2225,13 +2251,14 @@ class idempotency_guard {
   void finish(entry& e, idempotency_record_state state) noexcept {
     e.expires_at = store_.expiry_from_now();
     std::vector<entry*> retired;
+    try {
+      retired.reserve(1);  // room for the one eviction a completion can cause
+    } catch (const std::bad_alloc&) {
+      // No room: the record still joins the order; the next completion evicts.
+    }
     {
       auto shard = store_.table().lock_shard(e.hash);
-      try {
-        store_.complete_locked(shard, &e, retired);
-      } catch (const std::bad_alloc&) {
-        // Out of memory for the eviction list: keep the record, evict later.
-      }
+      store_.complete_locked(shard, &e, retired);
       publish(e, state);
     }
     wake_waiters(e);
@@ -2322,6 +2349,7 @@ class unique_claims {
       }
     }
     std::vector<entry*> retired;
+    const typename retained::retire_on_exit retire_later{retired};
     bool granted_now = false;
     {
       auto shard = table.lock_shard(h);

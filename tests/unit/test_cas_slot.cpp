@@ -537,7 +537,11 @@ TEST_CASE("recorded load / compare_exchange histories are linearizable",
   constexpr int threads = 4;
   constexpr int ops_per_thread = 6;
   constexpr int values = 4;
-  constexpr int histories = 200;
+  // At least 200 histories; more (up to 5,000) until some operations of different
+  // threads overlapped, so a loaded machine that happens to run the threads one after
+  // another cannot leave the check without concurrent histories to judge.
+  constexpr int min_histories = 200;
+  constexpr int max_histories = 5000;
 
   std::array<digest, values> digest_of{};
   for (int v = 0; v < values; ++v)
@@ -548,7 +552,7 @@ TEST_CASE("recorded load / compare_exchange histories are linearizable",
   int failed_cas = 0;
   long overlapping_pairs = 0;
   std::mt19937 seeds(12345);
-  for (int h = 0; h < histories; ++h) {
+  for (int h = 0; h < max_histories && (h < min_histories || overlapping_pairs == 0); ++h) {
     cas_slot<int> slot(0);
     std::atomic<std::uint64_t> time{0};
     std::atomic<int> ready{0};

@@ -753,3 +753,37 @@ TEST_CASE("unique_claims: owner, release, expiry and capacity", "[unique_claims]
     CHECK_FALSE(claims.is_claimed("c2"));        // and that evicted the oldest left
   }
 }
+
+TEST_CASE("idempotency_guard: extreme timeouts and clocks saturate instead of overflowing",
+          "[idempotency]") {
+  // An injected clock that reads before its epoch: the expiry saturates, records replay.
+  interlock::idempotency_guard<int, int> early(
+      {}, [] { return std::chrono::steady_clock::time_point(-std::chrono::seconds(5)); });
+  CHECK(early.run(1, 0, [] { return 7; }).status == interlock::run_status::executed);
+  const auto replay = early.run(1, 0, [] { return 8; });
+  CHECK(replay.status == interlock::run_status::replayed);
+  CHECK(*replay == 7);
+
+  // run_for with hours::max() waits for the call in flight (it used to overflow the
+  // deadline and give up at once).
+  interlock::idempotency_guard<int, int> guard;
+  std::atomic<bool> started{false};
+  std::atomic<bool> release{false};
+  std::thread first([&] {
+    (void)guard.run(1, 0, [&] {
+      started = true;
+      while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      return 1;
+    });
+  });
+  while (!started.load()) std::this_thread::yield();
+  std::thread releaser([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    release = true;
+  });
+  const auto joined = guard.run_for(1, 0, std::chrono::hours::max(), [] { return 2; });
+  first.join();
+  releaser.join();
+  CHECK(joined.status == interlock::run_status::joined);
+  CHECK(*joined == 1);
+}
