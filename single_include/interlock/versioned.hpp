@@ -1199,6 +1199,18 @@ INTERLOCK_NAMESPACE_BEGIN
 /// A version number. The initial value has version 1; each commit adds 1.
 using version_type = std::uint64_t;
 
+/// The result of a version-checked commit (versioned<T>::try_commit, and the Redis
+/// store's): committed with `version` (the new one), or a conflict carrying the
+/// current `version` and its value in `current` (empty when committed: the caller has
+/// the value it committed).
+template <class T>
+struct versioned_commit {
+  bool committed = false;
+  version_type version = 0;
+  std::optional<T> current;
+  explicit operator bool() const noexcept { return committed; }
+};
+
 /// A consistent view of one commit: the value and the version it was committed as.
 template <class T>
 struct versioned_snapshot {
@@ -1428,15 +1440,8 @@ class versioned {
   /// The version of the initial value.
   static constexpr version_type initial_version = 1;
 
-  /// The result of try_commit: committed with `version` (the new one), or a conflict
-  /// carrying the current `version` and its value in `current` (empty when committed:
-  /// the caller has the value it committed).
-  struct commit_result {
-    bool committed = false;
-    version_type version = 0;
-    std::optional<T> current;
-    explicit operator bool() const noexcept { return committed; }
-  };
+  /// The result of try_commit (see versioned_commit).
+  using commit_result = versioned_commit<T>;
 
   enum class update_status { committed, declined, gave_up };
 

@@ -152,6 +152,17 @@ class reply : public reply_view {
   std::unique_ptr<redisReply, deleter> owner_;
 };
 
+namespace detail {
+/// key_prefix + key.
+inline std::string prefixed_key(std::string_view prefix, std::string_view key) {
+  std::string out;
+  out.reserve(prefix.size() + key.size());
+  out.append(prefix).append(key);
+  return out;
+}
+
+}  // namespace detail
+
 /// A Lua script and its SHA-1, for connection::eval. Immutable; thread-safe to share.
 class script {
  public:
@@ -192,10 +203,7 @@ class connection {
   [[nodiscard]] const connection_options& options() const noexcept { return options_; }
   /// key_prefix + key.
   [[nodiscard]] std::string key(std::string_view k) const {
-    std::string out;
-    out.reserve(options_.key_prefix.size() + k.size());
-    out.append(options_.key_prefix).append(k);
-    return out;
+    return detail::prefixed_key(options_.key_prefix, k);
   }
   [[nodiscard]] bool connected() const noexcept { return ctx_ != nullptr; }
 
@@ -381,10 +389,7 @@ class connection_pool {
   [[nodiscard]] const connection_options& options() const noexcept { return options_; }
   /// key_prefix + key.
   [[nodiscard]] std::string key(std::string_view k) const {
-    std::string out;
-    out.reserve(options_.key_prefix.size() + k.size());
-    out.append(options_.key_prefix).append(k);
-    return out;
+    return detail::prefixed_key(options_.key_prefix, k);
   }
 
  private:
@@ -445,6 +450,18 @@ inline std::uint64_t to_u64(std::string_view text) {
     v = v * 10 + static_cast<std::uint64_t>(c - '0');
   }
   return v;
+}
+
+/// The compare-and-delete script every store uses to give something up only if it is
+/// still its own: KEYS[1] is deleted when its value equals ARGV[1]. Returns 1 when it
+/// deleted, 0 otherwise.
+inline const script& compare_and_delete_script() {
+  static const script s(
+      "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+      "  return redis.call('DEL', KEYS[1])\n"
+      "end\n"
+      "return 0\n");
+  return s;
 }
 
 }  // namespace detail

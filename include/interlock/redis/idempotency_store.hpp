@@ -168,14 +168,6 @@ class idempotency_guard {
         "return 0\n");
     return s;
   }
-  static const script& abandon_script() {
-    static const script s(
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
-        "  return redis.call('DEL', KEYS[1])\n"
-        "end\n"
-        "return 0\n");
-    return s;
-  }
   static const script& forget_script() {
     static const script s(
         "local v = redis.call('GET', KEYS[1])\n"
@@ -263,7 +255,7 @@ class idempotency_guard {
       completed.append(Codec::encode(*result));
     } catch (...) {
       try {
-        (void)c.eval(abandon_script(), {rk}, {in_progress});
+        (void)c.eval(detail::compare_and_delete_script(), {rk}, {in_progress});
       } catch (...) {  // redis_error: the in-progress record expires by itself
       }
       throw;

@@ -359,14 +359,6 @@ class keyed_mutex {
         "return 0\n");
     return s;
   }
-  static const script& release_script() {
-    static const script s(
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
-        "  return redis.call('DEL', KEYS[1])\n"
-        "end\n"
-        "return 0\n");
-    return s;
-  }
   static const script& renew_script() {
     static const script s(
         "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
@@ -392,7 +384,7 @@ class keyed_mutex {
   bool release(const std::string& key, const std::string& token) {
     auto c = pool_->acquire();
     const std::string lk = lease_key(key);
-    return c->eval(release_script(), {lk}, {token}).integer() == 1;
+    return c->eval(detail::compare_and_delete_script(), {lk}, {token}).integer() == 1;
   }
 
   bool renew(const std::string& key, const std::string& token) {

@@ -67,14 +67,9 @@ class unique_claims {
   /// Releases `key` only if `owner` holds it (compare-and-delete). Returns true when it
   /// did.
   bool release(std::string_view key, std::string_view owner) {
-    static const script s(
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
-        "  return redis.call('DEL', KEYS[1])\n"
-        "end\n"
-        "return 0\n");
     auto c = pool_->acquire();
     const std::string ck = claim_key(key);
-    return c->eval(s, {ck}, {owner}).integer() == 1;
+    return c->eval(detail::compare_and_delete_script(), {ck}, {owner}).integer() == 1;
   }
 
   /// The owner of `key`'s claim, or empty when it is not claimed.

@@ -55,13 +55,8 @@ class versioned {
   static constexpr version_type initial_version = 1;
 
   /// Committed with the new `version`, or a conflict with the current `version` and
-  /// value in `current`.
-  struct commit_result {
-    bool committed = false;
-    version_type version = 0;
-    std::optional<T> current;
-    explicit operator bool() const noexcept { return committed; }
-  };
+  /// value in `current` (the same result type as the in-process versioned<T>).
+  using commit_result = versioned_commit<T>;
 
   enum class update_status { committed, gave_up };
 
