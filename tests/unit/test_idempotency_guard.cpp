@@ -20,6 +20,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <type_traits>
 #include <unordered_set>
 #include <vector>
 
@@ -786,4 +787,71 @@ TEST_CASE("idempotency_guard: extreme timeouts and clocks saturate instead of ov
   releaser.join();
   CHECK(joined.status == interlock::run_status::joined);
   CHECK(*joined == 1);
+}
+
+namespace {
+
+/// A result type that counts its live instances.
+struct counted_result {
+  static inline std::atomic<int> live{0};
+  explicit counted_result(int v) : value(v) { ++live; }
+  counted_result(const counted_result& other) : value(other.value) { ++live; }
+  counted_result& operator=(const counted_result&) = delete;
+  ~counted_result() { --live; }
+  int value;
+};
+
+}  // namespace
+
+TEST_CASE("idempotency_guard: a result outlives its record and the guard, destroyed exactly once",
+          "[idempotency_guard]") {
+  counted_result::live = 0;
+  std::shared_ptr<const counted_result> kept;
+  {
+    idempotency_guard<std::string, counted_result> guard;
+    const auto first = guard.run(std::string("k"), 1, [] { return counted_result(7); });
+    REQUIRE(first.status == run_status::executed);
+    kept = first.result;
+    const auto replay = guard.run(std::string("k"), 1, [] { return counted_result(8); });
+    CHECK(replay.status == run_status::replayed);
+    CHECK(replay.result.get() == kept.get());  // the same object, not a copy
+
+    CHECK(guard.forget(std::string("k")));
+    interlock::reclaim_retired();  // frees the record's storage unless the result pins it
+    CHECK(kept->value == 7);
+    const auto again = guard.run(std::string("k"), 1, [] { return counted_result(9); });
+    CHECK(again.status == run_status::executed);
+    CHECK(again->value == 9);
+    CHECK(kept->value == 7);
+    CHECK(counted_result::live == 2);
+  }  // the guard and every record are gone
+  interlock::reclaim_retired();
+  CHECK(kept->value == 7);
+  CHECK(counted_result::live == 1);
+  kept.reset();
+  CHECK(counted_result::live == 0);
+}
+
+TEST_CASE("coarse_steady_clock: steady_clock's epoch and time_point, never ahead of it",
+          "[idempotency_guard]") {
+  using interlock::coarse_steady_clock;
+  static_assert(
+      std::is_same_v<coarse_steady_clock::time_point, std::chrono::steady_clock::time_point>);
+  static_assert(coarse_steady_clock::is_steady);
+  auto previous = coarse_steady_clock::now();
+  bool monotonic = true;
+  bool never_ahead = true;
+  bool same_epoch = true;
+  for (int i = 0; i < 1000; ++i) {
+    const auto coarse = coarse_steady_clock::now();
+    const auto precise = std::chrono::steady_clock::now();
+    monotonic = monotonic && coarse >= previous;
+    never_ahead = never_ahead && coarse <= precise;
+    // A tick is 1-10 ms; a clock on another epoch (realtime, boot) is off by far more.
+    same_epoch = same_epoch && precise - coarse < 60s;
+    previous = coarse;
+  }
+  CHECK(monotonic);
+  CHECK(never_ahead);
+  CHECK(same_epoch);
 }
