@@ -36,7 +36,10 @@
 // building the value) is visible to a reader whose load() returns that commit's
 // snapshot: the publishing CAS is a release and the reader's validating load an
 // acquire. Commits to one slot are totally ordered (the CAS on one atomic), and that
-// order agrees with their stamps.
+// order agrees with their stamps. Waiting: a waiter registers, issues a seq_cst fence,
+// then reads the node; a commit's seq_cst CAS is followed by a seq_cst read of the
+// waiter count. One of the two sees the other, so no wake-up is lost, and a commit
+// with nobody waiting writes nothing but its node and its CAS.
 //
 // Exception safety: if the codec, T's copy or move constructor, `fn`, or an
 // allocation throws, the slot is unchanged and the exception reaches the caller.
@@ -538,9 +541,10 @@ INTERLOCK_NAMESPACE_END
 // address cannot be reused meanwhile: a successful CAS means no commit intervened
 // (no ABA on the pointer).
 //
-// Memory ordering: the publishing CAS (1) is a release and a reader's validating load
-// inside hazard_guard::protect is an acquire, so everything the writer did before
-// publishing (building the node) is visible to a reader whose protect returns it.
+// Memory ordering: the publishing CAS (1) is a release (seq_cst, for cas_slot's
+// waiters) and a reader's validating load inside hazard_guard::protect is an acquire,
+// so everything the writer did before publishing (building the node) is visible to a
+// reader whose protect returns it.
 #ifndef INTERLOCK_DETAIL_SNAPSHOT_CELL_HPP
 #define INTERLOCK_DETAIL_SNAPSHOT_CELL_HPP
 
@@ -593,9 +597,11 @@ class snapshot_cell {
       Node* current = current_guard.protect(head_);
       if (!decide(static_cast<const Node*>(current))) return {false, current};
       prepare(*fresh);
-      // (1) release on success: publishes the node's contents to readers' acquire in
-      // protect. Relaxed on failure: the loop protects and checks the new node.
-      if (head_.compare_exchange_strong(current, fresh.get(), std::memory_order_release,
+      // (1) seq_cst on success: a release that publishes the node's contents to
+      // readers' acquire in protect, and a member of the seq_cst order that cas_slot's
+      // waiter check relies on (the same instruction as a release on x86). Relaxed on
+      // failure: the loop protects and checks the new node.
+      if (head_.compare_exchange_strong(current, fresh.get(), std::memory_order_seq_cst,
                                         std::memory_order_relaxed)) {
         fresh.release();  // owned by the cell now
         if (current != nullptr) hazard_domain::instance().retire(current);
@@ -1455,7 +1461,7 @@ class cas_slot {
   };
 
   /// An empty slot with its own clock.
-  cas_slot() : clock_(&own_clock_) {}
+  cas_slot() : clock_(&cell_.own_clock) {}
   /// An empty slot whose stamps come from `shared` (which must outlive the slot).
   explicit cas_slot(lamport_clock& shared) : clock_(&shared) {}
   /// A slot holding `initial` (stamped by its own clock).
@@ -1614,11 +1620,19 @@ class cas_slot {
     return result{true, snapshot(std::move(fresh_guard), candidate)};
   }
 
+  /// After a commit: wakes the waiters, if any. A commit with no waiter writes nothing
+  /// here (one load of a line the commit already owns).
   void notify_waiters() noexcept {
-    // (2) seq_cst, with (3): either this increment precedes a waiter's registration
-    // (4) and its futex sees the new word, or we see the waiter and wake it.
+    // (2) seq_cst, after the seq_cst publishing CAS (snapshot_cell (1)): either this
+    // load sees a waiter's registration (4), and the waiter is woken below, or the
+    // registration comes later in the seq_cst order, and the waiter's fence (5) makes
+    // its load see the new node, so it does not sleep.
+    if (cell_.waiters.load(std::memory_order_seq_cst) == 0) return;
+    // (3) seq_cst: a waiter that read the word before it sleeps on it now sees it
+    // changed (the futex compares it) or is woken; one that reads it after also
+    // synchronizes with the commit, so its load sees the new node.
     cell_.changes.fetch_add(1, std::memory_order_seq_cst);
-    if (cell_.waiters.load(std::memory_order_seq_cst) > 0) detail::wake_all(cell_.changes);  // (3)
+    detail::wake_all(cell_.changes);
   }
 
   /// One round of waiting. Returns a snapshot if the stamp changed; otherwise sleeps
@@ -1626,16 +1640,20 @@ class cas_slot {
   template <class Deadline = std::chrono::steady_clock::time_point>
   std::optional<snapshot> wait_step(stamp_type seen_stamp, const Deadline* deadline,
                                     bool* timed_out = nullptr) const {
-    // (5) seq_cst: read the change counter before the node, so a commit after this
-    // read changes the word the futex compares against.
-    const std::uint32_t observed = cell_.changes.load(std::memory_order_seq_cst);
-    snapshot current = load();
-    if (current.stamp() != seen_stamp) return current;
-    cell_.waiters.fetch_add(1, std::memory_order_seq_cst);  // (4) pairs with (2)/(3)
+    // Register first (4), so that every commit from here on sees this waiter (2).
+    cell_.waiters.fetch_add(1, std::memory_order_seq_cst);
     struct unregister {
       std::atomic<std::uint32_t>& waiters;
       ~unregister() { waiters.fetch_sub(1, std::memory_order_relaxed); }  // a count only
     } guard{cell_.waiters};
+    // (5) seq_cst fence: a commit whose check (2) missed the registration precedes
+    // this fence in the seq_cst order, so the load below sees its node.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    // (6) read the word before the node: a wake-up (3) for a commit this load misses
+    // changes the word, and the futex then does not sleep.
+    const std::uint32_t observed = cell_.changes.load(std::memory_order_seq_cst);
+    snapshot current = load();
+    if (current.stamp() != seen_stamp) return current;
     if (deadline == nullptr) {
       detail::wait(cell_.changes, observed);
     } else if (!detail::wait_until(cell_.changes, observed, *deadline)) {
@@ -1644,16 +1662,18 @@ class cas_slot {
     return std::nullopt;
   }
 
-  // The node pointer, the change counter the futex sleeps on and the waiter count
-  // share one line: writers touch all three, readers only the pointer.
+  // The node pointer, the slot's own clock, the change counter the futex sleeps on and
+  // the waiter count share one line: a commit owns that one line (the clock tick, the
+  // CAS and the waiter check hit it) instead of moving two between cores; readers
+  // read only the pointer.
   struct alignas(detail::cache_line_size) cell {
     detail::snapshot_cell<node> nodes;
+    lamport_clock own_clock;
     mutable detail::wait_word changes{0};
     mutable std::atomic<std::uint32_t> waiters{0};
   };
 
   cell cell_;
-  lamport_clock own_clock_;
   lamport_clock* clock_;
 };
 

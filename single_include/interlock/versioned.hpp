@@ -565,9 +565,10 @@ INTERLOCK_NAMESPACE_END
 // address cannot be reused meanwhile: a successful CAS means no commit intervened
 // (no ABA on the pointer).
 //
-// Memory ordering: the publishing CAS (1) is a release and a reader's validating load
-// inside hazard_guard::protect is an acquire, so everything the writer did before
-// publishing (building the node) is visible to a reader whose protect returns it.
+// Memory ordering: the publishing CAS (1) is a release (seq_cst, for cas_slot's
+// waiters) and a reader's validating load inside hazard_guard::protect is an acquire,
+// so everything the writer did before publishing (building the node) is visible to a
+// reader whose protect returns it.
 #ifndef INTERLOCK_DETAIL_SNAPSHOT_CELL_HPP
 #define INTERLOCK_DETAIL_SNAPSHOT_CELL_HPP
 
@@ -620,9 +621,11 @@ class snapshot_cell {
       Node* current = current_guard.protect(head_);
       if (!decide(static_cast<const Node*>(current))) return {false, current};
       prepare(*fresh);
-      // (1) release on success: publishes the node's contents to readers' acquire in
-      // protect. Relaxed on failure: the loop protects and checks the new node.
-      if (head_.compare_exchange_strong(current, fresh.get(), std::memory_order_release,
+      // (1) seq_cst on success: a release that publishes the node's contents to
+      // readers' acquire in protect, and a member of the seq_cst order that cas_slot's
+      // waiter check relies on (the same instruction as a release on x86). Relaxed on
+      // failure: the loop protects and checks the new node.
+      if (head_.compare_exchange_strong(current, fresh.get(), std::memory_order_seq_cst,
                                         std::memory_order_relaxed)) {
         fresh.release();  // owned by the cell now
         if (current != nullptr) hazard_domain::instance().retire(current);
