@@ -9,7 +9,9 @@ scenario (throughput against threads).
 
 A ratio is interlock throughput / baseline throughput: above 1 means interlock is
 faster. Throughput is items per second when a benchmark reports it, otherwise
-iterations per second of real time, summed over threads.
+iterations per second of real time, summed over threads. Each benchmark runs
+--repetitions times (5 by default), interleaved in random order so that a slow spell
+of the machine does not land on one implementation, and the table shows the median.
 """
 import argparse
 import collections
@@ -17,6 +19,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 
@@ -43,16 +46,19 @@ def throughput(entry):
 
 
 def collect(data):
-    """{scenario: {impl: {threads: ops_per_second}}}"""
-    table = collections.defaultdict(lambda: collections.defaultdict(dict))
+    """{scenario: {impl: {threads: ops_per_second}}}, the median over repetitions."""
+    samples = collections.defaultdict(list)
     for entry in data["benchmarks"]:
         if entry.get("run_type", "iteration") != "iteration" or entry.get("error_occurred"):
             continue
-        match = NAME.match(entry["name"])
+        match = NAME.match(entry.get("run_name", entry["name"]))
         if not match:
             continue
         threads = int(entry.get("threads", 1))
-        table[match["scenario"]][match["impl"]][threads] = throughput(entry)
+        samples[(match["scenario"], match["impl"], threads)].append(throughput(entry))
+    table = collections.defaultdict(lambda: collections.defaultdict(dict))
+    for (scenario, impl, threads), rates in samples.items():
+        table[scenario][impl][threads] = statistics.median(rates)
     return table
 
 
@@ -127,6 +133,8 @@ def main():
     parser.add_argument("--out", default="bench/results", help="output folder")
     parser.add_argument("--compiler", default="", help="compiler and flags, for the report header")
     parser.add_argument("--command", default="", help="the command that produced --json")
+    parser.add_argument("--repetitions", type=int, default=5,
+                        help="runs of each benchmark, interleaved; the report shows the median")
     parser.add_argument("bench_args", nargs="*", help="extra arguments for interlock_bench (after --)")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -135,7 +143,9 @@ def main():
     if not args.json:
         if not args.bench:
             parser.error("give --bench or --json")
-        command = run_bench(args.bench, args.bench_args, json_path)
+        repeat = [f"--benchmark_repetitions={args.repetitions}",
+                  "--benchmark_enable_random_interleaving=true"] if args.repetitions > 1 else []
+        command = run_bench(args.bench, repeat + args.bench_args, json_path)
     with open(json_path) as source:
         data = json.load(source)
     table = collect(data)
