@@ -610,6 +610,25 @@ class snapshot_cell {
     }
   }
 
+  /// Publishes `fresh` if `expected` is still the current node: the commit of a
+  /// read-modify-write that already holds `expected` protected (so its address cannot
+  /// be reused meanwhile: no ABA). Nothing here dereferences the current node, so no
+  /// hazard pointer is taken. prepare(Node& fresh) runs once, before the CAS. On
+  /// success the cell owns `fresh` and `expected` is retired. Wait-free (one CAS).
+  template <class Prepare>
+  bool publish_if_current(std::unique_ptr<Node>& fresh, const Node* expected, Prepare&& prepare) {
+    prepare(*fresh);
+    Node* current = const_cast<Node*>(expected);  // compared, never written through
+    // (1) as in publish: seq_cst on success, relaxed on failure (nothing is read).
+    if (!head_.compare_exchange_strong(current, fresh.get(), std::memory_order_seq_cst,
+                                       std::memory_order_relaxed)) {
+      return false;
+    }
+    fresh.release();  // owned by the cell now
+    if (current != nullptr) hazard_domain::instance().retire(current);
+    return true;
+  }
+
  private:
   std::atomic<Node*> head_;
 };
@@ -1521,8 +1540,9 @@ class cas_slot {
   requires std::is_invocable_r_v<T, Fn&, const T&> snapshot update(Fn fn) {
     for (;;) {
       snapshot seen = load();
-      auto outcome = commit(make_node(fn(seen.value())), same_node(seen));
-      if (outcome.committed) return std::move(outcome.current);
+      if (auto committed = commit_if_current(make_node(fn(seen.value())), seen)) {
+        return std::move(*committed);
+      }
     }
   }
 
@@ -1537,8 +1557,9 @@ class cas_slot {
       if (!seen.has_value()) return result{false, std::move(seen)};
       std::optional<T> next = fn(*seen);
       if (!next) return result{false, std::move(seen)};
-      auto outcome = commit(make_node(std::move(*next)), same_node(seen));
-      if (outcome.committed) return outcome;
+      if (auto committed = commit_if_current(make_node(std::move(*next)), seen)) {
+        return result{true, std::move(*committed)};
+      }
     }
   }
 
@@ -1591,10 +1612,6 @@ class cas_slot {
     }
   }
 
-  static auto same_node(const snapshot& seen) {
-    return [expected = seen.node_](const node* current) { return current == expected; };
-  }
-
   void publish_initial(T initial) {
     commit(make_node(std::move(initial)), [](const node*) { return true; });
   }
@@ -1618,6 +1635,22 @@ class cas_slot {
       return result{false, snapshot(std::move(current_guard), outcome.current)};
     notify_waiters();
     return result{true, snapshot(std::move(fresh_guard), candidate)};
+  }
+
+  /// The commit of update() and try_update(): publishes `fresh` if the node `seen`
+  /// holds is still current, else returns empty (the caller loads and recomputes).
+  /// `seen` keeps that node protected, so only the fresh node needs a hazard pointer.
+  std::optional<snapshot> commit_if_current(std::unique_ptr<node> fresh, const snapshot& seen) {
+    detail::hazard_guard fresh_guard;
+    fresh_guard.protect_stable(fresh.get());
+    const node* candidate = fresh.get();
+    // The stamp is taken after `seen` was observed published, as in commit.
+    if (!cell_.nodes.publish_if_current(fresh, seen.node_,
+                                        [this](node& n) { n.stamp = clock_->tick(); })) {
+      return std::nullopt;
+    }
+    notify_waiters();
+    return snapshot(std::move(fresh_guard), candidate);
   }
 
   /// After a commit: wakes the waiters, if any. A commit with no waiter writes nothing

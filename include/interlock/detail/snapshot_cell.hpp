@@ -84,6 +84,25 @@ class snapshot_cell {
     }
   }
 
+  /// Publishes `fresh` if `expected` is still the current node: the commit of a
+  /// read-modify-write that already holds `expected` protected (so its address cannot
+  /// be reused meanwhile: no ABA). Nothing here dereferences the current node, so no
+  /// hazard pointer is taken. prepare(Node& fresh) runs once, before the CAS. On
+  /// success the cell owns `fresh` and `expected` is retired. Wait-free (one CAS).
+  template <class Prepare>
+  bool publish_if_current(std::unique_ptr<Node>& fresh, const Node* expected, Prepare&& prepare) {
+    prepare(*fresh);
+    Node* current = const_cast<Node*>(expected);  // compared, never written through
+    // (1) as in publish: seq_cst on success, relaxed on failure (nothing is read).
+    if (!head_.compare_exchange_strong(current, fresh.get(), std::memory_order_seq_cst,
+                                       std::memory_order_relaxed)) {
+      return false;
+    }
+    fresh.release();  // owned by the cell now
+    if (current != nullptr) hazard_domain::instance().retire(current);
+    return true;
+  }
+
  private:
   std::atomic<Node*> head_;
 };
