@@ -31,8 +31,8 @@
 // building the value) is visible to a reader whose load() returns that commit's
 // snapshot: the publishing CAS is a release and the reader's validating load an
 // acquire. Commits to one slot are totally ordered (the CAS on one atomic), and that
-// order agrees with their stamps. Waiting: a waiter registers, issues a seq_cst fence,
-// then reads the node; a commit's seq_cst CAS is followed by a seq_cst read of the
+// order agrees with their stamps. Waiting: a waiter registers, then reads the node
+// pointer with a seq_cst load; a commit's seq_cst CAS is followed by a seq_cst read of the
 // waiter count. One of the two sees the other, so no wake-up is lost, and a commit
 // with nobody waiting writes nothing but its node and its CAS.
 //
@@ -322,8 +322,8 @@ class cas_slot {
   void notify_waiters() noexcept {
     // (2) seq_cst, after the seq_cst publishing CAS (snapshot_cell (1)): either this
     // load sees a waiter's registration (4), and the waiter is woken below, or the
-    // registration comes later in the seq_cst order, and the waiter's fence (5) makes
-    // its load see the new node, so it does not sleep.
+    // registration comes later in the seq_cst order, and the waiter's seq_cst load
+    // (5) sees the new node, so it does not sleep.
     if (cell_.waiters.load(std::memory_order_seq_cst) == 0) return;
     // (3) seq_cst: a waiter that read the word before it sleeps on it now sees it
     // changed (the futex compares it) or is woken; one that reads it after also
@@ -343,14 +343,15 @@ class cas_slot {
       std::atomic<std::uint32_t>& waiters;
       ~unregister() { waiters.fetch_sub(1, std::memory_order_relaxed); }  // a count only
     } guard{cell_.waiters};
-    // (5) seq_cst fence: a commit whose check (2) missed the registration precedes
-    // this fence in the seq_cst order, so the load below sees its node.
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    // (6) read the word before the node: a wake-up (3) for a commit this load misses
-    // changes the word, and the futex then does not sleep.
+    // (6) read the word before the node: a wake-up (3) for a commit the loads below
+    // miss changes the word, and the futex then does not sleep.
     const std::uint32_t observed = cell_.changes.load(std::memory_order_seq_cst);
     snapshot current = load();
     if (current.stamp() != seen_stamp) return current;
+    // (5) seq_cst, after the registration (4): a commit whose check (2) missed the
+    // registration precedes this load in the seq_cst order, so this load sees that
+    // commit's node (or a later one). (A load, not a fence: ThreadSanitizer models it.)
+    if (cell_.nodes.current_seq_cst() != current.node_) return load();
     if (deadline == nullptr) {
       detail::wait(cell_.changes, observed);
     } else if (!detail::wait_until(cell_.changes, observed, *deadline)) {

@@ -634,6 +634,13 @@ class snapshot_cell {
     }
   }
 
+  /// The current node's address with a seq_cst load, only to compare with a node the
+  /// caller protects (it is never dereferenced): a waiter's check that no commit
+  /// slipped past its registration (cas_slot). Wait-free.
+  [[nodiscard]] const Node* current_seq_cst() const noexcept {
+    return head_.load(std::memory_order_seq_cst);
+  }
+
   /// Publishes `fresh` if `expected` is still the current node: the commit of a
   /// read-modify-write that already holds `expected` protected (so its address cannot
   /// be reused meanwhile: no ABA). Nothing here dereferences the current node, so no
