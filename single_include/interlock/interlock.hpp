@@ -4111,6 +4111,8 @@ struct retained_entry : keyed_entry<Key> {
 /// table whose shards keep their completed entries oldest first, expire them and
 /// evict beyond a capacity. Entries to retire are collected while a shard is locked
 /// and retired after it is unlocked (a reclamation scan never runs under the lock).
+/// They are collected in an intrusive list (retire_list), so collecting never
+/// allocates and never fails.
 template <class Key, class Entry, class Hash, class Equal, class Clock>
 class retained_table {
  public:
@@ -4151,11 +4153,42 @@ class retained_table {
 
   static bool expired(const Entry& e, std::int64_t now) noexcept { return now >= e.expires_at; }
 
+  /// Entries unlinked under a shard lock, to retire once it is unlocked. Chained
+  /// through their retire link, which is free until they are retired, so collecting
+  /// never allocates. Declare it before locking: its destructor retires what is left,
+  /// after the unlock, also when an exception leaves the scope.
+  class retire_list {
+   public:
+    retire_list() = default;
+    retire_list(const retire_list&) = delete;
+    retire_list& operator=(const retire_list&) = delete;
+    ~retire_list() { retire_all(); }
+
+    void push(Entry* e) noexcept {
+      e->next_retired = head_;
+      head_ = e;
+      ++size_;
+    }
+    [[nodiscard]] std::size_t size() const noexcept { return size_; }
+
+    /// Hands every collected entry to the hazard domain. Call with no lock held.
+    void retire_all() noexcept {
+      while (head_ != nullptr) {
+        Entry* e = static_cast<Entry*>(head_);
+        head_ = e->next_retired;  // read before retiring reuses the link
+        table_type::retire(e);
+      }
+      size_ = 0;
+    }
+
+   private:
+    retirable* head_ = nullptr;
+    std::size_t size_ = 0;
+  };
+
   /// Under the shard lock: appends a completed entry to the shard's order and evicts
-  /// the oldest beyond capacity into `retired`, as far as `retired` has room reserved
-  /// (reserve one slot before locking; without room the eviction waits for the next
-  /// completion in the shard). Never allocates, never throws.
-  void complete_locked(locked_shard& shard, Entry* e, std::vector<Entry*>& retired) noexcept {
+  /// the oldest beyond capacity into `retired`. Never allocates, never throws.
+  void complete_locked(locked_shard& shard, Entry* e, retire_list& retired) noexcept {
     order& o = orders_[shard.index()];
     e->in_order = true;
     e->older = o.newest;
@@ -4163,29 +4196,29 @@ class retained_table {
     (o.newest != nullptr ? o.newest->newer : o.oldest) = e;
     o.newest = e;
     ++o.size;
-    while (o.size > per_shard_capacity_ && retired.size() < retired.capacity()) {
+    while (o.size > per_shard_capacity_) {
       auto* victim = static_cast<Entry*>(o.oldest);
       erase_locked(shard, victim);
-      retired.push_back(victim);
+      retired.push(victim);
       counters_.bump(evicted);
     }
   }
 
   /// Under the shard lock: removes the shard's expired entries (oldest first).
-  void purge_locked(locked_shard& shard, std::int64_t now, std::vector<Entry*>& retired) {
+  void purge_locked(locked_shard& shard, std::int64_t now, retire_list& retired) noexcept {
     order& o = orders_[shard.index()];
     while (o.oldest != nullptr && expired(*static_cast<Entry*>(o.oldest), now)) {
       auto* victim = static_cast<Entry*>(o.oldest);
-      retired.push_back(victim);  // may throw: then nothing was erased yet
       erase_locked(shard, victim);
+      retired.push(victim);
       counters_.bump(expired_count);
     }
   }
 
   /// Under the shard lock: removes one expired entry found by key.
-  void expire_locked(locked_shard& shard, Entry* e, std::vector<Entry*>& retired) {
-    retired.push_back(e);
+  void expire_locked(locked_shard& shard, Entry* e, retire_list& retired) noexcept {
     erase_locked(shard, e);
+    retired.push(e);
     counters_.bump(expired_count);
   }
 
@@ -4201,27 +4234,10 @@ class retained_table {
     shard.erase(e);
   }
 
-  static void retire_all(std::vector<Entry*>& retired) noexcept {
-    for (Entry* e : retired) table_type::retire(e);
-    retired.clear();
-  }
-
-  /// Retires the collected entries when it goes out of scope, also when an exception
-  /// (a failed allocation while collecting) leaves the scope: declare it before the
-  /// shard lock, so it runs after the unlock.
-  struct retire_on_exit {
-    explicit retire_on_exit(std::vector<Entry*>& collected) noexcept : retired(collected) {}
-    retire_on_exit(const retire_on_exit&) = delete;
-    retire_on_exit& operator=(const retire_on_exit&) = delete;
-    ~retire_on_exit() { retire_all(retired); }
-    std::vector<Entry*>& retired;
-  };
-
   /// Removes every expired entry now. O(shards + expired).
   std::size_t purge_expired() {
     std::size_t purged = 0;
-    std::vector<Entry*> retired;
-    const retire_on_exit retire_later{retired};
+    retire_list retired;
     const std::int64_t now = now_ticks();
     for (std::size_t i = 0; i < table_.shard_count(); ++i) {
       {
@@ -4229,7 +4245,7 @@ class retained_table {
         purge_locked(shard, now, retired);
       }
       purged += retired.size();
-      retire_all(retired);
+      retired.retire_all();
     }
     return purged;
   }
@@ -4432,8 +4448,7 @@ class idempotency_guard {
     for (;;) {
       entry* existing = nullptr;
       entry* mine = nullptr;
-      std::vector<entry*> retired;
-      const typename retained::retire_on_exit retire_later{retired};
+      typename retained::retire_list retired;
       {
         auto shard = table.lock_shard(h);
         const std::int64_t now = store_.now_ticks();
@@ -4453,7 +4468,7 @@ class idempotency_guard {
         // Pinned while the lock is held: it can only be unlinked under this lock.
         guards.found.protect_stable(existing != nullptr ? existing : mine);
       }
-      retained::retire_all(retired);
+      retired.retire_all();
       if (mine != nullptr) return execute(*mine, op);
       if (auto answered = answer(*existing, fingerprint, deadline)) return std::move(*answered);
       // It expired or a forgotten failure was removed meanwhile: try again.
@@ -4550,19 +4565,14 @@ class idempotency_guard {
   /// completion order, which may evict older records.
   void finish(entry& e, idempotency_record_state state) noexcept {
     e.expires_at = store_.expiry_from_now();
-    std::vector<entry*> retired;
-    try {
-      retired.reserve(1);  // room for the one eviction a completion can cause
-    } catch (const std::bad_alloc&) {
-      // No room: the record still joins the order; the next completion evicts.
-    }
+    typename retained::retire_list retired;
     {
       auto shard = store_.table().lock_shard(e.hash);
       store_.complete_locked(shard, &e, retired);
       publish(e, state);
     }
     wake_waiters(e);
-    retained::retire_all(retired);
+    retired.retire_all();
   }
 
   void fail(entry& e, std::exception_ptr failure) noexcept {
@@ -4648,8 +4658,7 @@ class unique_claims {
         return false;
       }
     }
-    std::vector<entry*> retired;
-    const typename retained::retire_on_exit retire_later{retired};
+    typename retained::retire_list retired;
     bool granted_now = false;
     {
       auto shard = table.lock_shard(h);
@@ -4663,13 +4672,12 @@ class unique_claims {
       if (e == nullptr) {
         auto fresh = std::make_unique<entry>(Key(key), h, std::move(owner));
         fresh->expires_at = store_.expiry_from_now();
-        retired.reserve(retired.size() + 1);
         shard.insert(fresh.get());
         store_.complete_locked(shard, fresh.release(), retired);
         granted_now = true;
       }
     }
-    retained::retire_all(retired);
+    retired.retire_all();
     counters_.bump(granted_now ? granted : refused);
     return granted_now;
   }
