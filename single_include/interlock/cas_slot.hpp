@@ -159,7 +159,9 @@ INTERLOCK_NAMESPACE_END
 // Records are never freed while the process runs; they are reused by any thread.
 // Each thread caches a few free records and keeps its own retired list; at thread
 // exit the cache returns to the domain and unreclaimed nodes go to a shared orphan
-// list that the next scan adopts.
+// list that the next scan adopts. A scan does not free what it finds unprotected at
+// once: each later retire frees one of those nodes (reclaim_now and thread exit free
+// the rest), so a writer allocating one node per commit reuses the one just freed.
 #ifndef INTERLOCK_DETAIL_HAZARD_POINTER_HPP
 #define INTERLOCK_DETAIL_HAZARD_POINTER_HPP
 
@@ -252,6 +254,7 @@ struct hazard_thread_state {
   int cached = 0;
   retirable* retired = nullptr;
   std::size_t retired_count = 0;
+  retirable* reclaimable = nullptr;  // found unprotected by a scan; freed one per retire
   bool flush_registered = false;
   bool exited = false;  // after thread_local destruction: bypass the cache
 };
@@ -305,6 +308,7 @@ class hazard_domain {
     register_thread_flush(state);
     node->next_retired = state.retired;
     state.retired = node;
+    reclaim_one(state);
     if (++state.retired_count >= scan_threshold()) scan(state);
   }
 
@@ -313,7 +317,11 @@ class hazard_domain {
   void reclaim_now() noexcept {
     hazard_thread_state& state = hazard_tls;
     if (state.exited) return;
-    scan(state);
+    // Until a round frees nothing: a freed node's destructor may retire more nodes
+    // (a value holding the last reference to another slot).
+    do {
+      scan(state);
+    } while (reclaim_all(state) > 0 && state.retired != nullptr);
   }
 
   /// Called when a thread exits: cached records go back, unreclaimed nodes become orphans.
@@ -322,6 +330,7 @@ class hazard_domain {
       state.cache[--state.cached]->in_use.store(false, std::memory_order_release);  // (2)
     }
     scan(state);
+    reclaim_all(state);
     if (state.retired != nullptr) {
       retirable* tail = state.retired;
       while (tail->next_retired != nullptr) tail = tail->next_retired;
@@ -340,7 +349,8 @@ class hazard_domain {
   /// inter-processor interrupt to every CPU running the process, expensive in a VM),
   /// so scans are amortized over at least 1024 nodes: measured, a threshold of 128
   /// spent a fifth of keyed_mutex's time in those interrupts. A thread therefore holds
-  /// at most 1024 (or 2 x records) + records retired nodes.
+  /// at most 1024 (or 2 x records) + records nodes retired or awaiting their free:
+  /// each retire frees one reclaimable node, so that list drains as the next fills.
   std::size_t scan_threshold() const noexcept {
     // Relaxed: a heuristic; a stale count only moves the next scan a little.
     const std::size_t records = record_count_.load(std::memory_order_relaxed);
@@ -390,7 +400,31 @@ class hazard_domain {
     }
   }
 
+  /// Frees the oldest-found node that a scan left reclaimable, if any. Freeing one per
+  /// retire keeps the allocator's per-thread cache in balance: a writer that allocates
+  /// one node per commit gets this one back, where freeing a whole scan's worth at once
+  /// (a thousand nodes) overflowed that cache into the allocator's slower shared bins.
+  /// The node leaves the list before its reclaim runs, so a reclaim that retires (a
+  /// destructor releasing another protected structure) may re-enter safely.
+  static void reclaim_one(hazard_thread_state& state) noexcept {
+    retirable* node = state.reclaimable;
+    if (node == nullptr) return;
+    state.reclaimable = node->next_retired;
+    node->reclaim(node);
+  }
+
+  /// Frees every reclaimable node; returns how many.
+  static std::size_t reclaim_all(hazard_thread_state& state) noexcept {
+    std::size_t freed = 0;
+    for (; state.reclaimable != nullptr; ++freed) reclaim_one(state);
+    return freed;
+  }
+
+  /// Moves every retired node that no hazard record holds to the reclaimable list.
+  /// What the previous scan left there is freed first (normally nothing: each retire
+  /// since then freed one), so that list never holds more than one scan's worth.
   void scan(hazard_thread_state& state) noexcept {
+    reclaim_all(state);
     adopt_orphans(state);
     if (state.retired == nullptr) return;
     std::vector<const void*> hazards;
@@ -419,13 +453,12 @@ class hazard_domain {
     retirable* node = state.retired;
     while (node != nullptr) {
       retirable* next = node->next_retired;
-      if (std::binary_search(hazards.begin(), hazards.end(), static_cast<const void*>(node))) {
-        node->next_retired = keep;
-        keep = node;
-        ++kept;
-      } else {
-        node->reclaim(node);
-      }
+      const bool is_protected =
+          std::binary_search(hazards.begin(), hazards.end(), static_cast<const void*>(node));
+      retirable*& list = is_protected ? keep : state.reclaimable;
+      node->next_retired = list;
+      list = node;
+      if (is_protected) ++kept;
       node = next;
     }
     state.retired = keep;
