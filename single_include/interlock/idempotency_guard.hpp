@@ -310,6 +310,7 @@ struct hazard_thread_state {
   retirable* retired = nullptr;
   std::size_t retired_count = 0;
   retirable* reclaimable = nullptr;  // found unprotected by a scan; freed one per retire
+  bool reclaiming = false;           // a reclaim is running: nested retires only push
   bool flush_registered = false;
   bool exited = false;  // after thread_local destruction: bypass the cache
 };
@@ -353,39 +354,40 @@ class hazard_domain {
   }
 
   /// Hands `node` to the domain: it is reclaimed once no hazard record holds it.
-  /// The caller must already have unpublished it. Never throws.
+  /// The caller must already have unpublished it. May free one earlier node (run its
+  /// destructor) and, every ~1024 calls, scan. Never throws.
   void retire(retirable* node) noexcept {
     hazard_thread_state& state = hazard_tls;
-    if (state.exited) {
-      push_orphans(node, node);
-      return;
-    }
-    register_thread_flush(state);
-    node->next_retired = state.retired;
-    state.retired = node;
+    if (!push_retired(state, node)) return;
+    // A retire from inside a reclaim (a destructor releasing another slot) only
+    // pushes: the loop that runs the reclaim frees the rest, so nesting stays one
+    // level deep however many nodes free others.
+    if (state.reclaiming) return;
     reclaim_one(state);
-    if (++state.retired_count >= scan_threshold()) scan(state);
+    if (state.retired_count >= scan_threshold()) scan(state);
   }
 
+  /// As retire, but frees nothing now and never scans: for a caller holding a lock
+  /// that a destructor run by a reclaim might need (keyed_table growing a shard).
+  void retire_without_reclaim(retirable* node) noexcept { (void)push_retired(hazard_tls, node); }
+
   /// Reclaims now every node retired by this thread or by exited threads that no
-  /// record protects. For tests and orderly shutdown; never needed for correctness.
+  /// record protects, including what those frees retire in turn. For tests and
+  /// orderly shutdown; never needed for correctness. Does nothing when called from a
+  /// destructor that a reclaim is running.
   void reclaim_now() noexcept {
     hazard_thread_state& state = hazard_tls;
-    if (state.exited) return;
-    // Until a round frees nothing: a freed node's destructor may retire more nodes
-    // (a value holding the last reference to another slot).
-    do {
-      scan(state);
-    } while (reclaim_all(state) > 0 && state.retired != nullptr);
+    if (state.exited || state.reclaiming) return;
+    reclaim_everything(state);
   }
 
   /// Called when a thread exits: cached records go back, unreclaimed nodes become orphans.
   void thread_exit(hazard_thread_state& state) noexcept {
+    // Reclaim first: a destructor run here may still take and return a record.
+    reclaim_everything(state);
     while (state.cached > 0) {
       state.cache[--state.cached]->in_use.store(false, std::memory_order_release);  // (2)
     }
-    scan(state);
-    reclaim_all(state);
     if (state.retired != nullptr) {
       retirable* tail = state.retired;
       while (tail->next_retired != nullptr) tail = tail->next_retired;
@@ -404,8 +406,9 @@ class hazard_domain {
   /// inter-processor interrupt to every CPU running the process, expensive in a VM),
   /// so scans are amortized over at least 1024 nodes: measured, a threshold of 128
   /// spent a fifth of keyed_mutex's time in those interrupts. A thread therefore holds
-  /// at most 1024 (or 2 x records) + records nodes retired or awaiting their free:
-  /// each retire frees one reclaimable node, so that list drains as the next fills.
+  /// at most 1024 (or 2 x records) + records nodes retired or awaiting their free
+  /// (each retire frees one reclaimable node, so that list drains as the next fills),
+  /// plus what it adopted from exited threads at its last scan.
   std::size_t scan_threshold() const noexcept {
     // Relaxed: a heuristic; a stale count only moves the next scan a little.
     const std::size_t records = record_count_.load(std::memory_order_relaxed);
@@ -413,6 +416,27 @@ class hazard_domain {
   }
 
   static void register_thread_flush(hazard_thread_state& state) noexcept;
+
+  /// Pushes `node` on this thread's retired list; false when the thread has exited
+  /// (the node went to the orphan list instead).
+  bool push_retired(hazard_thread_state& state, retirable* node) noexcept {
+    if (state.exited) {
+      push_orphans(node, node);
+      return false;
+    }
+    register_thread_flush(state);
+    node->next_retired = state.retired;
+    state.retired = node;
+    ++state.retired_count;
+    return true;
+  }
+
+  /// Scans and frees until a round frees nothing (or nothing retired is left).
+  void reclaim_everything(hazard_thread_state& state) noexcept {
+    do {
+      scan(state);
+    } while (reclaim_all(state) > 0 && state.retired != nullptr);
+  }
 
   hazard_record* acquire_shared_record() {
     // (3) acquire: pairs with the release (2) of the thread that gave it back.
@@ -465,7 +489,9 @@ class hazard_domain {
     retirable* node = state.reclaimable;
     if (node == nullptr) return;
     state.reclaimable = node->next_retired;
+    const bool outer = std::exchange(state.reclaiming, true);
     node->reclaim(node);
+    state.reclaiming = outer;
   }
 
   /// Frees every reclaimable node; returns how many.
@@ -605,7 +631,7 @@ class hazard_guard {
 /// Reclaims now every value that this thread or an exited thread replaced and that
 /// no live snapshot still holds. Never needed for correctness (reclamation runs on
 /// its own every thousand or so replacements); useful in tests and before measuring
-/// memory.
+/// memory. Called from a value's destructor while a reclamation runs, it does nothing.
 inline void reclaim_retired() noexcept { detail::hazard_domain::instance().reclaim_now(); }
 
 INTERLOCK_NAMESPACE_END
@@ -1098,7 +1124,9 @@ class keyed_table {
       }
       // (5) release: pairs with (4) and with hazard_guard::protect of the array.
       s_->buckets.store(fresh, std::memory_order_release);
-      hazard_domain::instance().retire(old_array);
+      // Under the shard lock: retire without freeing anything now, so no entry's
+      // destructor (a user's Result or key) runs while the lock is held.
+      hazard_domain::instance().retire_without_reclaim(old_array);
     }
 
     const keyed_table* table_;

@@ -6,6 +6,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <pthread.h>
+
 #include <cstddef>
 #include <vector>
 
@@ -103,4 +105,37 @@ TEST_CASE("a node whose free retires another node loses nothing", "[hazard][memo
   }
   interlock::reclaim_retired();
   CHECK(counted_node::freed == 3 * chains);
+}
+
+TEST_CASE("frees that retire more nodes do not nest on the stack", "[hazard][memory]") {
+  // Thousands of nodes each holding the last reference to another: freeing one
+  // retires the next. On a small stack (64 KiB) that must not recurse once per
+  // node. Runs in its own thread so the stack size is known.
+  struct outcome {
+    std::size_t retired = 0;
+    std::size_t freed = 0;
+  } result;
+  pthread_attr_t attributes;
+  REQUIRE(pthread_attr_init(&attributes) == 0);
+  REQUIRE(pthread_attr_setstacksize(&attributes, 64 * 1024) == 0);
+  pthread_t thread;
+  const int started = pthread_create(
+      &thread, &attributes,
+      [](void* out) -> void* {
+        auto& r = *static_cast<outcome*>(out);
+        interlock::reclaim_retired();
+        counted_node::freed = 0;
+        for (int i = 0; i < 20'000; ++i) {
+          retire(new counted_node(new counted_node));
+          r.retired += 2;
+        }
+        interlock::reclaim_retired();
+        r.freed = counted_node::freed;
+        return nullptr;
+      },
+      &result);
+  pthread_attr_destroy(&attributes);
+  REQUIRE(started == 0);
+  REQUIRE(pthread_join(thread, nullptr) == 0);
+  CHECK(result.freed == result.retired);
 }

@@ -269,7 +269,9 @@ class keyed_table {
       }
       // (5) release: pairs with (4) and with hazard_guard::protect of the array.
       s_->buckets.store(fresh, std::memory_order_release);
-      hazard_domain::instance().retire(old_array);
+      // Under the shard lock: retire without freeing anything now, so no entry's
+      // destructor (a user's Result or key) runs while the lock is held.
+      hazard_domain::instance().retire_without_reclaim(old_array);
     }
 
     const keyed_table* table_;
