@@ -42,6 +42,7 @@
 #define INTERLOCK_CAS_SLOT_HPP
 
 #include <interlock/config.hpp>
+#include <interlock/detail/deadline.hpp>
 #include <interlock/detail/hazard_pointer.hpp>
 #include <interlock/detail/snapshot_cell.hpp>
 #include <interlock/detail/wait_on_word.hpp>
@@ -244,7 +245,7 @@ class cas_slot {
   template <class Rep, class Period>
   std::optional<snapshot> wait_for_change_for(stamp_type seen_stamp,
                                               std::chrono::duration<Rep, Period> timeout) const {
-    return wait_for_change_until(seen_stamp, std::chrono::steady_clock::now() + timeout);
+    return wait_for_change_until(seen_stamp, detail::deadline_after(timeout));
   }
 
   /// As wait_for_change, but gives up at `deadline` (any clock).

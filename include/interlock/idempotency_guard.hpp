@@ -40,6 +40,7 @@
 
 #include <interlock/config.hpp>
 #include <interlock/detail/coarse_clock.hpp>
+#include <interlock/detail/deadline.hpp>
 #include <interlock/detail/hazard_pointer.hpp>
 #include <interlock/detail/keyed_table.hpp>
 #include <interlock/detail/striped_counter.hpp>
@@ -424,7 +425,7 @@ class idempotency_guard {
     std::exception_ptr failure;
   };
   using retained = detail::retained_table<Key, entry, Hash, Equal, Clock>;
-  using steady_deadline = std::chrono::steady_clock::time_point;
+  using steady_deadline = detail::steady_deadline;
 
  public:
   using key_type = Key;
@@ -457,7 +458,7 @@ class idempotency_guard {
   template <class K, class Request, class Rep, class Period, class Op>
   outcome run_for(const K& key, const Request& request, std::chrono::duration<Rep, Period> timeout,
                   Op&& op) {
-    const steady_deadline deadline = deadline_after(timeout);
+    const steady_deadline deadline = detail::deadline_after(timeout);
     return run_impl(key, request_fingerprint(request), op, &deadline);
   }
 
@@ -510,18 +511,6 @@ class idempotency_guard {
   [[nodiscard]] std::size_t size() const { return store_.table().size(); }
 
  private:
-  /// now + timeout on the steady clock, saturating at time_point::max() (a timeout of
-  /// hours::max() means "wait as long as it takes", not an overflow).
-  template <class Rep, class Period>
-  static steady_deadline deadline_after(std::chrono::duration<Rep, Period> timeout) {
-    const auto now = std::chrono::steady_clock::now();
-    if (timeout <= timeout.zero()) return now;
-    const std::chrono::duration<long double> wanted = timeout;
-    const std::chrono::duration<long double> room = steady_deadline::max() - now;
-    if (wanted >= room) return steady_deadline::max();
-    return now + std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
-  }
-
   static idempotency_record_state state_of(const entry& e) noexcept {
     // (2) acquire: pairs with the publication (1); the result and failure written
     // before it are visible.

@@ -81,6 +81,7 @@
 #define INTERLOCK_KEYED_MUTEX_HPP
 
 #include <interlock/config.hpp>
+#include <interlock/detail/deadline.hpp>
 #include <interlock/detail/hazard_pointer.hpp>
 #include <interlock/detail/keyed_table.hpp>
 #include <interlock/detail/spin.hpp>
@@ -385,7 +386,7 @@ class keyed_mutex {
   template <class K, class Rep, class Period>
   [[nodiscard]] guard try_lock_for(const K& key,
                                    const std::chrono::duration<Rep, Period>& timeout) {
-    return try_lock_until(key, std::chrono::steady_clock::now() + timeout);
+    return try_lock_until(key, detail::deadline_after(timeout));
   }
 
   /// As lock(key), but gives up at `deadline` (any clock). Empty guard on timeout.
@@ -415,7 +416,7 @@ class keyed_mutex {
   template <class K, class Rep, class Period>
   [[nodiscard]] shared_guard try_lock_shared_for(
       const K& key, const std::chrono::duration<Rep, Period>& timeout) {
-    return try_lock_shared_until(key, std::chrono::steady_clock::now() + timeout);
+    return try_lock_shared_until(key, detail::deadline_after(timeout));
   }
   template <class K, class Clock, class Duration>
   [[nodiscard]] shared_guard try_lock_shared_until(
@@ -473,13 +474,13 @@ class keyed_mutex {
   template <std::ranges::input_range Range, class Rep, class Period>
   [[nodiscard]] multi_guard try_lock_many_for(const Range& keys,
                                               const std::chrono::duration<Rep, Period>& timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    const auto deadline = detail::deadline_after(timeout);
     return acquire_many(keys, wait_kind::until, &deadline);
   }
   template <class K, class Rep, class Period>
   [[nodiscard]] multi_guard try_lock_many_for(std::initializer_list<K> keys,
                                               const std::chrono::duration<Rep, Period>& timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    const auto deadline = detail::deadline_after(timeout);
     return acquire_many(keys, wait_kind::until, &deadline);
   }
 
@@ -788,7 +789,7 @@ class keyed_mutex {
           detail::wait(e->seq, q);
         }
       } else {
-        if (wake_to_claim && handoff_at < time_point_in_steady(*deadline)) {
+        if (wake_to_claim && handoff_at < detail::steady_deadline_of(*deadline)) {
           detail::wait_until(e->seq, q, handoff_at);
         } else {
           deadline_passed = !detail::wait_until(e->seq, q, *deadline);
@@ -802,17 +803,6 @@ class keyed_mutex {
         leave(e, priority);
         return outcome::timed_out;
       }
-    }
-  }
-
-  template <class Clock, class Duration>
-  static std::chrono::steady_clock::time_point time_point_in_steady(
-      const std::chrono::time_point<Clock, Duration>& t) {
-    if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
-      return std::chrono::time_point_cast<std::chrono::steady_clock::duration>(t);
-    } else {
-      return std::chrono::steady_clock::now() +
-             std::chrono::duration_cast<std::chrono::steady_clock::duration>(t - Clock::now());
     }
   }
 

@@ -176,6 +176,62 @@ INTERLOCK_NAMESPACE_END
 #endif  // INTERLOCK_CONFIG_HPP
 // ---- end interlock/config.hpp ----
 
+// ---- begin interlock/detail/deadline.hpp ----
+// interlock/detail/deadline.hpp: timeouts and deadlines of any clock turned into
+// steady_clock deadlines, without overflow.
+//
+// Design note. Every timed operation (keyed_mutex::try_lock_for, cas_slot's
+// wait_for_change_for, idempotency_guard::run_for, their Redis-backed twins) waits on
+// the steady clock. `steady_clock::now() + timeout` overflows for a timeout that users
+// pass to mean "as long as it takes" (hours::max(), or a time_point::max() deadline on
+// another clock): the sum wraps to the past and the call gives up at once. These
+// helpers saturate at steady_clock::time_point::max() instead.
+//
+// Thread-safety: stateless; both read the clock once (twice for a foreign clock) and
+// never throw.
+#ifndef INTERLOCK_DETAIL_DEADLINE_HPP
+#define INTERLOCK_DETAIL_DEADLINE_HPP
+
+
+#include <chrono>
+#include <type_traits>
+
+INTERLOCK_NAMESPACE_BEGIN
+namespace detail {
+
+using steady_deadline = std::chrono::steady_clock::time_point;
+
+/// now + timeout on the steady clock, saturating at time_point::max(); a zero or
+/// negative timeout gives now (already expired).
+template <class Rep, class Period>
+steady_deadline deadline_after(std::chrono::duration<Rep, Period> timeout) {
+  const steady_deadline now = std::chrono::steady_clock::now();
+  if (timeout <= timeout.zero()) return now;
+  // Compared in long double: exact enough at these magnitudes, and no integer
+  // conversion of `timeout` (which is what overflows) happens before the test.
+  const std::chrono::duration<long double> wanted = timeout;
+  const std::chrono::duration<long double> room = steady_deadline::max() - now;
+  if (wanted >= room) return steady_deadline::max();
+  return now + std::chrono::duration_cast<steady_deadline::duration>(timeout);
+}
+
+/// `deadline` (any clock) as a steady_clock deadline: the same remaining time from now,
+/// saturating like deadline_after. A steady_clock deadline is kept as it is.
+template <class Clock, class Duration>
+steady_deadline steady_deadline_of(const std::chrono::time_point<Clock, Duration>& deadline) {
+  if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
+    return std::chrono::time_point_cast<steady_deadline::duration>(deadline);
+  } else {
+    return deadline_after(deadline - Clock::now());
+  }
+}
+
+}  // namespace detail
+INTERLOCK_NAMESPACE_END
+
+#endif  // INTERLOCK_DETAIL_DEADLINE_HPP
+// ---- end interlock/detail/deadline.hpp ----
+
 // ---- begin interlock/detail/hazard_pointer.hpp ----
 // interlock/detail/hazard_pointer.hpp: safe memory reclamation for lock-free reads.
 //
@@ -1541,7 +1597,7 @@ class keyed_mutex {
   template <class K, class Rep, class Period>
   [[nodiscard]] guard try_lock_for(const K& key,
                                    const std::chrono::duration<Rep, Period>& timeout) {
-    return try_lock_until(key, std::chrono::steady_clock::now() + timeout);
+    return try_lock_until(key, detail::deadline_after(timeout));
   }
 
   /// As lock(key), but gives up at `deadline` (any clock). Empty guard on timeout.
@@ -1571,7 +1627,7 @@ class keyed_mutex {
   template <class K, class Rep, class Period>
   [[nodiscard]] shared_guard try_lock_shared_for(
       const K& key, const std::chrono::duration<Rep, Period>& timeout) {
-    return try_lock_shared_until(key, std::chrono::steady_clock::now() + timeout);
+    return try_lock_shared_until(key, detail::deadline_after(timeout));
   }
   template <class K, class Clock, class Duration>
   [[nodiscard]] shared_guard try_lock_shared_until(
@@ -1629,13 +1685,13 @@ class keyed_mutex {
   template <std::ranges::input_range Range, class Rep, class Period>
   [[nodiscard]] multi_guard try_lock_many_for(const Range& keys,
                                               const std::chrono::duration<Rep, Period>& timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    const auto deadline = detail::deadline_after(timeout);
     return acquire_many(keys, wait_kind::until, &deadline);
   }
   template <class K, class Rep, class Period>
   [[nodiscard]] multi_guard try_lock_many_for(std::initializer_list<K> keys,
                                               const std::chrono::duration<Rep, Period>& timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    const auto deadline = detail::deadline_after(timeout);
     return acquire_many(keys, wait_kind::until, &deadline);
   }
 
@@ -1944,7 +2000,7 @@ class keyed_mutex {
           detail::wait(e->seq, q);
         }
       } else {
-        if (wake_to_claim && handoff_at < time_point_in_steady(*deadline)) {
+        if (wake_to_claim && handoff_at < detail::steady_deadline_of(*deadline)) {
           detail::wait_until(e->seq, q, handoff_at);
         } else {
           deadline_passed = !detail::wait_until(e->seq, q, *deadline);
@@ -1958,17 +2014,6 @@ class keyed_mutex {
         leave(e, priority);
         return outcome::timed_out;
       }
-    }
-  }
-
-  template <class Clock, class Duration>
-  static std::chrono::steady_clock::time_point time_point_in_steady(
-      const std::chrono::time_point<Clock, Duration>& t) {
-    if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
-      return std::chrono::time_point_cast<std::chrono::steady_clock::duration>(t);
-    } else {
-      return std::chrono::steady_clock::now() +
-             std::chrono::duration_cast<std::chrono::steady_clock::duration>(t - Clock::now());
     }
   }
 

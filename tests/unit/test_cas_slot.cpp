@@ -670,6 +670,25 @@ TEST_CASE("many waiters all wake after one commit", "[cas_slot][wait]") {
   CHECK(committed.stamp() > seen);
 }
 
+TEST_CASE("a timeout too long to represent waits for the change", "[cas_slot][wait]") {
+  // hours::max() and time_point::max() mean "as long as it takes": the deadline
+  // saturates instead of overflowing into the past (which returned nullopt at once).
+  cas_slot<int> slot(1);
+  const auto seen = slot.load().stamp();
+  std::optional<cas_slot<int>::snapshot> for_max, until_max;
+  std::thread waiter([&] {
+    for_max = slot.wait_for_change_for(seen, std::chrono::hours::max());
+    until_max = slot.wait_for_change_until(seen, std::chrono::system_clock::time_point::max());
+  });
+  std::this_thread::sleep_for(20ms);
+  const auto committed = slot.store(2);
+  waiter.join();
+  REQUIRE(for_max.has_value());
+  CHECK(for_max->stamp() == committed.stamp());
+  REQUIRE(until_max.has_value());
+  CHECK(until_max->stamp() == committed.stamp());
+}
+
 TEST_CASE("timed waiters return nullopt when nothing changes", "[cas_slot][wait]") {
   constexpr int waiters = 8;
   cas_slot<int> slot(1);

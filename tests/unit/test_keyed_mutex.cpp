@@ -210,6 +210,33 @@ TEST_CASE("keyed_mutex: timeouts return an empty guard or throw lock_timeout", "
   CHECK(got.load());
 }
 
+TEST_CASE("keyed_mutex: a timeout too long to represent waits for the lock", "[keyed_mutex]") {
+  // hours::max() and time_point::max() mean "as long as it takes": the deadline
+  // saturates instead of overflowing into the past (which gave up at once).
+  keyed_mutex<std::string> locks;
+  auto held = locks.lock("busy");
+  std::atomic<bool> for_max{false}, shared_for_max{false}, many_for_max{false};
+  std::atomic<bool> until_max{false};
+  std::thread waiter([&] {
+    for_max = locks.try_lock_for("busy", std::chrono::hours::max()).owns_lock();
+    shared_for_max = locks.try_lock_shared_for("busy", std::chrono::hours::max()).owns_lock();
+    many_for_max = locks
+                       .try_lock_many_for({std::string("busy"), std::string("other")},
+                                          std::chrono::hours::max())
+                       .owns_lock();
+    until_max =
+        locks.try_lock_until("busy", std::chrono::system_clock::time_point::max()).owns_lock();
+  });
+  CHECK(eventually([&] { return locks.stats().waiters == 1; }));
+  held.unlock();
+  waiter.join();
+  CHECK(for_max.load());
+  CHECK(shared_for_max.load());
+  CHECK(many_for_max.load());
+  CHECK(until_max.load());
+  CHECK(locks.stats().timeouts == 0);
+}
+
 TEST_CASE("keyed_mutex: a stop_token cancels a waiter", "[keyed_mutex]") {
   keyed_mutex<std::string> locks;
   auto held = locks.lock("k");

@@ -60,6 +60,7 @@
 #define INTERLOCK_REDIS_IDEMPOTENCY_STORE_HPP
 
 #include <interlock/config.hpp>
+#include <interlock/detail/deadline.hpp>
 #include <interlock/idempotency_guard.hpp>
 #include <interlock/redis/codec.hpp>
 #include <interlock/redis/connection.hpp>
@@ -122,8 +123,7 @@ class idempotency_guard {
   outcome run_for(std::string_view key, const Request& request,
                   std::chrono::duration<Rep, Period> timeout, Op&& op) {
     return run_impl(key, request_fingerprint(request), op,
-                    std::chrono::steady_clock::now() +
-                        std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout));
+                    ::interlock::detail::deadline_after(timeout));
   }
 
   /// As run_for, with a deadline on the steady clock.

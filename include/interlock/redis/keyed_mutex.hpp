@@ -74,6 +74,7 @@
 #define INTERLOCK_REDIS_KEYED_MUTEX_HPP
 
 #include <interlock/config.hpp>
+#include <interlock/detail/deadline.hpp>
 #include <interlock/keyed_mutex.hpp>
 #include <interlock/redis/connection.hpp>
 #include <interlock/retry.hpp>
@@ -286,15 +287,15 @@ class keyed_mutex {
   template <class Rep, class Period>
   [[nodiscard]] guard try_lock_for(std::string_view key,
                                    const std::chrono::duration<Rep, Period>& timeout) {
-    return try_lock_until(key, std::chrono::steady_clock::now() + timeout);
+    return try_lock_until(key, ::interlock::detail::deadline_after(timeout));
   }
 
   /// As lock, but gives up (empty guard) at `deadline`.
   template <class Clock, class Duration>
   [[nodiscard]] guard try_lock_until(std::string_view key,
                                      const std::chrono::time_point<Clock, Duration>& deadline) {
-    return acquire_until(key,
-                         std::optional<std::chrono::steady_clock::time_point>(to_steady(deadline)));
+    return acquire_until(key, std::optional<std::chrono::steady_clock::time_point>(
+                                  ::interlock::detail::steady_deadline_of(deadline)));
   }
 
   /// Locks `key`, runs fn (fn(guard&) when it accepts one, else fn()) while a renewal
@@ -336,7 +337,7 @@ class keyed_mutex {
   template <class Range, class Rep, class Period>
   [[nodiscard]] multi_guard try_lock_many_for(const Range& keys,
                                               const std::chrono::duration<Rep, Period>& timeout) {
-    return acquire_many(keys, std::chrono::steady_clock::now() + timeout, false);
+    return acquire_many(keys, ::interlock::detail::deadline_after(timeout), false);
   }
 
   /// The Redis key that holds `key`'s lease (for inspection and tests).
@@ -392,18 +393,6 @@ class keyed_mutex {
     const std::string lk = lease_key(key);
     const std::string ttl = ttl_text();
     return c->eval(renew_script(), {lk}, {token, ttl}).integer() == 1;
-  }
-
-  template <class Clock, class Duration>
-  static std::chrono::steady_clock::time_point to_steady(
-      const std::chrono::time_point<Clock, Duration>& deadline) {
-    if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
-      return std::chrono::time_point_cast<std::chrono::steady_clock::duration>(deadline);
-    } else {
-      return std::chrono::steady_clock::now() +
-             std::chrono::duration_cast<std::chrono::steady_clock::duration>(deadline -
-                                                                             Clock::now());
-    }
   }
 
   guard acquire_until(std::string_view key,

@@ -1,0 +1,54 @@
+// interlock/detail/deadline.hpp: timeouts and deadlines of any clock turned into
+// steady_clock deadlines, without overflow.
+//
+// Design note. Every timed operation (keyed_mutex::try_lock_for, cas_slot's
+// wait_for_change_for, idempotency_guard::run_for, their Redis-backed twins) waits on
+// the steady clock. `steady_clock::now() + timeout` overflows for a timeout that users
+// pass to mean "as long as it takes" (hours::max(), or a time_point::max() deadline on
+// another clock): the sum wraps to the past and the call gives up at once. These
+// helpers saturate at steady_clock::time_point::max() instead.
+//
+// Thread-safety: stateless; both read the clock once (twice for a foreign clock) and
+// never throw.
+#ifndef INTERLOCK_DETAIL_DEADLINE_HPP
+#define INTERLOCK_DETAIL_DEADLINE_HPP
+
+#include <interlock/config.hpp>
+
+#include <chrono>
+#include <type_traits>
+
+INTERLOCK_NAMESPACE_BEGIN
+namespace detail {
+
+using steady_deadline = std::chrono::steady_clock::time_point;
+
+/// now + timeout on the steady clock, saturating at time_point::max(); a zero or
+/// negative timeout gives now (already expired).
+template <class Rep, class Period>
+steady_deadline deadline_after(std::chrono::duration<Rep, Period> timeout) {
+  const steady_deadline now = std::chrono::steady_clock::now();
+  if (timeout <= timeout.zero()) return now;
+  // Compared in long double: exact enough at these magnitudes, and no integer
+  // conversion of `timeout` (which is what overflows) happens before the test.
+  const std::chrono::duration<long double> wanted = timeout;
+  const std::chrono::duration<long double> room = steady_deadline::max() - now;
+  if (wanted >= room) return steady_deadline::max();
+  return now + std::chrono::duration_cast<steady_deadline::duration>(timeout);
+}
+
+/// `deadline` (any clock) as a steady_clock deadline: the same remaining time from now,
+/// saturating like deadline_after. A steady_clock deadline is kept as it is.
+template <class Clock, class Duration>
+steady_deadline steady_deadline_of(const std::chrono::time_point<Clock, Duration>& deadline) {
+  if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
+    return std::chrono::time_point_cast<steady_deadline::duration>(deadline);
+  } else {
+    return deadline_after(deadline - Clock::now());
+  }
+}
+
+}  // namespace detail
+INTERLOCK_NAMESPACE_END
+
+#endif  // INTERLOCK_DETAIL_DEADLINE_HPP
