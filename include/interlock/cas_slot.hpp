@@ -291,11 +291,7 @@ class cas_slot {
     detail::hazard_guard fresh_guard;
     fresh_guard.protect_stable(fresh.get());
     const node* candidate = fresh.get();
-    const auto outcome = cell_.nodes.publish(fresh, current_guard, decide, [this](node& n) {
-      // Ticking after observing the current node makes stamps of one slot strictly
-      // increase: its stamp was taken before it was published, and we saw it published.
-      n.stamp = clock_->tick();
-    });
+    const auto outcome = cell_.nodes.publish(fresh, current_guard, decide, stamp_before_publish());
     if (!outcome.published)
       return result{false, snapshot(std::move(current_guard), outcome.current)};
     notify_waiters();
@@ -309,13 +305,18 @@ class cas_slot {
     detail::hazard_guard fresh_guard;
     fresh_guard.protect_stable(fresh.get());
     const node* candidate = fresh.get();
-    // The stamp is taken after `seen` was observed published, as in commit.
-    if (!cell_.nodes.publish_if_current(fresh, seen.node_,
-                                        [this](node& n) { n.stamp = clock_->tick(); })) {
+    if (!cell_.nodes.publish_if_current(fresh, seen.node_, stamp_before_publish())) {
       return std::nullopt;
     }
     notify_waiters();
     return snapshot(std::move(fresh_guard), candidate);
+  }
+
+  /// The `prepare` step of both commits: stamps the fresh node from the clock. It runs
+  /// after the node to replace was observed published, so stamps of one slot strictly
+  /// increase: that node's stamp was taken before it was published.
+  auto stamp_before_publish() noexcept {
+    return [this](node& n) { n.stamp = clock_->tick(); };
   }
 
   /// After a commit: wakes the waiters, if any. A commit with no waiter writes nothing

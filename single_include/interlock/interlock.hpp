@@ -718,17 +718,9 @@ class snapshot_cell {
     for (;;) {
       Node* current = current_guard.protect(head_);
       if (!decide(static_cast<const Node*>(current))) return {false, current};
-      prepare(*fresh);
-      // (1) seq_cst on success: a release that publishes the node's contents to
-      // readers' acquire in protect, and a member of the seq_cst order that cas_slot's
-      // waiter check relies on (the same instruction as a release on x86). Relaxed on
-      // failure: the loop protects and checks the new node.
-      if (head_.compare_exchange_strong(current, fresh.get(), std::memory_order_seq_cst,
-                                        std::memory_order_relaxed)) {
-        fresh.release();  // owned by the cell now
-        if (current != nullptr) hazard_domain::instance().retire(current);
-        return {true, current};
-      }
+      // `current` is protected, so its address cannot be reused before the CAS. On
+      // failure the loop protects and checks the node that won.
+      if (publish_if_current(fresh, current, prepare)) return {true, current};
     }
   }
 
@@ -748,7 +740,10 @@ class snapshot_cell {
   bool publish_if_current(std::unique_ptr<Node>& fresh, const Node* expected, Prepare&& prepare) {
     prepare(*fresh);
     Node* current = const_cast<Node*>(expected);  // compared, never written through
-    // (1) as in publish: seq_cst on success, relaxed on failure (nothing is read).
+    // (1) seq_cst on success: a release that publishes the node's contents to readers'
+    // acquire in protect, and a member of the seq_cst order that cas_slot's waiter
+    // check relies on (the same instruction as a release on x86). Relaxed on failure:
+    // nothing is read.
     if (!head_.compare_exchange_strong(current, fresh.get(), std::memory_order_seq_cst,
                                        std::memory_order_relaxed)) {
       return false;
@@ -1755,11 +1750,7 @@ class cas_slot {
     detail::hazard_guard fresh_guard;
     fresh_guard.protect_stable(fresh.get());
     const node* candidate = fresh.get();
-    const auto outcome = cell_.nodes.publish(fresh, current_guard, decide, [this](node& n) {
-      // Ticking after observing the current node makes stamps of one slot strictly
-      // increase: its stamp was taken before it was published, and we saw it published.
-      n.stamp = clock_->tick();
-    });
+    const auto outcome = cell_.nodes.publish(fresh, current_guard, decide, stamp_before_publish());
     if (!outcome.published)
       return result{false, snapshot(std::move(current_guard), outcome.current)};
     notify_waiters();
@@ -1773,13 +1764,18 @@ class cas_slot {
     detail::hazard_guard fresh_guard;
     fresh_guard.protect_stable(fresh.get());
     const node* candidate = fresh.get();
-    // The stamp is taken after `seen` was observed published, as in commit.
-    if (!cell_.nodes.publish_if_current(fresh, seen.node_,
-                                        [this](node& n) { n.stamp = clock_->tick(); })) {
+    if (!cell_.nodes.publish_if_current(fresh, seen.node_, stamp_before_publish())) {
       return std::nullopt;
     }
     notify_waiters();
     return snapshot(std::move(fresh_guard), candidate);
+  }
+
+  /// The `prepare` step of both commits: stamps the fresh node from the clock. It runs
+  /// after the node to replace was observed published, so stamps of one slot strictly
+  /// increase: that node's stamp was taken before it was published.
+  auto stamp_before_publish() noexcept {
+    return [this](node& n) { n.stamp = clock_->tick(); };
   }
 
   /// After a commit: wakes the waiters, if any. A commit with no waiter writes nothing

@@ -679,17 +679,9 @@ class snapshot_cell {
     for (;;) {
       Node* current = current_guard.protect(head_);
       if (!decide(static_cast<const Node*>(current))) return {false, current};
-      prepare(*fresh);
-      // (1) seq_cst on success: a release that publishes the node's contents to
-      // readers' acquire in protect, and a member of the seq_cst order that cas_slot's
-      // waiter check relies on (the same instruction as a release on x86). Relaxed on
-      // failure: the loop protects and checks the new node.
-      if (head_.compare_exchange_strong(current, fresh.get(), std::memory_order_seq_cst,
-                                        std::memory_order_relaxed)) {
-        fresh.release();  // owned by the cell now
-        if (current != nullptr) hazard_domain::instance().retire(current);
-        return {true, current};
-      }
+      // `current` is protected, so its address cannot be reused before the CAS. On
+      // failure the loop protects and checks the node that won.
+      if (publish_if_current(fresh, current, prepare)) return {true, current};
     }
   }
 
@@ -709,7 +701,10 @@ class snapshot_cell {
   bool publish_if_current(std::unique_ptr<Node>& fresh, const Node* expected, Prepare&& prepare) {
     prepare(*fresh);
     Node* current = const_cast<Node*>(expected);  // compared, never written through
-    // (1) as in publish: seq_cst on success, relaxed on failure (nothing is read).
+    // (1) seq_cst on success: a release that publishes the node's contents to readers'
+    // acquire in protect, and a member of the seq_cst order that cas_slot's waiter
+    // check relies on (the same instruction as a release on x86). Relaxed on failure:
+    // nothing is read.
     if (!head_.compare_exchange_strong(current, fresh.get(), std::memory_order_seq_cst,
                                        std::memory_order_relaxed)) {
       return false;
