@@ -183,14 +183,31 @@ steady_deadline deadline_after(std::chrono::duration<Rep, Period> timeout) {
   return now + std::chrono::duration_cast<steady_deadline::duration>(timeout);
 }
 
-/// `deadline` (any clock) as a steady_clock deadline: the same remaining time from now,
-/// saturating like deadline_after. A steady_clock deadline is kept as it is.
+/// The time from now (on `deadline`'s own clock) until `deadline`, in nanoseconds:
+/// negative once it has passed, saturated at nanoseconds::max() and min() where the
+/// exact value does not fit (for example time_point<Clock, hours>::max(), or
+/// time_point::min()).
+template <class Clock, class Duration>
+std::chrono::nanoseconds time_left(const std::chrono::time_point<Clock, Duration>& deadline) {
+  using std::chrono::nanoseconds;
+  // long double holds every nanosecond count of a 64-bit clock exactly, and neither
+  // time point is converted to an integer type before the range test.
+  using exact = std::chrono::duration<long double, std::nano>;
+  const exact left =
+      exact(deadline.time_since_epoch()) - exact(Clock::now().time_since_epoch());
+  if (left >= exact(nanoseconds::max())) return nanoseconds::max();
+  if (left <= exact(nanoseconds::min())) return nanoseconds::min();
+  return std::chrono::duration_cast<nanoseconds>(left);
+}
+
+/// `deadline` (any clock, any duration) as a steady_clock deadline: the same time left
+/// from now, saturating like deadline_after. A steady_clock::time_point is kept as it is.
 template <class Clock, class Duration>
 steady_deadline steady_deadline_of(const std::chrono::time_point<Clock, Duration>& deadline) {
-  if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
-    return std::chrono::time_point_cast<steady_deadline::duration>(deadline);
+  if constexpr (std::is_same_v<std::chrono::time_point<Clock, Duration>, steady_deadline>) {
+    return deadline;
   } else {
-    return deadline_after(deadline - Clock::now());
+    return deadline_after(time_left(deadline));
   }
 }
 
@@ -837,16 +854,17 @@ bool wait_until(wait_word& word, std::uint32_t expected,
                 const std::chrono::time_point<Clock, Duration>& deadline) noexcept {
   // (2) acquire: same pairing as (1).
   if (word.load(std::memory_order_acquire) != expected) return true;
-  const auto remaining = deadline - Clock::now();
-  if (remaining <= Duration::zero()) return false;
-  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(remaining).count();
+  // Saturating (detail/deadline.hpp): `deadline - Clock::now()` overflows for a coarse
+  // or a min()/max() deadline.
+  const long long ns = time_left(deadline).count();
+  if (ns <= 0) return false;
   constexpr long long billion = 1'000'000'000;
   const long long capped = ns > 3600 * billion ? 3600 * billion : ns;  // re-armed by callers
   timespec timeout{};
   timeout.tv_sec = static_cast<time_t>(capped / billion);
   timeout.tv_nsec = static_cast<long>(capped % billion);
   futex_wait_for(word, expected, &timeout);
-  return Clock::now() < deadline || word.load(std::memory_order_acquire) != expected;
+  return time_left(deadline).count() > 0 || word.load(std::memory_order_acquire) != expected;
 }
 
 #else  // portable fallback
@@ -881,7 +899,10 @@ bool wait_until(wait_word& word, std::uint32_t expected,
   auto& bucket = bucket_for(&word);
   std::unique_lock lock(bucket.mutex);
   if (word.load(std::memory_order_acquire) != expected) return true;
-  return bucket.changed.wait_until(lock, deadline) == std::cv_status::no_timeout ||
+  // On the steady clock, saturated (detail/deadline.hpp): no overflow for a coarse or a
+  // min()/max() deadline.
+  return bucket.changed.wait_until(lock, steady_deadline_of(deadline)) ==
+             std::cv_status::no_timeout ||
          word.load(std::memory_order_acquire) != expected;
 }
 

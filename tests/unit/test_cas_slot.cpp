@@ -689,6 +689,40 @@ TEST_CASE("a timeout too long to represent waits for the change", "[cas_slot][wa
   CHECK(until_max->stamp() == committed.stamp());
 }
 
+TEST_CASE("deadlines at the ends of a clock's range neither overflow nor hang",
+          "[cas_slot][wait]") {
+  // A deadline counted in hours does not fit in nanoseconds, and time_point::min()
+  // minus now wraps to the far future: a max() deadline used to give up at once and a
+  // min() one to sleep until the next commit.
+  using coarse_steady = std::chrono::time_point<std::chrono::steady_clock, std::chrono::hours>;
+  using coarse_system = std::chrono::time_point<std::chrono::system_clock, std::chrono::hours>;
+  cas_slot<int> slot(1);
+  const auto seen = slot.load().stamp();
+  std::optional<cas_slot<int>::snapshot> steady_min, system_min, steady_max, system_max;
+  std::atomic<bool> min_done{false};
+  std::thread waiter([&] {
+    steady_min = slot.wait_for_change_until(seen, std::chrono::steady_clock::time_point::min());
+    system_min = slot.wait_for_change_until(seen, coarse_system::min());
+    min_done = true;
+    steady_max = slot.wait_for_change_until(seen, coarse_steady::max());
+    system_max = slot.wait_for_change_until(seen, coarse_system::max());
+  });
+  // The commit comes after the min() waits gave up (or, where they would sleep, after
+  // a generous bound), and while (or before) the max() waits sleep.
+  const auto bound = std::chrono::steady_clock::now() + 2s;
+  while (!min_done && std::chrono::steady_clock::now() < bound) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(20ms);
+  const auto committed = slot.store(2);
+  waiter.join();
+  CHECK(min_done.load());
+  CHECK_FALSE(steady_min.has_value());
+  CHECK_FALSE(system_min.has_value());
+  REQUIRE(steady_max.has_value());
+  CHECK(steady_max->stamp() == committed.stamp());
+  REQUIRE(system_max.has_value());
+  CHECK(system_max->stamp() == committed.stamp());
+}
+
 TEST_CASE("timed waiters return nullopt when nothing changes", "[cas_slot][wait]") {
   constexpr int waiters = 8;
   cas_slot<int> slot(1);

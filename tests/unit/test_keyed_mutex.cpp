@@ -237,6 +237,43 @@ TEST_CASE("keyed_mutex: a timeout too long to represent waits for the lock", "[k
   CHECK(locks.stats().timeouts == 0);
 }
 
+TEST_CASE("keyed_mutex: deadlines at the ends of a clock's range neither overflow nor hang",
+          "[keyed_mutex]") {
+  // A deadline counted in hours does not fit in nanoseconds, and time_point::min()
+  // minus now wraps to the far future: both used to be converted before any range
+  // check, so a max() deadline gave up at once and a min() one slept until woken.
+  using coarse_steady = std::chrono::time_point<std::chrono::steady_clock, std::chrono::hours>;
+  using coarse_system = std::chrono::time_point<std::chrono::system_clock, std::chrono::hours>;
+  keyed_mutex<std::string> locks;
+  auto held = locks.lock("busy");
+  std::atomic<bool> steady_min{true}, system_min{true}, shared_min{true};
+  std::atomic<bool> min_done{false}, steady_max{false}, system_max{false};
+  std::thread waiter([&] {
+    steady_min =
+        locks.try_lock_until("busy", std::chrono::steady_clock::time_point::min()).owns_lock();
+    system_min =
+        locks.try_lock_until("busy", std::chrono::system_clock::time_point::min()).owns_lock();
+    shared_min = locks.try_lock_shared_until("busy", coarse_system::min()).owns_lock();
+    min_done = true;
+    steady_max = locks.try_lock_until("busy", coarse_steady::max()).owns_lock();
+    system_max = locks.try_lock_shared_until("busy", coarse_system::max()).owns_lock();
+  });
+  // The min() attempts must give up while the key is still held; the release comes
+  // after them (or, where they would sleep, after a generous bound).
+  const auto bound = std::chrono::steady_clock::now() + 2s;
+  while (!min_done && std::chrono::steady_clock::now() < bound) std::this_thread::sleep_for(1ms);
+  CHECK(eventually([&] { return locks.stats().waiters == 1; }));
+  held.unlock();
+  waiter.join();
+  CHECK(min_done.load());
+  CHECK_FALSE(steady_min.load());
+  CHECK_FALSE(system_min.load());
+  CHECK_FALSE(shared_min.load());
+  CHECK(steady_max.load());
+  CHECK(system_max.load());
+  CHECK(locks.stats().timeouts == 3);
+}
+
 TEST_CASE("keyed_mutex: a stop_token cancels a waiter", "[keyed_mutex]") {
   keyed_mutex<std::string> locks;
   auto held = locks.lock("k");

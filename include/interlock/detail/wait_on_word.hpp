@@ -16,6 +16,7 @@
 #define INTERLOCK_DETAIL_WAIT_ON_WORD_HPP
 
 #include <interlock/config.hpp>
+#include <interlock/detail/deadline.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -72,16 +73,17 @@ bool wait_until(wait_word& word, std::uint32_t expected,
                 const std::chrono::time_point<Clock, Duration>& deadline) noexcept {
   // (2) acquire: same pairing as (1).
   if (word.load(std::memory_order_acquire) != expected) return true;
-  const auto remaining = deadline - Clock::now();
-  if (remaining <= Duration::zero()) return false;
-  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(remaining).count();
+  // Saturating (detail/deadline.hpp): `deadline - Clock::now()` overflows for a coarse
+  // or a min()/max() deadline.
+  const long long ns = time_left(deadline).count();
+  if (ns <= 0) return false;
   constexpr long long billion = 1'000'000'000;
   const long long capped = ns > 3600 * billion ? 3600 * billion : ns;  // re-armed by callers
   timespec timeout{};
   timeout.tv_sec = static_cast<time_t>(capped / billion);
   timeout.tv_nsec = static_cast<long>(capped % billion);
   futex_wait_for(word, expected, &timeout);
-  return Clock::now() < deadline || word.load(std::memory_order_acquire) != expected;
+  return time_left(deadline).count() > 0 || word.load(std::memory_order_acquire) != expected;
 }
 
 #else  // portable fallback
@@ -116,7 +118,10 @@ bool wait_until(wait_word& word, std::uint32_t expected,
   auto& bucket = bucket_for(&word);
   std::unique_lock lock(bucket.mutex);
   if (word.load(std::memory_order_acquire) != expected) return true;
-  return bucket.changed.wait_until(lock, deadline) == std::cv_status::no_timeout ||
+  // On the steady clock, saturated (detail/deadline.hpp): no overflow for a coarse or a
+  // min()/max() deadline.
+  return bucket.changed.wait_until(lock, steady_deadline_of(deadline)) ==
+             std::cv_status::no_timeout ||
          word.load(std::memory_order_acquire) != expected;
 }
 
