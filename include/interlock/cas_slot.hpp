@@ -42,6 +42,7 @@
 #define INTERLOCK_CAS_SLOT_HPP
 
 #include <interlock/config.hpp>
+#include <interlock/detail/block_cache.hpp>
 #include <interlock/detail/deadline.hpp>
 #include <interlock/detail/hazard_pointer.hpp>
 #include <interlock/detail/snapshot_cell.hpp>
@@ -72,7 +73,7 @@ class cas_slot {
   static_assert(std::is_object_v<T> && !std::is_const_v<T>,
                 "cas_slot<T>: T must be a non-const object type");
 
-  struct node : detail::retirable {
+  struct node : detail::retirable, detail::cached_allocation<node> {
     template <class... Args>
     node(const digest& hash, Args&&... args) : value(std::forward<Args>(args)...), etag(hash) {
       reclaim = [](detail::retirable* self) noexcept { delete static_cast<node*>(self); };

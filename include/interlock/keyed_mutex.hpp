@@ -81,6 +81,7 @@
 #define INTERLOCK_KEYED_MUTEX_HPP
 
 #include <interlock/config.hpp>
+#include <interlock/detail/block_cache.hpp>
 #include <interlock/detail/deadline.hpp>
 #include <interlock/detail/hazard_pointer.hpp>
 #include <interlock/detail/keyed_table.hpp>
@@ -138,7 +139,7 @@ struct keyed_mutex_stats {
 
 template <class Key, class Hash = key_hash<Key>, class Equal = std::equal_to<>>
 class keyed_mutex {
-  struct entry : detail::keyed_entry<Key> {
+  struct entry : detail::keyed_entry<Key>, detail::cached_allocation<entry> {
     template <class K>
     entry(K&& k, std::uint64_t h, std::uint32_t initial_state, std::uint64_t floor)
         : detail::keyed_entry<Key>(std::forward<K>(k), h),

@@ -66,6 +66,7 @@
 #define INTERLOCK_VERSIONED_HPP
 
 #include <interlock/config.hpp>
+#include <interlock/detail/block_cache.hpp>
 #include <interlock/detail/hazard_pointer.hpp>
 #include <interlock/detail/snapshot_cell.hpp>
 #include <interlock/detail/spin.hpp>
@@ -260,7 +261,7 @@ class seqlock_cell {
 /// pointer, protected by hazard pointers. See the header's design note.
 template <class T>
 class node_cell {
-  struct node : retirable {
+  struct node : retirable, cached_allocation<node> {
     template <class U>
     node(U&& v, version_type ver) : value(std::forward<U>(v)), version(ver) {
       reclaim = [](retirable* self) noexcept { delete static_cast<node*>(self); };
