@@ -159,8 +159,9 @@ class cas_slot {
   cas_slot& operator=(const cas_slot&) = delete;
 
   /// Destroys the slot. Snapshots may outlive it: the current node is retired, not
-  /// freed, so a snapshot still holding it stays valid. Precondition: no other
-  /// thread is calling into the slot.
+  /// freed, so a snapshot still holding it stays valid, and its T is destroyed by
+  /// reclamation (a later retire or reclaim_retired() on this thread, or its exit)
+  /// once no snapshot holds it. Precondition: no other thread is calling into the slot.
   ~cas_slot() = default;
 
   /// The current snapshot. Thread-safe. Lock-free (wait-free unless writers keep

@@ -273,6 +273,13 @@ class node_cell {
  public:
   template <class U>
   explicit node_cell(U&& initial) : cell_(new node(std::forward<U>(initial), 1)) {}
+  node_cell(const node_cell&) = delete;
+  node_cell& operator=(const node_cell&) = delete;
+
+  /// Destroys the current value now. Readers hold a node only during visit(), so once
+  /// no other thread uses the cell (the destructor's precondition) nothing protects
+  /// it: deferring it to a reclamation scan would only delay T's destructor.
+  ~node_cell() { delete cell_.release(); }
 
   /// Calls fn(const T&, version_type) on the current node, protected while fn runs.
   template <class Fn>
@@ -316,7 +323,10 @@ class node_cell {
 ///
 /// Requirements: T is a copy-constructible object type. Thread-safety: every member
 /// function may be called concurrently from any number of threads, except the
-/// destructor.
+/// destructor. The destructor destroys the current value at once; values replaced by
+/// earlier commits are destroyed by hazard-pointer reclamation (within a bounded
+/// number of later retires on the committing thread, at its exit, or by
+/// interlock::reclaim_retired()).
 template <class T>
 class versioned {
   static_assert(std::is_object_v<T> && !std::is_const_v<T>,

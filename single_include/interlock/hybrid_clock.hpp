@@ -239,14 +239,15 @@ class basic_hybrid_clock {
   basic_hybrid_clock(const basic_hybrid_clock&) = delete;
   basic_hybrid_clock& operator=(const basic_hybrid_clock&) = delete;
 
-  /// The largest packed stamp. A clock that reaches it (only through a remote stamp
-  /// or physical time in the year 10889) stays there: now() returns it again rather
-  /// than wrap around, and update() refuses.
-  static constexpr std::uint64_t saturated = ~std::uint64_t{0};
-  /// The fetch_add fast path is taken only below the last millisecond, so that even
-  /// up to 65,535 threads adding at once cannot carry the state past `saturated`.
-  static constexpr std::uint64_t fast_path_limit = hlc_timestamp::max_physical
-                                                   << hlc_timestamp::logical_bits;
+  /// Where the clock saturates: the first stamp of the last representable millisecond
+  /// (the year 10889, or a remote stamp claiming it). A clock whose state reaches it
+  /// stays there: now() returns its latest stamp again rather than a larger one, and
+  /// update() refuses. Only now()'s fetch_add moves the state past `saturated`, each
+  /// call at most one step past a value it read below it, so fewer than 65,536 threads
+  /// cannot carry the state past 2^64 - 1 and wrap it to 0; update() and now()'s CAS
+  /// never write past `saturated`.
+  static constexpr std::uint64_t saturated = hlc_timestamp::max_physical
+                                             << hlc_timestamp::logical_bits;
 
   /// Stamps a local or send event: max(last + 1, (physical now, 0)), i.e. the
   /// paper's l' = max(l, pt), c' = (l' == l) ? c + 1 : 0, with logical overflow
@@ -258,7 +259,7 @@ class basic_hybrid_clock {
     const std::uint64_t floor = physical_floor();
     // A guess; the RMW below decides.
     std::uint64_t current = state_.load(std::memory_order_relaxed);
-    if (current >= floor && current < fast_path_limit) {
+    if (current >= floor && current < saturated) {
       // The common case under load: the clock is already at or past the physical
       // time, so the rule max(last + 1, floor) is last + 1 for every later `last`
       // too (the state only grows). One fetch_add, no CAS retries; a logical
@@ -268,8 +269,10 @@ class basic_hybrid_clock {
     }
     std::uint64_t next = 0;
     do {
-      if (current == saturated) return hlc_timestamp::from_packed(saturated);
-      next = current + 1 > floor ? current + 1 : floor;
+      // Saturated: write the word back unchanged, so that this call still orders
+      // like any other (the memory-ordering note), and return the latest stamp.
+      // Otherwise current < saturated and floor <= saturated, so next <= saturated.
+      next = current >= saturated ? current : (current + 1 > floor ? current + 1 : floor);
       // (1) acq_rel: pairs with the RMWs (1), (2), (4) of other calls and the load (3).
     } while (!state_.compare_exchange_weak(current, next, std::memory_order_acq_rel,
                                            std::memory_order_relaxed));
@@ -281,18 +284,22 @@ class basic_hybrid_clock {
   /// l' == l, c_m + 1 when only l' == l_m, and 0 when l' == pt alone; logical
   /// overflow carries into the physical part. Thread-safe; lock-free (CAS loop).
   /// Returns the new stamp, or an empty optional (the clock unchanged) when remote's
-  /// physical part is more than max_offset_ms() ahead of the local physical clock.
+  /// physical part is more than max_offset_ms() ahead of the local physical clock, or
+  /// when there is no successor: the clock is saturated or `remote` is at or past
+  /// `saturated`.
   [[nodiscard]] std::optional<hlc_timestamp> update(hlc_timestamp remote) noexcept(
       noexcept(std::declval<PhysicalClock&>()())) {
     const std::uint64_t floor = physical_floor();
     const std::uint64_t pt = floor >> hlc_timestamp::logical_bits;
     if (remote.physical() > pt && remote.physical() - pt > max_offset_ms_) return std::nullopt;
-    if (remote.packed() == ~std::uint64_t{0}) return std::nullopt;  // no successor exists
+    if (remote.packed() >= saturated) return std::nullopt;  // the clock would saturate
     // A guess; the CAS below checks it.
     std::uint64_t current = state_.load(std::memory_order_relaxed);
     std::uint64_t next = 0;
     do {
-      if (current == saturated) return std::nullopt;  // no successor exists
+      if (current >= saturated) return std::nullopt;  // no successor exists
+      // current and remote are below saturated and floor is at most saturated, so
+      // next is at most saturated: update never carries the word past it.
       const std::uint64_t seen = current > remote.packed() ? current : remote.packed();
       next = seen + 1 > floor ? seen + 1 : floor;
       // (2) acq_rel: pairs with the CASes (1), (2) of other calls and the load (3).

@@ -340,8 +340,7 @@ std::chrono::nanoseconds time_left(const std::chrono::time_point<Clock, Duration
   // long double holds every nanosecond count of a 64-bit clock exactly, and neither
   // time point is converted to an integer type before the range test.
   using exact = std::chrono::duration<long double, std::nano>;
-  const exact left =
-      exact(deadline.time_since_epoch()) - exact(Clock::now().time_since_epoch());
+  const exact left = exact(deadline.time_since_epoch()) - exact(Clock::now().time_since_epoch());
   if (left >= exact(nanoseconds::max())) return nanoseconds::max();
   if (left <= exact(nanoseconds::min())) return nanoseconds::min();
   return std::chrono::duration_cast<nanoseconds>(left);
@@ -860,6 +859,15 @@ class snapshot_cell {
     if (Node* last = head_.load(std::memory_order_acquire)) hazard_domain::instance().retire(last);
   }
 
+  /// Takes the current node out of the cell (the cell is left empty and its
+  /// destructor retires nothing): for an owner whose readers never hold a node past
+  /// their call, so that at destruction nothing can protect it and the owner may
+  /// delete it at once. Precondition: no other thread is using the cell.
+  [[nodiscard]] Node* release() noexcept {
+    // acquire: as (2).
+    return head_.exchange(nullptr, std::memory_order_acquire);
+  }
+
   /// Loads and protects the current node (nullptr for an empty cell). Lock-free.
   Node* protect(hazard_guard& guard) const noexcept { return guard.protect(head_); }
 
@@ -1073,13 +1081,19 @@ INTERLOCK_NAMESPACE_END
 //
 // Guarantees: lock-free (one fetch_add for tick, a CAS loop for witness), never
 // blocks, never allocates. Times start at 0 (no event yet) and the first tick returns
-// 1. A 64-bit counter does not wrap in practice (2^64 ticks at 10^9 per second last
-// 584 years).
+// 1. Ticking alone does not reach the top in practice (2^64 ticks at 10^9 per second
+// last 584 years), but a remote stamp can be anything: a corrupt or hostile one near
+// 2^64 would wrap the clock to 0 and run time backwards. So the clock saturates at
+// `max_time` (2^64 - 2^32): a clock that reaches it stays there, and tick() and
+// witness() return max_time again rather than wrap. Times no longer increase once
+// saturated, so a caller that cannot trust its peers checks `remote < max_time`
+// (better, a bound on how far ahead a peer may be) before witnessing.
 //
 // Memory ordering: tick and witness are acq_rel read-modify-writes on one atomic, so
 // clock values form one total order consistent with each thread's program order, and
 // everything a thread did before a tick that returned t is visible to a thread whose
-// later tick or now() observed a value >= t.
+// later tick or now() observed a value >= t. (This holds at saturation too: the calls
+// there still read-modify-write the word.)
 #ifndef INTERLOCK_LAMPORT_CLOCK_HPP
 #define INTERLOCK_LAMPORT_CLOCK_HPP
 
@@ -1099,33 +1113,52 @@ class lamport_clock {
   lamport_clock(const lamport_clock&) = delete;
   lamport_clock& operator=(const lamport_clock&) = delete;
 
-  /// Records a local event and returns its time: the previous time + 1.
-  /// Thread-safe; wait-free on platforms with a native fetch_add.
+  /// The largest time: a clock that reaches it stays there (see the design note).
+  /// 2^32 below the top, so that ticks in flight on any number of threads cannot carry
+  /// the word past 2^64 - 1.
+  static constexpr time_type max_time = ~time_type{0} - (time_type{1} << 32);
+
+  /// Records a local event and returns its time: the previous time + 1, or max_time
+  /// once saturated. Thread-safe; wait-free on platforms with a native fetch_add.
   time_type tick() noexcept {
     // (1) acq_rel: pairs with every other tick/witness (1)/(2) and now() (3).
-    return time_.fetch_add(1, std::memory_order_acq_rel) + 1;
+    const time_type previous = time_.fetch_add(1, std::memory_order_acq_rel);
+    if (previous < max_time) return previous + 1;
+    // Saturated: take the step back. Each thread has at most one such step in flight,
+    // so the word stays within max_time + (threads) and never wraps.
+    time_.fetch_sub(1, std::memory_order_relaxed);  // relaxed: (1) already ordered this call
+    return max_time;
   }
 
   /// Records the receipt of a message stamped `remote`: the clock becomes
-  /// max(local, remote) + 1, which is returned. Thread-safe; lock-free (CAS loop).
+  /// max(local, remote) + 1 (at most max_time), which is returned. Thread-safe;
+  /// lock-free (CAS loop).
   time_type witness(time_type remote) noexcept {
     time_type current = time_.load(std::memory_order_relaxed);  // a guess; the CAS checks it
     time_type next = 0;
     do {
-      next = (current > remote ? current : remote) + 1;
+      next = successor(current > remote ? current : remote, current);
       // (2) acq_rel: pairs with (1), (2) and (3).
     } while (!time_.compare_exchange_weak(current, next, std::memory_order_acq_rel,
                                           std::memory_order_relaxed));
-    return next;
+    return next < max_time ? next : max_time;
   }
 
-  /// The time of the latest event. Thread-safe; wait-free.
+  /// The time of the latest event (at most max_time). Thread-safe; wait-free.
   [[nodiscard]] time_type now() const noexcept {
     // (3) acquire: pairs with the RMWs (1) and (2).
-    return time_.load(std::memory_order_acquire);
+    const time_type time = time_.load(std::memory_order_acquire);
+    return time < max_time ? time : max_time;
   }
 
  private:
+  /// What witness stores after seeing `seen`: seen + 1, saturating at max_time; a word
+  /// already past max_time (ticks in flight) is stored back unchanged.
+  static constexpr time_type successor(time_type seen, time_type current) noexcept {
+    if (current >= max_time) return current;
+    return seen < max_time ? seen + 1 : max_time;
+  }
+
   std::atomic<time_type> time_{0};
 };
 
@@ -1785,8 +1818,9 @@ class cas_slot {
   cas_slot& operator=(const cas_slot&) = delete;
 
   /// Destroys the slot. Snapshots may outlive it: the current node is retired, not
-  /// freed, so a snapshot still holding it stays valid. Precondition: no other
-  /// thread is calling into the slot.
+  /// freed, so a snapshot still holding it stays valid, and its T is destroyed by
+  /// reclamation (a later retire or reclaim_retired() on this thread, or its exit)
+  /// once no snapshot holds it. Precondition: no other thread is calling into the slot.
   ~cas_slot() = default;
 
   /// The current snapshot. Thread-safe. Lock-free (wait-free unless writers keep
@@ -3545,14 +3579,15 @@ class basic_hybrid_clock {
   basic_hybrid_clock(const basic_hybrid_clock&) = delete;
   basic_hybrid_clock& operator=(const basic_hybrid_clock&) = delete;
 
-  /// The largest packed stamp. A clock that reaches it (only through a remote stamp
-  /// or physical time in the year 10889) stays there: now() returns it again rather
-  /// than wrap around, and update() refuses.
-  static constexpr std::uint64_t saturated = ~std::uint64_t{0};
-  /// The fetch_add fast path is taken only below the last millisecond, so that even
-  /// up to 65,535 threads adding at once cannot carry the state past `saturated`.
-  static constexpr std::uint64_t fast_path_limit = hlc_timestamp::max_physical
-                                                   << hlc_timestamp::logical_bits;
+  /// Where the clock saturates: the first stamp of the last representable millisecond
+  /// (the year 10889, or a remote stamp claiming it). A clock whose state reaches it
+  /// stays there: now() returns its latest stamp again rather than a larger one, and
+  /// update() refuses. Only now()'s fetch_add moves the state past `saturated`, each
+  /// call at most one step past a value it read below it, so fewer than 65,536 threads
+  /// cannot carry the state past 2^64 - 1 and wrap it to 0; update() and now()'s CAS
+  /// never write past `saturated`.
+  static constexpr std::uint64_t saturated = hlc_timestamp::max_physical
+                                             << hlc_timestamp::logical_bits;
 
   /// Stamps a local or send event: max(last + 1, (physical now, 0)), i.e. the
   /// paper's l' = max(l, pt), c' = (l' == l) ? c + 1 : 0, with logical overflow
@@ -3564,7 +3599,7 @@ class basic_hybrid_clock {
     const std::uint64_t floor = physical_floor();
     // A guess; the RMW below decides.
     std::uint64_t current = state_.load(std::memory_order_relaxed);
-    if (current >= floor && current < fast_path_limit) {
+    if (current >= floor && current < saturated) {
       // The common case under load: the clock is already at or past the physical
       // time, so the rule max(last + 1, floor) is last + 1 for every later `last`
       // too (the state only grows). One fetch_add, no CAS retries; a logical
@@ -3574,8 +3609,10 @@ class basic_hybrid_clock {
     }
     std::uint64_t next = 0;
     do {
-      if (current == saturated) return hlc_timestamp::from_packed(saturated);
-      next = current + 1 > floor ? current + 1 : floor;
+      // Saturated: write the word back unchanged, so that this call still orders
+      // like any other (the memory-ordering note), and return the latest stamp.
+      // Otherwise current < saturated and floor <= saturated, so next <= saturated.
+      next = current >= saturated ? current : (current + 1 > floor ? current + 1 : floor);
       // (1) acq_rel: pairs with the RMWs (1), (2), (4) of other calls and the load (3).
     } while (!state_.compare_exchange_weak(current, next, std::memory_order_acq_rel,
                                            std::memory_order_relaxed));
@@ -3587,18 +3624,22 @@ class basic_hybrid_clock {
   /// l' == l, c_m + 1 when only l' == l_m, and 0 when l' == pt alone; logical
   /// overflow carries into the physical part. Thread-safe; lock-free (CAS loop).
   /// Returns the new stamp, or an empty optional (the clock unchanged) when remote's
-  /// physical part is more than max_offset_ms() ahead of the local physical clock.
+  /// physical part is more than max_offset_ms() ahead of the local physical clock, or
+  /// when there is no successor: the clock is saturated or `remote` is at or past
+  /// `saturated`.
   [[nodiscard]] std::optional<hlc_timestamp> update(hlc_timestamp remote) noexcept(
       noexcept(std::declval<PhysicalClock&>()())) {
     const std::uint64_t floor = physical_floor();
     const std::uint64_t pt = floor >> hlc_timestamp::logical_bits;
     if (remote.physical() > pt && remote.physical() - pt > max_offset_ms_) return std::nullopt;
-    if (remote.packed() == ~std::uint64_t{0}) return std::nullopt;  // no successor exists
+    if (remote.packed() >= saturated) return std::nullopt;  // the clock would saturate
     // A guess; the CAS below checks it.
     std::uint64_t current = state_.load(std::memory_order_relaxed);
     std::uint64_t next = 0;
     do {
-      if (current == saturated) return std::nullopt;  // no successor exists
+      if (current >= saturated) return std::nullopt;  // no successor exists
+      // current and remote are below saturated and floor is at most saturated, so
+      // next is at most saturated: update never carries the word past it.
       const std::uint64_t seen = current > remote.packed() ? current : remote.packed();
       next = seen + 1 > floor ? seen + 1 : floor;
       // (2) acq_rel: pairs with the CASes (1), (2) of other calls and the load (3).
@@ -6133,12 +6174,16 @@ class backoff_schedule {
     return d.count() > 0 ? static_cast<double>(d.count()) : 0.0;
   }
 
-  /// base_k, then advances to base_(k+1); stays at the cap once there.
+  /// base_k = min(cap, initial * multiplier^k), then advances to base_(k+1). A base
+  /// that grows stops at the cap (growing further would change nothing but could
+  /// overflow); one that shrinks (multiplier below 1) keeps shrinking, also from above
+  /// the cap.
   double current_base(double cap) noexcept {
     const double base = base_ < cap ? base_ : cap;
-    if (base_ > 0 && base_ < cap) {
-      const double grown = base_ * (policy_.multiplier > 0 ? policy_.multiplier : 0.0);
-      base_ = grown == grown ? grown : cap;  // an infinite multiplier jumps to the cap
+    const double multiplier = policy_.multiplier > 0 ? policy_.multiplier : 0.0;
+    if (base_ > 0 && (base_ < cap || multiplier < 1)) {
+      const double next = base_ * multiplier;
+      base_ = next == next ? next : cap;  // an infinite multiplier jumps to the cap
     }
     return base;
   }
@@ -6242,7 +6287,11 @@ auto retry_on_conflict(const retry_policy& policy, Attempt&& attempt, Env&& env 
   std::optional<time_point> first_conflict;  // the clock starts at the first conflict
   const auto since_first_conflict = [&]() -> std::chrono::nanoseconds {
     if (!first_conflict) return std::chrono::nanoseconds{0};
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(env.now() - *first_conflict);
+    // Never negative: an injected clock may step backwards, and the bound check below
+    // subtracts this from max_elapsed.
+    const auto elapsed =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(env.now() - *first_conflict);
+    return elapsed > std::chrono::nanoseconds::zero() ? elapsed : std::chrono::nanoseconds{0};
   };
   const std::uint32_t max_attempts = policy.max_attempts == 0 ? 1 : policy.max_attempts;
   const bool time_bounded = policy.max_elapsed != retry_policy::unlimited_time;
@@ -6544,6 +6593,13 @@ class node_cell {
  public:
   template <class U>
   explicit node_cell(U&& initial) : cell_(new node(std::forward<U>(initial), 1)) {}
+  node_cell(const node_cell&) = delete;
+  node_cell& operator=(const node_cell&) = delete;
+
+  /// Destroys the current value now. Readers hold a node only during visit(), so once
+  /// no other thread uses the cell (the destructor's precondition) nothing protects
+  /// it: deferring it to a reclamation scan would only delay T's destructor.
+  ~node_cell() { delete cell_.release(); }
 
   /// Calls fn(const T&, version_type) on the current node, protected while fn runs.
   template <class Fn>
@@ -6587,7 +6643,10 @@ class node_cell {
 ///
 /// Requirements: T is a copy-constructible object type. Thread-safety: every member
 /// function may be called concurrently from any number of threads, except the
-/// destructor.
+/// destructor. The destructor destroys the current value at once; values replaced by
+/// earlier commits are destroyed by hazard-pointer reclamation (within a bounded
+/// number of later retires on the committing thread, at its exit, or by
+/// interlock::reclaim_retired()).
 template <class T>
 class versioned {
   static_assert(std::is_object_v<T> && !std::is_const_v<T>,

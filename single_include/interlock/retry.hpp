@@ -274,12 +274,16 @@ class backoff_schedule {
     return d.count() > 0 ? static_cast<double>(d.count()) : 0.0;
   }
 
-  /// base_k, then advances to base_(k+1); stays at the cap once there.
+  /// base_k = min(cap, initial * multiplier^k), then advances to base_(k+1). A base
+  /// that grows stops at the cap (growing further would change nothing but could
+  /// overflow); one that shrinks (multiplier below 1) keeps shrinking, also from above
+  /// the cap.
   double current_base(double cap) noexcept {
     const double base = base_ < cap ? base_ : cap;
-    if (base_ > 0 && base_ < cap) {
-      const double grown = base_ * (policy_.multiplier > 0 ? policy_.multiplier : 0.0);
-      base_ = grown == grown ? grown : cap;  // an infinite multiplier jumps to the cap
+    const double multiplier = policy_.multiplier > 0 ? policy_.multiplier : 0.0;
+    if (base_ > 0 && (base_ < cap || multiplier < 1)) {
+      const double next = base_ * multiplier;
+      base_ = next == next ? next : cap;  // an infinite multiplier jumps to the cap
     }
     return base;
   }
@@ -383,7 +387,11 @@ auto retry_on_conflict(const retry_policy& policy, Attempt&& attempt, Env&& env 
   std::optional<time_point> first_conflict;  // the clock starts at the first conflict
   const auto since_first_conflict = [&]() -> std::chrono::nanoseconds {
     if (!first_conflict) return std::chrono::nanoseconds{0};
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(env.now() - *first_conflict);
+    // Never negative: an injected clock may step backwards, and the bound check below
+    // subtracts this from max_elapsed.
+    const auto elapsed =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(env.now() - *first_conflict);
+    return elapsed > std::chrono::nanoseconds::zero() ? elapsed : std::chrono::nanoseconds{0};
   };
   const std::uint32_t max_attempts = policy.max_attempts == 0 ? 1 : policy.max_attempts;
   const bool time_bounded = policy.max_elapsed != retry_policy::unlimited_time;

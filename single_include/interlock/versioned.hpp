@@ -804,6 +804,15 @@ class snapshot_cell {
     if (Node* last = head_.load(std::memory_order_acquire)) hazard_domain::instance().retire(last);
   }
 
+  /// Takes the current node out of the cell (the cell is left empty and its
+  /// destructor retires nothing): for an owner whose readers never hold a node past
+  /// their call, so that at destruction nothing can protect it and the owner may
+  /// delete it at once. Precondition: no other thread is using the cell.
+  [[nodiscard]] Node* release() noexcept {
+    // acquire: as (2).
+    return head_.exchange(nullptr, std::memory_order_acquire);
+  }
+
   /// Loads and protects the current node (nullptr for an empty cell). Lock-free.
   Node* protect(hazard_guard& guard) const noexcept { return guard.protect(head_); }
 
@@ -958,8 +967,7 @@ std::chrono::nanoseconds time_left(const std::chrono::time_point<Clock, Duration
   // long double holds every nanosecond count of a 64-bit clock exactly, and neither
   // time point is converted to an integer type before the range test.
   using exact = std::chrono::duration<long double, std::nano>;
-  const exact left =
-      exact(deadline.time_since_epoch()) - exact(Clock::now().time_since_epoch());
+  const exact left = exact(deadline.time_since_epoch()) - exact(Clock::now().time_since_epoch());
   if (left >= exact(nanoseconds::max())) return nanoseconds::max();
   if (left <= exact(nanoseconds::min())) return nanoseconds::min();
   return std::chrono::duration_cast<nanoseconds>(left);
@@ -1346,12 +1354,16 @@ class backoff_schedule {
     return d.count() > 0 ? static_cast<double>(d.count()) : 0.0;
   }
 
-  /// base_k, then advances to base_(k+1); stays at the cap once there.
+  /// base_k = min(cap, initial * multiplier^k), then advances to base_(k+1). A base
+  /// that grows stops at the cap (growing further would change nothing but could
+  /// overflow); one that shrinks (multiplier below 1) keeps shrinking, also from above
+  /// the cap.
   double current_base(double cap) noexcept {
     const double base = base_ < cap ? base_ : cap;
-    if (base_ > 0 && base_ < cap) {
-      const double grown = base_ * (policy_.multiplier > 0 ? policy_.multiplier : 0.0);
-      base_ = grown == grown ? grown : cap;  // an infinite multiplier jumps to the cap
+    const double multiplier = policy_.multiplier > 0 ? policy_.multiplier : 0.0;
+    if (base_ > 0 && (base_ < cap || multiplier < 1)) {
+      const double next = base_ * multiplier;
+      base_ = next == next ? next : cap;  // an infinite multiplier jumps to the cap
     }
     return base;
   }
@@ -1455,7 +1467,11 @@ auto retry_on_conflict(const retry_policy& policy, Attempt&& attempt, Env&& env 
   std::optional<time_point> first_conflict;  // the clock starts at the first conflict
   const auto since_first_conflict = [&]() -> std::chrono::nanoseconds {
     if (!first_conflict) return std::chrono::nanoseconds{0};
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(env.now() - *first_conflict);
+    // Never negative: an injected clock may step backwards, and the bound check below
+    // subtracts this from max_elapsed.
+    const auto elapsed =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(env.now() - *first_conflict);
+    return elapsed > std::chrono::nanoseconds::zero() ? elapsed : std::chrono::nanoseconds{0};
   };
   const std::uint32_t max_attempts = policy.max_attempts == 0 ? 1 : policy.max_attempts;
   const bool time_bounded = policy.max_elapsed != retry_policy::unlimited_time;
@@ -1688,6 +1704,13 @@ class node_cell {
  public:
   template <class U>
   explicit node_cell(U&& initial) : cell_(new node(std::forward<U>(initial), 1)) {}
+  node_cell(const node_cell&) = delete;
+  node_cell& operator=(const node_cell&) = delete;
+
+  /// Destroys the current value now. Readers hold a node only during visit(), so once
+  /// no other thread uses the cell (the destructor's precondition) nothing protects
+  /// it: deferring it to a reclamation scan would only delay T's destructor.
+  ~node_cell() { delete cell_.release(); }
 
   /// Calls fn(const T&, version_type) on the current node, protected while fn runs.
   template <class Fn>
@@ -1731,7 +1754,10 @@ class node_cell {
 ///
 /// Requirements: T is a copy-constructible object type. Thread-safety: every member
 /// function may be called concurrently from any number of threads, except the
-/// destructor.
+/// destructor. The destructor destroys the current value at once; values replaced by
+/// earlier commits are destroyed by hazard-pointer reclamation (within a bounded
+/// number of later retires on the committing thread, at its exit, or by
+/// interlock::reclaim_retired()).
 template <class T>
 class versioned {
   static_assert(std::is_object_v<T> && !std::is_const_v<T>,

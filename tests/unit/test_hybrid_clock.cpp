@@ -208,3 +208,43 @@ TEST_CASE("hybrid_clock saturates at the largest stamp instead of wrapping", "[h
   CHECK(near_top->packed() == test_clock::saturated);
   CHECK(other.now().packed() == test_clock::saturated);
 }
+
+TEST_CASE("hybrid_clock: a remote stamp near the top racing with now() never wraps the clock",
+          "[hybrid_clock][stress]") {
+  // now()'s fetch_add fast path decides on a load that may be stale: an update() to
+  // the top landing between that load and the fetch_add used to carry the word past
+  // 2^64 - 1, so now() returned 0. The race is timing-dependent: many short trials
+  // with the update at different points (the old code failed within a few).
+  int backwards = 0;
+  for (int trial = 0; trial < 300 && backwards == 0; ++trial) {
+    fake_physical physical;
+    test_clock clock(physical, ~std::uint64_t{0});  // no offset check
+    (void)clock.now();
+    std::atomic<int> ready{0};
+    std::thread stamping([&] {
+      ready.fetch_add(1);
+      while (ready.load() < 2) {
+      }
+      std::uint64_t previous = 0;
+      for (int i = 0; i < 2000; ++i) {
+        const std::uint64_t t = clock.now().packed();
+        if (t < previous) {
+          ++backwards;
+          break;
+        }
+        previous = t;
+      }
+    });
+    ready.fetch_add(1);
+    while (ready.load() < 2) {
+    }
+    std::atomic<int> spin{0};  // a varying delay: the update lands at different points
+    while (spin.fetch_add(1, std::memory_order_relaxed) < (trial % 100) * 8) {
+    }
+    const auto top = clock.update(hlc_timestamp::from_packed(test_clock::saturated - 1));
+    stamping.join();
+    CHECK(top.has_value());
+    CHECK(clock.last().packed() >= test_clock::saturated);
+  }
+  CHECK(backwards == 0);
+}

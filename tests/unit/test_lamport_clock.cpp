@@ -53,3 +53,54 @@ TEST_CASE("lamport_clock: 8 threads ticking get distinct values", "[lamport_cloc
   CHECK(clock.now() == all.back());
   CHECK(clock.now() == static_cast<std::uint64_t>(threads * ticks));  // every event counted once
 }
+
+TEST_CASE("lamport_clock saturates at max_time instead of wrapping to 0", "[lamport_clock]") {
+  using interlock::lamport_clock;
+  constexpr std::uint64_t top = ~std::uint64_t{0};
+  // A corrupt or hostile remote stamp at the very top used to wrap the clock to 0.
+  lamport_clock clock;
+  clock.tick();
+  CHECK(clock.witness(top) == lamport_clock::max_time);
+  CHECK(clock.now() == lamport_clock::max_time);
+  CHECK(clock.tick() == lamport_clock::max_time);
+  CHECK(clock.witness(5) == lamport_clock::max_time);
+  CHECK(clock.now() == lamport_clock::max_time);
+
+  // One below the top: the next tick used to return 0.
+  lamport_clock near_top;
+  CHECK(near_top.witness(top - 1) == lamport_clock::max_time);
+  CHECK(near_top.tick() == lamport_clock::max_time);
+
+  // Just below max_time, times still increase up to it.
+  lamport_clock below;
+  CHECK(below.witness(lamport_clock::max_time - 3) == lamport_clock::max_time - 2);
+  CHECK(below.tick() == lamport_clock::max_time - 1);
+  CHECK(below.tick() == lamport_clock::max_time);
+  CHECK(below.tick() == lamport_clock::max_time);
+}
+
+TEST_CASE("lamport_clock: threads ticking past max_time never see time run backwards",
+          "[lamport_clock][stress]") {
+  using interlock::lamport_clock;
+  constexpr int threads = 8;
+  constexpr int ticks = 5000;
+  lamport_clock clock(lamport_clock::max_time - 1000);  // most ticks land at the top
+  std::atomic<int> backwards{0};
+  std::atomic<int> past_max{0};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      std::uint64_t previous = 0;
+      for (int k = 0; k < ticks; ++k) {
+        const std::uint64_t time = (k % 7 == t % 7) ? clock.witness(previous) : clock.tick();
+        if (time < previous) backwards.fetch_add(1, std::memory_order_relaxed);
+        if (time > lamport_clock::max_time) past_max.fetch_add(1, std::memory_order_relaxed);
+        previous = time;
+      }
+    });
+  }
+  for (auto& thread : pool) thread.join();
+  CHECK(backwards.load() == 0);
+  CHECK(past_max.load() == 0);
+  CHECK(clock.now() == lamport_clock::max_time);
+}

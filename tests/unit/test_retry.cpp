@@ -76,6 +76,19 @@ TEST_CASE("no jitter is deterministic exponential backoff capped at max_delay", 
   CHECK(delays_of(slower, 4, 1) == std::vector<nanoseconds>{1ms, 3ms, 9ms, 27ms});
 }
 
+TEST_CASE("a multiplier below 1 shrinks the base, also from above max_delay", "[retry]") {
+  // base_k = min(max_delay, initial * multiplier^k): 10 s halving under a 1 s cap is
+  // capped until it falls below the cap (it used to stay at the cap forever).
+  retry_policy shrinking = policy_of(jitter_kind::none, 10s, 1s);
+  shrinking.multiplier = 0.5;
+  const std::vector<nanoseconds> expected{1s, 1s, 1s, 1s, 625ms, 312500us, 156250us};
+  CHECK(delays_of(shrinking, 7, 1) == expected);
+
+  retry_policy below_cap = policy_of(jitter_kind::none, 800ms, 1s);
+  below_cap.multiplier = 0.5;
+  CHECK(delays_of(below_cap, 3, 1) == std::vector<nanoseconds>{800ms, 400ms, 200ms});
+}
+
 TEST_CASE("full and equal jitter stay within their bounds", "[retry]") {
   const nanoseconds initial = 1ms;
   const nanoseconds maximum = 50ms;
@@ -321,6 +334,34 @@ TEST_CASE("elapsed counts from the first conflict", "[retry]") {
                                                  slow_attempt(2), world.environment());
   CHECK(once.attempts == 2);
   CHECK(once.elapsed == 6ms);
+}
+
+TEST_CASE("a clock stepping backwards does not break the elapsed-time bound", "[retry]") {
+  // An injected clock that steps back made the elapsed time negative, and the bound
+  // check max_elapsed - elapsed overflowed (undefined behaviour) for a bound near the
+  // top of the range. Elapsed time never goes below zero now.
+  std::chrono::steady_clock::time_point now{};
+  interlock::retry_environment backwards{[&now] {
+                                           const auto t = now;
+                                           now -= 10ns;
+                                           return t;
+                                         },
+                                         [](nanoseconds) {}, [] { return std::uint64_t{1}; }};
+  retry_policy policy;
+  policy.max_elapsed = nanoseconds::max() - 1ns;  // bounded, in effect forever
+  policy.max_attempts = 5;
+  int calls = 0;
+  const auto out = interlock::retry_on_conflict(
+      policy,
+      [&calls]() -> std::optional<int> {
+        ++calls;
+        return std::nullopt;
+      },
+      backwards);
+  CHECK(out.status == retry_status::out_of_attempts);
+  CHECK(out.attempts == 5);
+  CHECK(calls == 5);
+  CHECK(out.elapsed == 0ns);
 }
 
 TEST_CASE("retry: extreme policies stay within bounds", "[retry]") {

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -325,6 +326,23 @@ struct disarm {
 };
 
 }  // namespace
+
+TEST_CASE("versioned: the destructor destroys the current value at once", "[versioned]") {
+  // The snapshot representation used to retire its last node, so T's destructor ran
+  // only at a later reclamation scan (or never, for an object destroyed at exit).
+  auto resource = std::make_shared<int>(42);
+  { versioned<std::shared_ptr<int>> v(resource); }
+  CHECK(resource.use_count() == 1);
+
+  {
+    versioned<std::shared_ptr<int>> v(resource);
+    CHECK(v.update([](const std::shared_ptr<int>& p) { return p; }).committed());
+  }
+  // The current value is gone; the one the update replaced may await reclamation.
+  CHECK(resource.use_count() <= 2);
+  interlock::reclaim_retired();
+  CHECK(resource.use_count() == 1);
+}
 
 TEST_CASE("versioned: a throwing copy leaves value and version unchanged", "[versioned]") {
   versioned<fragile> record{fragile(1)};

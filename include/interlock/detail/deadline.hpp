@@ -47,8 +47,7 @@ std::chrono::nanoseconds time_left(const std::chrono::time_point<Clock, Duration
   // long double holds every nanosecond count of a 64-bit clock exactly, and neither
   // time point is converted to an integer type before the range test.
   using exact = std::chrono::duration<long double, std::nano>;
-  const exact left =
-      exact(deadline.time_since_epoch()) - exact(Clock::now().time_since_epoch());
+  const exact left = exact(deadline.time_since_epoch()) - exact(Clock::now().time_since_epoch());
   if (left >= exact(nanoseconds::max())) return nanoseconds::max();
   if (left <= exact(nanoseconds::min())) return nanoseconds::min();
   return std::chrono::duration_cast<nanoseconds>(left);

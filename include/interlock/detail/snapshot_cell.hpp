@@ -48,6 +48,15 @@ class snapshot_cell {
     if (Node* last = head_.load(std::memory_order_acquire)) hazard_domain::instance().retire(last);
   }
 
+  /// Takes the current node out of the cell (the cell is left empty and its
+  /// destructor retires nothing): for an owner whose readers never hold a node past
+  /// their call, so that at destruction nothing can protect it and the owner may
+  /// delete it at once. Precondition: no other thread is using the cell.
+  [[nodiscard]] Node* release() noexcept {
+    // acquire: as (2).
+    return head_.exchange(nullptr, std::memory_order_acquire);
+  }
+
   /// Loads and protects the current node (nullptr for an empty cell). Lock-free.
   Node* protect(hazard_guard& guard) const noexcept { return guard.protect(head_); }
 
