@@ -38,8 +38,14 @@
 // the callback sees it, so a callback that throws does not get it again; the exception
 // leaves offer() (its result is lost); messages that became deliverable and were not
 // handed out yet stay held and are delivered first by the next offer() (whatever it
-// offers, a retransmitted duplicate included) or by deliver_ready().
-// Allocation failure while holding leaves the buffer as before the call.
+// offers, a retransmitted duplicate included) or by deliver_ready(), before anything
+// can expire them. Everything that can throw in a delivery (copying the sender id,
+// making room in the batch, ticking the local clock) happens before the message is
+// taken out, so a failure there leaves it held. When the batch form throws after it
+// collected deliveries, those are kept and handed out first by the next offer() or
+// deliver_ready(). Allocation failure while holding leaves the buffer as before the
+// call (nothing is evicted until the new message is in). These guarantees assume that
+// moving a Message, a NodeId or a clock does not throw (as std::string's moves).
 //
 // Memory ordering: every member locks one std::mutex, so everything a thread did
 // before an offer() returned is visible to any thread whose later call (and whose
@@ -50,6 +56,7 @@
 #include <interlock/config.hpp>
 #include <interlock/vector_clock.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <concepts>
 #include <cstddef>
@@ -143,7 +150,8 @@ class causal_buffer {
     offer_status status = offer_status::held;
     /// How many messages this offer delivered (the offered one and held ones).
     std::size_t delivered_count = 0;
-    /// The batch form's deliveries, in causal order (empty for the callback form).
+    /// The batch form's deliveries, in causal order (empty for the callback form); those
+    /// kept from an earlier batch offer that threw come first.
     std::vector<delivered> deliveries;
     /// Messages evicted to make room (evict_oldest), oldest first.
     std::vector<envelope> evicted;
@@ -173,8 +181,9 @@ class causal_buffer {
   causal_buffer& operator=(const causal_buffer&) = delete;
 
   /// Offers a message from `sender` stamped `clock` and calls `deliver(delivered&&)`
-  /// for every message that became deliverable, in causal order. Expires held messages
-  /// first. Thread-safe; blocking (the callback runs under the lock, see the design
+  /// for every message that became deliverable, in causal order. First hands out what an
+  /// earlier throw left pending (see the design note), then expires held messages.
+  /// Thread-safe; blocking (the callback runs under the lock, see the design
   /// note). Complexity: O((d + 1) * (s log h + n)) for d deliveries, s senders with
   /// held messages, h held messages and clocks of n entries. Returns the offered
   /// message's status (rejected or invalid on failure, nothing is thrown for them);
@@ -183,26 +192,38 @@ class causal_buffer {
   offer_result offer(NodeId sender, clock_type clock, Message message, DeliverFn&& deliver) {
     offer_result result;
     const std::lock_guard lock(mutex_);
-    offer_locked(std::move(sender), std::move(clock), std::move(message), result, deliver);
+    callback_sink<DeliverFn> sink{deliver};
+    offer_locked(std::move(sender), std::move(clock), std::move(message), result, sink);
     return result;
   }
 
   /// The batch form: the deliveries are returned in result.deliveries, in causal order.
-  /// Thread-safe; blocking. Same complexity and failures as the callback form.
+  /// Thread-safe; blocking. Same complexity and failures as the callback form; when it
+  /// throws, the deliveries it collected are handed out first by the next call.
   offer_result offer(NodeId sender, clock_type clock, Message message) {
     offer_result result;
     const std::lock_guard lock(mutex_);
-    auto collect = [&result](delivered&& d) { result.deliveries.push_back(std::move(d)); };
-    offer_locked(std::move(sender), std::move(clock), std::move(message), result, collect);
+    batch_sink sink{result.deliveries};
+    try {
+      offer_locked(std::move(sender), std::move(clock), std::move(message), result, sink);
+    } catch (...) {
+      // The collected messages already count as delivered: keep them for the next call
+      // rather than lose them with the result.
+      keep_undelivered(std::move(result.deliveries));
+      throw;
+    }
     return result;
   }
 
-  /// Delivers held messages that are deliverable (after a callback threw). Returns how
-  /// many. Thread-safe; blocking (callback under the lock).
+  /// Delivers held messages that are deliverable (after a callback threw, or kept from
+  /// a batch offer that threw). Returns how many. Thread-safe; blocking (callback under
+  /// the lock).
   template <std::invocable<delivered&&> DeliverFn>
   std::size_t deliver_ready(DeliverFn&& deliver) {
     const std::lock_guard lock(mutex_);
-    return deliver_held(deliver);
+    callback_sink<DeliverFn> sink{deliver};
+    const std::size_t kept = hand_out_undelivered(sink);
+    return kept + deliver_held(sink);
   }
 
   /// Records a message this node sends: ticks its own entry `self` in the local view
@@ -290,14 +311,38 @@ class causal_buffer {
     time_point arrived;
     std::size_t bytes;
   };
+  using held_queue = std::map<counter_type, held_item>;  // counter -> item
+  using held_map = std::map<NodeId, held_queue>;         // sender -> queue
+
+  // Grows `out` so that one more push_back cannot allocate (geometric, like push_back).
+  template <class T>
+  static void reserve_one_more(std::vector<T>& out) {
+    if (out.size() == out.capacity()) out.reserve(std::max<std::size_t>(4, 2 * out.capacity()));
+  }
+
+  // Hands deliveries to the user's callback (the callback form).
+  template <class DeliverFn>
+  struct callback_sink {
+    DeliverFn& deliver;
+    void reserve_one() noexcept {}
+    void operator()(delivered&& d) { deliver(std::move(d)); }
+  };
+
+  // Collects deliveries into a batch (the batch form). After reserve_one(), the next
+  // call cannot allocate.
+  struct batch_sink {
+    std::vector<delivered>& out;
+    void reserve_one() { reserve_one_more(out); }
+    void operator()(delivered&& d) { out.push_back(std::move(d)); }
+  };
 
   template <class Sink>
   void offer_locked(NodeId&& sender, clock_type&& clock, Message&& message, offer_result& result,
                     Sink& sink) {
+    // Hand out what an earlier throw left deliverable before expiring anything: such
+    // messages are due first, and retransmissions and later offers must not stall.
+    result.delivered_count += hand_out_pending(sink);
     expire_locked(result.expired);
-    // A callback threw during an earlier delivery: hand out what became deliverable
-    // then, before anything else, so retransmissions and later offers cannot stall.
-    if (drain_pending_) result.delivered_count += deliver_held(sink);
     const counter_type counter = clock.get(sender);
     if (clock.is_pruned() || counter == 0) {
       ++stats_.rejected;
@@ -311,8 +356,10 @@ class causal_buffer {
       return;
     }
     if (counter == have + 1 && others_delivered(clock, sender)) {
-      result.status = offer_status::delivered;
+      // Prepare everything that can throw before the message counts as delivered.
+      sink.reserve_one();
       local_.tick(sender);
+      result.status = offer_status::delivered;
       ++stats_.delivered;
       ++result.delivered_count;
       drain_pending_ = true;  // cleared by deliver_held unless a callback throws
@@ -320,28 +367,104 @@ class causal_buffer {
       result.delivered_count += deliver_held(sink);
       return;
     }
+    hold(std::move(sender), counter, std::move(clock), std::move(message), result);
+  }
+
+  // Delivers, in causal order, the deliveries kept from a batch offer that threw, then
+  // the held messages a throwing callback left deliverable. Returns how many.
+  template <class Sink>
+  std::size_t hand_out_pending(Sink& sink) {
+    std::size_t count = hand_out_undelivered(sink);
+    if (drain_pending_) count += deliver_held(sink);
+    return count;
+  }
+
+  // Keeps the deliveries of a batch offer that threw for the next call. No throw.
+  void keep_undelivered(std::vector<delivered>&& deliveries) noexcept {
+    INTERLOCK_ASSERT(undelivered_.empty(), "causal_buffer: undelivered messages overwritten");
+    undelivered_ = std::move(deliveries);
+  }
+
+  template <class Sink>
+  std::size_t hand_out_undelivered(Sink& sink) {
+    if (undelivered_.empty()) return 0;
+    std::vector<delivered> pending = std::move(undelivered_);
+    undelivered_.clear();
+    const std::size_t count = pending.size();
+    if constexpr (std::is_same_v<Sink, batch_sink>) {
+      INTERLOCK_ASSERT(sink.out.empty(), "causal_buffer: undelivered messages come first");
+      sink.out = std::move(pending);  // no throw: the batch takes the whole vector
+    } else {
+      std::size_t next = 0;
+      try {
+        for (; next < count; ++next) sink(std::move(pending[next]));
+      } catch (...) {
+        // The callback threw on pending[next]: it counts as handed out, like any
+        // delivery; keep the rest (erasing moves elements, it does not allocate).
+        pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(next + 1));
+        undelivered_ = std::move(pending);
+        throw;
+      }
+    }
+    return count;
+  }
+
+  // Holds a message that is not deliverable yet, evicting the oldest held messages
+  // first when the buffer is full and the policy says so.
+  void hold(NodeId&& sender, counter_type counter, clock_type&& clock, Message&& message,
+            offer_result& result) {
     const std::size_t bytes = options_.size_of(message);
-    if (options_.max_entries == 0 || bytes > options_.max_bytes) {
+    const std::optional<std::size_t> evictions =
+        (options_.max_entries == 0 || bytes > options_.max_bytes) ? std::nullopt
+                                                                  : evictions_to_fit(bytes);
+    if (!evictions) {
       ++stats_.rejected;
       result.status = offer_status::rejected;
       return;
     }
-    while (held_count_ + 1 > options_.max_entries || held_bytes_ + bytes > options_.max_bytes) {
-      if (options_.when_full == overflow_policy::reject_new || arrival_.empty()) {
-        ++stats_.rejected;
-        result.status = offer_status::rejected;
-        return;
-      }
-      const auto [node, oldest] = arrival_.begin()->second;
-      result.evicted.push_back(take(node, oldest));
+    // Do all the work that can throw (allocation, the user's clock) before evicting, so
+    // that a throw leaves the buffer as before the call; evicting does not throw.
+    result.evicted.reserve(result.evicted.size() + *evictions);
+    insert_held(
+        sender, counter,
+        held_item{std::move(clock), std::move(message), next_sequence_, options_.now(), bytes});
+    ++next_sequence_;
+    for (std::size_t k = 0; k < *evictions; ++k) {
+      result.evicted.push_back(take_oldest());  // never the new message: it is the newest
       ++stats_.evicted;
     }
-    const std::uint64_t sequence = next_sequence_++;
+    result.status = offer_status::held;
+  }
+
+  // How many of the oldest held messages must be evicted so that one more message of
+  // `bytes` fits; empty when it cannot fit (reject_new, or not even with all evicted).
+  // Changes nothing.
+  std::optional<std::size_t> evictions_to_fit(std::size_t bytes) const {
+    std::size_t count = held_count_;
+    std::size_t total = held_bytes_;
+    std::size_t evictions = 0;
+    auto oldest = arrival_.begin();
+    while (count + 1 > options_.max_entries || total + bytes > options_.max_bytes) {
+      if (options_.when_full == overflow_policy::reject_new || oldest == arrival_.end()) {
+        return std::nullopt;
+      }
+      total -= held_at(oldest->second.first, oldest->second.second).bytes;
+      --count;
+      ++evictions;
+      ++oldest;
+    }
+    return evictions;
+  }
+
+  // Adds `item` to the held messages. On a throw (allocation, copying the sender id)
+  // the buffer is unchanged.
+  void insert_held(const NodeId& sender, counter_type counter, held_item&& item) {
+    const std::uint64_t sequence = item.sequence;
+    const std::size_t bytes = item.bytes;
     auto& queue = held_[sender];
     try {
       arrival_.emplace(sequence, std::pair{sender, counter});
-      queue.emplace(counter, held_item{std::move(clock), std::move(message), sequence,
-                                       options_.now(), bytes});
+      queue.emplace(counter, std::move(item));
     } catch (...) {
       arrival_.erase(sequence);
       if (queue.empty()) held_.erase(sender);
@@ -349,12 +472,12 @@ class causal_buffer {
     }
     ++held_count_;
     held_bytes_ += bytes;
-    result.status = offer_status::held;
   }
 
   // Delivers every held message that is deliverable, in causal order.
   template <class Sink>
   std::size_t deliver_held(Sink& sink) {
+    drain_pending_ = true;  // stays set if anything below throws: the next offer drains
     std::size_t count = 0;
     bool progress = true;
     while (progress && held_count_ != 0) {
@@ -366,20 +489,29 @@ class causal_buffer {
           ++queue;
           continue;
         }
-        NodeId sender = queue->first;
-        auto following = std::next(queue);
-        envelope out = take(sender, next);  // may erase *queue
-        local_.tick(sender);
-        ++stats_.delivered;
+        const auto following = std::next(queue);
+        envelope out = take_for_delivery(sink, queue, item);  // may erase *queue
         ++count;
         progress = true;
-        drain_pending_ = true;  // if the callback throws, the next offer drains
         sink(std::move(out));
         queue = following;
       }
     }
     drain_pending_ = false;
     return count;
+  }
+
+  // Takes the held message `item` of `queue` out, counted as delivered. Prepares
+  // everything that can throw (copying the sender id, making room in the sink, ticking
+  // the local clock) before taking the message, so that a throw leaves it held.
+  template <class Sink>
+  envelope take_for_delivery(Sink& sink, typename held_map::iterator queue,
+                             typename held_queue::iterator item) {
+    NodeId sender = queue->first;
+    sink.reserve_one();
+    local_.tick(sender);
+    ++stats_.delivered;
+    return take(queue, item, std::move(sender));
   }
 
   // True when every entry of `clock` other than the sender's is already delivered.
@@ -399,13 +531,19 @@ class causal_buffer {
     return queue != held_.end() && queue->second.contains(counter);
   }
 
-  // Removes a held message and returns it.
-  envelope take(const NodeId& sender, counter_type counter) {
+  const held_item& held_at(const NodeId& sender, counter_type counter) const {
     const auto queue = held_.find(sender);
     INTERLOCK_ASSERT(queue != held_.end(), "causal_buffer: held message missing");
     const auto item = queue->second.find(counter);
     INTERLOCK_ASSERT(item != queue->second.end(), "causal_buffer: held message missing");
-    envelope out{sender, std::move(item->second.clock), std::move(item->second.message)};
+    return item->second;
+  }
+
+  // Removes the held message `item` of `queue` and returns it with `sender`. Only
+  // moves and erases: no throw (given non-throwing moves).
+  envelope take(typename held_map::iterator queue, typename held_queue::iterator item,
+                NodeId&& sender) {
+    envelope out{std::move(sender), std::move(item->second.clock), std::move(item->second.message)};
     arrival_.erase(item->second.sequence);
     held_bytes_ -= item->second.bytes;
     --held_count_;
@@ -414,25 +552,46 @@ class causal_buffer {
     return out;
   }
 
+  // Removes the longest-held message and returns it. No throw: the sender id is moved
+  // out of its arrival record, which take() erases.
+  envelope take_oldest() {
+    auto& [node, counter] = arrival_.begin()->second;
+    const auto queue = held_.find(node);
+    INTERLOCK_ASSERT(queue != held_.end(), "causal_buffer: held message missing");
+    const auto item = queue->second.find(counter);
+    INTERLOCK_ASSERT(item != queue->second.end(), "causal_buffer: held message missing");
+    return take(queue, item, std::move(node));
+  }
+
   void expire_locked(std::vector<envelope>& out) {
     if (!options_.time_to_live || arrival_.empty()) return;
-    const time_point now = options_.now();
-    while (!arrival_.empty()) {
-      const auto [node, counter] = arrival_.begin()->second;
-      const held_item& item = held_.find(node)->second.find(counter)->second;
-      if (now - item.arrived < *options_.time_to_live) break;
-      out.push_back(take(node, counter));
+    const std::size_t count = expired_count(options_.now());
+    out.reserve(out.size() + count);  // may throw before any message is taken
+    for (std::size_t k = 0; k < count; ++k) {
+      out.push_back(take_oldest());
       ++stats_.expired;
     }
+  }
+
+  // How many of the oldest held messages have outlived the time to live at `now`.
+  std::size_t expired_count(time_point now) const {
+    std::size_t count = 0;
+    for (const auto& [sequence, held] : arrival_) {
+      if (now - held_at(held.first, held.second).arrived < *options_.time_to_live) break;
+      ++count;
+    }
+    return count;
   }
 
   mutable std::mutex mutex_;
   clock_type local_;
   options options_;
-  std::map<NodeId, std::map<counter_type, held_item>> held_;          // sender -> counter -> item
+  held_map held_;                                                     // sender -> counter -> item
   std::map<std::uint64_t, std::pair<NodeId, counter_type>> arrival_;  // arrival order
   std::uint64_t next_sequence_ = 0;
   bool drain_pending_ = false;  // a callback threw: held messages may be deliverable
+  // Deliveries a batch offer collected before it threw: handed out first by the next call.
+  std::vector<delivered> undelivered_;
   std::size_t held_count_ = 0;
   std::size_t held_bytes_ = 0;
   statistics stats_;

@@ -5,14 +5,17 @@
 // clocks says whether one event happened before the other or whether they are
 // concurrent (neither saw the other): the tool for detecting conflicting replica
 // updates and for causal delivery (see causal_buffer.hpp). Node ids are any totally
-// ordered regular type; the encodings support integral ids and std::string ids.
+// ordered regular type; the encodings support integral ids of at most 64 bits and
+// std::string ids.
 //
 // Representation: the entries are kept sorted by node id in a small vector whose first
 // `inline_capacity` (8) entries live inside the object, so a clock of up to 8 nodes
 // makes no heap allocation of its own (a std::string id longer than the library's
 // small-string buffer still allocates its characters). Larger clocks spill to the heap.
 // Because both sides are sorted, compare and merge are one linear merge pass. Counters
-// are never 0: a missing entry means 0.
+// are never 0: a missing entry means 0. Counters (and the pruned bound) never exceed
+// `max_counter` (2^64 - 2): tick() throws clock_overflow_error instead of wrapping, and
+// the decoders reject larger values, so a peer cannot make a clock wrap to 0.
 //
 // Pruning, and why it must not invent concurrency. A clock grows with every node that
 // ever wrote; long-lived systems bound it (Riak prunes object clocks beyond a size or
@@ -54,7 +57,8 @@
 // (varint), in strictly increasing node order. Text: `{a:3,b:1}`, with a `~N` suffix
 // when pruned with bound N (`{a:3}~2`); string ids use [A-Za-z0-9_.-] and %XX escapes
 // for any other byte, integer ids are decimal; no whitespace. Decoding is strict and
-// never trusts the input: see clock_decode_error. At most `max_entries` (65536)
+// never trusts the input: see clock_decode_error. Counters and the bound must not
+// exceed `max_counter` (2^64 - 2). At most `max_entries` (65536)
 // entries and `max_node_id_length` (1024) bytes per string id are accepted, and a
 // declared count is checked against the bytes left before anything is allocated.
 //
@@ -78,6 +82,7 @@
 #include <optional>
 #include <ostream>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -109,7 +114,8 @@ enum class clock_decode_error {
   duplicate_node,        ///< the same node twice
   unsorted_nodes,        ///< nodes not in increasing order
   trailing_bytes,        ///< bytes after the last entry
-  bad_syntax             ///< text that does not follow the grammar
+  bad_syntax,            ///< text that does not follow the grammar
+  counter_out_of_range   ///< a counter or pruned bound above max_counter (2^64 - 2)
 };
 
 /// A short English description of `error`, e.g. "truncated input".
@@ -141,9 +147,18 @@ enum class clock_decode_error {
       return "trailing bytes";
     case clock_decode_error::bad_syntax:
       return "bad syntax";
+    case clock_decode_error::counter_out_of_range:
+      return "counter out of range";
   }
   return "unknown error";
 }
+
+/// Thrown by vector_clock::tick (and atomic_vector_clock's tick and receive) when a
+/// counter would pass vector_clock::max_counter (2^64 - 2). The clock is left unchanged.
+class clock_overflow_error : public std::overflow_error {
+ public:
+  using std::overflow_error::overflow_error;
+};
 
 /// The result of decoding: a value or a clock_decode_error (an expected-like type).
 template <class T>
@@ -188,10 +203,12 @@ namespace detail {
 template <class T>
 concept clock_node_id = std::totally_ordered<T> && std::semiregular<T>;
 
-/// Node ids the binary and text encodings support.
+/// Node ids the binary and text encodings support: std::string and integers of at most
+/// 64 bits (the encodings carry ids as 64-bit varints; a wider id, such as GNU
+/// __int128, would be cut).
 template <class T>
 concept encodable_node_id = std::same_as<T, std::string> ||
-    (std::integral<T> && !std::same_as<T, bool>);
+    (std::integral<T> && !std::same_as<T, bool> && sizeof(T) <= sizeof(std::uint64_t));
 
 inline void put_varint(std::vector<std::byte>& out, std::uint64_t value) {
   while (value >= 0x80) {
@@ -285,11 +302,15 @@ class vector_clock {
   static constexpr std::size_t max_entries = 65536;
   /// The longest std::string node id (in bytes) a decoder accepts.
   static constexpr std::size_t max_node_id_length = 1024;
+  /// The largest counter (and pruned bound): 2^64 - 2. tick() throws
+  /// clock_overflow_error rather than pass it; the decoders reject larger values.
+  static constexpr counter_type max_counter = std::numeric_limits<counter_type>::max() - 1;
 
   vector_clock() noexcept(std::is_nothrow_default_constructible_v<NodeId>) = default;
 
   /// A clock with the given entries (any order; a repeated node keeps the larger
-  /// counter; counters of 0 are dropped). Complexity: O(n log n).
+  /// counter; counters of 0 are dropped). Precondition: counters are at most
+  /// max_counter. Complexity: O(n log n).
   vector_clock(std::initializer_list<entry> entries) {
     std::vector<entry> sorted(entries.begin(), entries.end());
     adopt_unsorted(std::move(sorted));
@@ -297,15 +318,12 @@ class vector_clock {
 
   vector_clock(const vector_clock&) = default;
   /// Copies `other`. A clock that goes back to 8 or fewer entries releases its heap
-  /// block (the "inline" invariant: an inline clock holds no heap block).
+  /// block (the "inline" invariant: an inline clock holds no heap block). Throws what
+  /// copying the ids throws, leaving this clock unchanged (strong guarantee).
   vector_clock& operator=(const vector_clock& other) {
-    if (this != &other) {
-      inline_ = other.inline_;
-      heap_ = other.heap_;
-      if (heap_.empty()) release_heap();
-      size_ = other.size_;
-      pruned_bound_ = other.pruned_bound_;
-    }
+    // Copy first, while a throw cannot touch *this, then move the copy in (no throw for
+    // ids with a non-throwing move, as std::string).
+    if (this != &other) *this = vector_clock(other);
     return *this;
   }
   vector_clock(vector_clock&& other) noexcept(std::is_nothrow_move_constructible_v<NodeId>)
@@ -368,76 +386,34 @@ class vector_clock {
   /// Records an event at `node`: its counter grows by one (from
   /// max(get(node), pruned_bound()) on a pruned clock, so counters are never reused)
   /// and the new counter is returned. Complexity: O(log n), O(n) when `node` is new.
-  /// Throws only what allocation throws (when the clock grows past 8 nodes).
+  /// Throws clock_overflow_error when the new counter would exceed max_counter, and
+  /// what allocation or copying `node` throws (when `node` is new); on any throw the
+  /// clock is unchanged.
   counter_type tick(const NodeId& node) {
     entry* first = data();
     const key_type key = detail::order_key<NodeId>::make(node);
     entry* const it = find_slot(first, key, node);
     if (it != first + size_ && order(*it, key, node) == 0) {
-      INTERLOCK_ASSERT(it->counter < std::numeric_limits<counter_type>::max(),
-                       "vector_clock counter overflow");
-      it->counter = std::max(it->counter, pruned_bound_) + 1;
+      it->counter = next_counter(it->counter);
       return it->counter;
     }
     const auto index = static_cast<std::size_t>(it - first);
-    const counter_type counter = pruned_bound_ + 1;
+    const counter_type counter = next_counter(0);
     insert_at(index, entry{node, counter, key});
     return counter;
   }
 
   /// Pointwise maximum with `other` (and the larger pruned bound).
-  /// Complexity: O(n + m); one pass when `other` has no node missing here. Throws only
-  /// what allocation throws (when nodes are added); on a throw this clock holds its
-  /// old nodes with some counters already raised (a valid clock that descends the
-  /// original).
+  /// Complexity: O(n + m); one pass and no allocation when `other` has no node missing
+  /// here. Throws only what allocation and copying ids throw (when nodes are added);
+  /// on a throw this clock holds its old nodes with some counters already raised (a
+  /// valid clock that descends the original).
   vector_clock& merge(const vector_clock& other) {
     if (this == &other) return *this;
-    const std::size_t old_size = size_;
-    std::size_t added = 0;  // nodes of `other` missing here
-    {
-      // One pass raises the counters of shared nodes in place and counts new nodes.
-      entry* a = data();
-      const entry* b = other.data();
-      std::size_t i = 0, j = 0;
-      while (i < old_size && j < other.size_) {
-        const int o = order(a[i], b[j]);
-        if (o < 0) {
-          ++i;
-        } else if (o > 0) {
-          ++added;
-          ++j;
-        } else {
-          if (a[i].counter < b[j].counter) a[i].counter = b[j].counter;
-          ++i;
-          ++j;
-        }
-      }
-      added += other.size_ - j;
-    }
-    if (added != 0) {
-      const std::size_t union_size = old_size + added;
-      resize(union_size);  // may spill; the old entries stay in [0, old_size)
-      entry* a = data();
-      const entry* b = other.data();
-      std::size_t i = old_size, j = other.size_, k = union_size;
-      while (j > 0) {  // merge from the back, in place
-        const int o = i > 0 ? order(b[j - 1], a[i - 1]) : 1;
-        if (o < 0) {
-          --i;
-          --k;
-          if (k != i) a[k] = std::move(a[i]);  // k == i: already in place
-        } else if (o == 0) {
-          const counter_type counter = std::max(a[i - 1].counter, b[j - 1].counter);
-          --i;
-          --j;
-          --k;
-          if (k != i) a[k] = std::move(a[i]);
-          a[k].counter = counter;
-        } else {
-          a[--k] = b[--j];
-        }
-      }
-    }
+    // Copy the missing entries before the size changes: a throw here leaves a valid
+    // clock. What follows only moves entries (no throw for ids with a non-throwing move).
+    std::vector<entry> missing = raise_shared_and_copy_missing(other);
+    if (!missing.empty()) insert_sorted_disjoint(std::move(missing));
     pruned_bound_ = std::max(pruned_bound_, other.pruned_bound_);
     return *this;
   }
@@ -582,7 +558,8 @@ class vector_clock {
   /// allocates at most in proportion to in.size(). Returns the clock_decode_error of
   /// the first problem found (truncated, varint_overflow, bad_flags, too_many_entries,
   /// count_exceeds_input, node_id_too_long, node_id_out_of_range, zero_counter,
-  /// zero_prune_bound, duplicate_node, unsorted_nodes, trailing_bytes).
+  /// zero_prune_bound, counter_out_of_range, duplicate_node, unsorted_nodes,
+  /// trailing_bytes).
   /// Complexity: O(in.size()).
   [[nodiscard]] static decode_result<vector_clock> decode_binary(
       std::span<const std::byte> in) requires detail::encodable_node_id<NodeId> {
@@ -594,6 +571,7 @@ class vector_clock {
     if ((flags & 1U) != 0) {
       if (auto e = detail::get_varint(in, bound)) return *e;
       if (bound == 0) return clock_decode_error::zero_prune_bound;
+      if (bound > max_counter) return clock_decode_error::counter_out_of_range;
     }
     std::uint64_t count = 0;
     if (auto e = detail::get_varint(in, count)) return *e;
@@ -627,6 +605,7 @@ class vector_clock {
         e.node = static_cast<NodeId>(raw);
       }
       if (auto err = detail::get_varint(in, e.counter)) return *err;
+      if (e.counter > max_counter) return clock_decode_error::counter_out_of_range;
       if (auto err = append_checked(list, std::move(e))) return *err;
     }
     if (!in.empty()) return clock_decode_error::trailing_bytes;
@@ -677,7 +656,8 @@ class vector_clock {
   /// Parses the text form, which must span all of `text`. Returns bad_syntax for text
   /// off the grammar (whitespace included), and the same errors as decode_binary for
   /// bad values (zero counters, duplicate or unsorted nodes, too many entries, long or
-  /// out-of-range ids; a number above 2^64 - 1 is node_id_out_of_range or bad_syntax).
+  /// out-of-range ids, counters or a bound of 2^64 - 1: counter_out_of_range; a number
+  /// above 2^64 - 1 is node_id_out_of_range or bad_syntax).
   /// Complexity: O(text.size()).
   [[nodiscard]] static decode_result<vector_clock> decode_text(
       std::string_view text) requires detail::encodable_node_id<NodeId> {
@@ -809,6 +789,54 @@ class vector_clock {
     size_ = n;
   }
 
+  // The counter that follows `current` in a tick: one past both `current` and the
+  // pruned bound. Throws clock_overflow_error rather than pass max_counter.
+  [[nodiscard]] counter_type next_counter(counter_type current) const {
+    const counter_type base = std::max(current, pruned_bound_);
+    if (base >= max_counter) {
+      throw clock_overflow_error("interlock::vector_clock: counter would pass max_counter");
+    }
+    return base + 1;
+  }
+
+  // The first pass of merge: raises the counters of nodes shared with `other` in place
+  // (no throw) and returns copies of the entries of `other` missing here, in order.
+  std::vector<entry> raise_shared_and_copy_missing(const vector_clock& other) {
+    std::vector<entry> missing;
+    entry* a = data();
+    const entry* b = other.data();
+    std::size_t i = 0, j = 0;
+    while (j < other.size_) {
+      const int o = i < size_ ? order(a[i], b[j]) : 1;
+      if (o < 0) {
+        ++i;
+      } else if (o > 0) {
+        missing.push_back(b[j++]);  // may throw: only counters were raised so far
+      } else {
+        a[i].counter = std::max(a[i].counter, b[j].counter);
+        ++i;
+        ++j;
+      }
+    }
+    return missing;
+  }
+
+  // Adds sorted entries whose nodes are all absent here. Allocation happens in resize,
+  // before any entry moves; the merge from the back then only moves entries.
+  void insert_sorted_disjoint(std::vector<entry>&& extra) {
+    const std::size_t old_size = size_;
+    resize(old_size + extra.size());  // may throw (strong); old entries stay in [0, old_size)
+    entry* a = data();
+    std::size_t i = old_size, j = extra.size(), k = size_;
+    while (j > 0) {
+      if (i > 0 && order(a[i - 1], extra[j - 1]) > 0) {
+        a[--k] = std::move(a[--i]);
+      } else {
+        a[--k] = std::move(extra[--j]);
+      }
+    }
+  }
+
   void insert_at(std::size_t index, entry value) {
     resize(size_ + 1);
     entry* a = data();
@@ -859,6 +887,7 @@ class vector_clock {
     if (ec != std::errc{}) return clock_decode_error::bad_syntax;  // out of range
     pos = static_cast<std::size_t>(ptr - text.data());
     if (value == 0) return clock_decode_error::zero_counter;
+    if (value > max_counter) return clock_decode_error::counter_out_of_range;
     return std::nullopt;
   }
 
@@ -899,8 +928,10 @@ class atomic_vector_clock {
   atomic_vector_clock& operator=(const atomic_vector_clock&) = delete;
 
   /// Records a local event and returns the clock after it. Thread-safe; blocking
-  /// (short critical section). Complexity: O(n) for the copy. Throws only what
-  /// allocation throws, leaving the clock unchanged or ticked.
+  /// (short critical section). Complexity: O(n) for the copy. Throws
+  /// clock_overflow_error when the own counter would pass max_counter (the clock is
+  /// unchanged), otherwise only what allocation throws, leaving the clock unchanged or
+  /// ticked.
   clock_type tick() {
     const std::lock_guard lock(mutex_);
     clock_.tick(self_);
@@ -909,9 +940,17 @@ class atomic_vector_clock {
 
   /// Records the receipt of a message stamped `remote`: merges it, ticks, and returns
   /// the result. Thread-safe; blocking (short critical section). Complexity: O(n + m).
-  /// Throws only what allocation throws.
+  /// Throws clock_overflow_error, before changing the clock, when the own counter
+  /// after the merge would pass max_counter; otherwise only what allocation throws
+  /// (the clock then descends the original).
   clock_type receive(const clock_type& remote) {
     const std::lock_guard lock(mutex_);
+    // Check the tick's overflow before merging, so that an overflow changes nothing.
+    const std::uint64_t own = std::max(
+        {clock_.get(self_), remote.get(self_), clock_.pruned_bound(), remote.pruned_bound()});
+    if (own >= clock_type::max_counter) {
+      throw clock_overflow_error("interlock::atomic_vector_clock: counter would pass max_counter");
+    }
     clock_.merge(remote);
     clock_.tick(self_);
     return clock_;

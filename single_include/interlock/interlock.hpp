@@ -2084,8 +2084,14 @@ INTERLOCK_NAMESPACE_END
 // the callback sees it, so a callback that throws does not get it again; the exception
 // leaves offer() (its result is lost); messages that became deliverable and were not
 // handed out yet stay held and are delivered first by the next offer() (whatever it
-// offers, a retransmitted duplicate included) or by deliver_ready().
-// Allocation failure while holding leaves the buffer as before the call.
+// offers, a retransmitted duplicate included) or by deliver_ready(), before anything
+// can expire them. Everything that can throw in a delivery (copying the sender id,
+// making room in the batch, ticking the local clock) happens before the message is
+// taken out, so a failure there leaves it held. When the batch form throws after it
+// collected deliveries, those are kept and handed out first by the next offer() or
+// deliver_ready(). Allocation failure while holding leaves the buffer as before the
+// call (nothing is evicted until the new message is in). These guarantees assume that
+// moving a Message, a NodeId or a clock does not throw (as std::string's moves).
 //
 // Memory ordering: every member locks one std::mutex, so everything a thread did
 // before an offer() returned is visible to any thread whose later call (and whose
@@ -2102,14 +2108,17 @@ INTERLOCK_NAMESPACE_END
 // clocks says whether one event happened before the other or whether they are
 // concurrent (neither saw the other): the tool for detecting conflicting replica
 // updates and for causal delivery (see causal_buffer.hpp). Node ids are any totally
-// ordered regular type; the encodings support integral ids and std::string ids.
+// ordered regular type; the encodings support integral ids of at most 64 bits and
+// std::string ids.
 //
 // Representation: the entries are kept sorted by node id in a small vector whose first
 // `inline_capacity` (8) entries live inside the object, so a clock of up to 8 nodes
 // makes no heap allocation of its own (a std::string id longer than the library's
 // small-string buffer still allocates its characters). Larger clocks spill to the heap.
 // Because both sides are sorted, compare and merge are one linear merge pass. Counters
-// are never 0: a missing entry means 0.
+// are never 0: a missing entry means 0. Counters (and the pruned bound) never exceed
+// `max_counter` (2^64 - 2): tick() throws clock_overflow_error instead of wrapping, and
+// the decoders reject larger values, so a peer cannot make a clock wrap to 0.
 //
 // Pruning, and why it must not invent concurrency. A clock grows with every node that
 // ever wrote; long-lived systems bound it (Riak prunes object clocks beyond a size or
@@ -2151,7 +2160,8 @@ INTERLOCK_NAMESPACE_END
 // (varint), in strictly increasing node order. Text: `{a:3,b:1}`, with a `~N` suffix
 // when pruned with bound N (`{a:3}~2`); string ids use [A-Za-z0-9_.-] and %XX escapes
 // for any other byte, integer ids are decimal; no whitespace. Decoding is strict and
-// never trusts the input: see clock_decode_error. At most `max_entries` (65536)
+// never trusts the input: see clock_decode_error. Counters and the bound must not
+// exceed `max_counter` (2^64 - 2). At most `max_entries` (65536)
 // entries and `max_node_id_length` (1024) bytes per string id are accepted, and a
 // declared count is checked against the bytes left before anything is allocated.
 //
@@ -2174,6 +2184,7 @@ INTERLOCK_NAMESPACE_END
 #include <optional>
 #include <ostream>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -2205,7 +2216,8 @@ enum class clock_decode_error {
   duplicate_node,        ///< the same node twice
   unsorted_nodes,        ///< nodes not in increasing order
   trailing_bytes,        ///< bytes after the last entry
-  bad_syntax             ///< text that does not follow the grammar
+  bad_syntax,            ///< text that does not follow the grammar
+  counter_out_of_range   ///< a counter or pruned bound above max_counter (2^64 - 2)
 };
 
 /// A short English description of `error`, e.g. "truncated input".
@@ -2237,9 +2249,18 @@ enum class clock_decode_error {
       return "trailing bytes";
     case clock_decode_error::bad_syntax:
       return "bad syntax";
+    case clock_decode_error::counter_out_of_range:
+      return "counter out of range";
   }
   return "unknown error";
 }
+
+/// Thrown by vector_clock::tick (and atomic_vector_clock's tick and receive) when a
+/// counter would pass vector_clock::max_counter (2^64 - 2). The clock is left unchanged.
+class clock_overflow_error : public std::overflow_error {
+ public:
+  using std::overflow_error::overflow_error;
+};
 
 /// The result of decoding: a value or a clock_decode_error (an expected-like type).
 template <class T>
@@ -2284,10 +2305,12 @@ namespace detail {
 template <class T>
 concept clock_node_id = std::totally_ordered<T> && std::semiregular<T>;
 
-/// Node ids the binary and text encodings support.
+/// Node ids the binary and text encodings support: std::string and integers of at most
+/// 64 bits (the encodings carry ids as 64-bit varints; a wider id, such as GNU
+/// __int128, would be cut).
 template <class T>
 concept encodable_node_id = std::same_as<T, std::string> ||
-    (std::integral<T> && !std::same_as<T, bool>);
+    (std::integral<T> && !std::same_as<T, bool> && sizeof(T) <= sizeof(std::uint64_t));
 
 inline void put_varint(std::vector<std::byte>& out, std::uint64_t value) {
   while (value >= 0x80) {
@@ -2381,11 +2404,15 @@ class vector_clock {
   static constexpr std::size_t max_entries = 65536;
   /// The longest std::string node id (in bytes) a decoder accepts.
   static constexpr std::size_t max_node_id_length = 1024;
+  /// The largest counter (and pruned bound): 2^64 - 2. tick() throws
+  /// clock_overflow_error rather than pass it; the decoders reject larger values.
+  static constexpr counter_type max_counter = std::numeric_limits<counter_type>::max() - 1;
 
   vector_clock() noexcept(std::is_nothrow_default_constructible_v<NodeId>) = default;
 
   /// A clock with the given entries (any order; a repeated node keeps the larger
-  /// counter; counters of 0 are dropped). Complexity: O(n log n).
+  /// counter; counters of 0 are dropped). Precondition: counters are at most
+  /// max_counter. Complexity: O(n log n).
   vector_clock(std::initializer_list<entry> entries) {
     std::vector<entry> sorted(entries.begin(), entries.end());
     adopt_unsorted(std::move(sorted));
@@ -2393,15 +2420,12 @@ class vector_clock {
 
   vector_clock(const vector_clock&) = default;
   /// Copies `other`. A clock that goes back to 8 or fewer entries releases its heap
-  /// block (the "inline" invariant: an inline clock holds no heap block).
+  /// block (the "inline" invariant: an inline clock holds no heap block). Throws what
+  /// copying the ids throws, leaving this clock unchanged (strong guarantee).
   vector_clock& operator=(const vector_clock& other) {
-    if (this != &other) {
-      inline_ = other.inline_;
-      heap_ = other.heap_;
-      if (heap_.empty()) release_heap();
-      size_ = other.size_;
-      pruned_bound_ = other.pruned_bound_;
-    }
+    // Copy first, while a throw cannot touch *this, then move the copy in (no throw for
+    // ids with a non-throwing move, as std::string).
+    if (this != &other) *this = vector_clock(other);
     return *this;
   }
   vector_clock(vector_clock&& other) noexcept(std::is_nothrow_move_constructible_v<NodeId>)
@@ -2464,76 +2488,34 @@ class vector_clock {
   /// Records an event at `node`: its counter grows by one (from
   /// max(get(node), pruned_bound()) on a pruned clock, so counters are never reused)
   /// and the new counter is returned. Complexity: O(log n), O(n) when `node` is new.
-  /// Throws only what allocation throws (when the clock grows past 8 nodes).
+  /// Throws clock_overflow_error when the new counter would exceed max_counter, and
+  /// what allocation or copying `node` throws (when `node` is new); on any throw the
+  /// clock is unchanged.
   counter_type tick(const NodeId& node) {
     entry* first = data();
     const key_type key = detail::order_key<NodeId>::make(node);
     entry* const it = find_slot(first, key, node);
     if (it != first + size_ && order(*it, key, node) == 0) {
-      INTERLOCK_ASSERT(it->counter < std::numeric_limits<counter_type>::max(),
-                       "vector_clock counter overflow");
-      it->counter = std::max(it->counter, pruned_bound_) + 1;
+      it->counter = next_counter(it->counter);
       return it->counter;
     }
     const auto index = static_cast<std::size_t>(it - first);
-    const counter_type counter = pruned_bound_ + 1;
+    const counter_type counter = next_counter(0);
     insert_at(index, entry{node, counter, key});
     return counter;
   }
 
   /// Pointwise maximum with `other` (and the larger pruned bound).
-  /// Complexity: O(n + m); one pass when `other` has no node missing here. Throws only
-  /// what allocation throws (when nodes are added); on a throw this clock holds its
-  /// old nodes with some counters already raised (a valid clock that descends the
-  /// original).
+  /// Complexity: O(n + m); one pass and no allocation when `other` has no node missing
+  /// here. Throws only what allocation and copying ids throw (when nodes are added);
+  /// on a throw this clock holds its old nodes with some counters already raised (a
+  /// valid clock that descends the original).
   vector_clock& merge(const vector_clock& other) {
     if (this == &other) return *this;
-    const std::size_t old_size = size_;
-    std::size_t added = 0;  // nodes of `other` missing here
-    {
-      // One pass raises the counters of shared nodes in place and counts new nodes.
-      entry* a = data();
-      const entry* b = other.data();
-      std::size_t i = 0, j = 0;
-      while (i < old_size && j < other.size_) {
-        const int o = order(a[i], b[j]);
-        if (o < 0) {
-          ++i;
-        } else if (o > 0) {
-          ++added;
-          ++j;
-        } else {
-          if (a[i].counter < b[j].counter) a[i].counter = b[j].counter;
-          ++i;
-          ++j;
-        }
-      }
-      added += other.size_ - j;
-    }
-    if (added != 0) {
-      const std::size_t union_size = old_size + added;
-      resize(union_size);  // may spill; the old entries stay in [0, old_size)
-      entry* a = data();
-      const entry* b = other.data();
-      std::size_t i = old_size, j = other.size_, k = union_size;
-      while (j > 0) {  // merge from the back, in place
-        const int o = i > 0 ? order(b[j - 1], a[i - 1]) : 1;
-        if (o < 0) {
-          --i;
-          --k;
-          if (k != i) a[k] = std::move(a[i]);  // k == i: already in place
-        } else if (o == 0) {
-          const counter_type counter = std::max(a[i - 1].counter, b[j - 1].counter);
-          --i;
-          --j;
-          --k;
-          if (k != i) a[k] = std::move(a[i]);
-          a[k].counter = counter;
-        } else {
-          a[--k] = b[--j];
-        }
-      }
-    }
+    // Copy the missing entries before the size changes: a throw here leaves a valid
+    // clock. What follows only moves entries (no throw for ids with a non-throwing move).
+    std::vector<entry> missing = raise_shared_and_copy_missing(other);
+    if (!missing.empty()) insert_sorted_disjoint(std::move(missing));
     pruned_bound_ = std::max(pruned_bound_, other.pruned_bound_);
     return *this;
   }
@@ -2678,7 +2660,8 @@ class vector_clock {
   /// allocates at most in proportion to in.size(). Returns the clock_decode_error of
   /// the first problem found (truncated, varint_overflow, bad_flags, too_many_entries,
   /// count_exceeds_input, node_id_too_long, node_id_out_of_range, zero_counter,
-  /// zero_prune_bound, duplicate_node, unsorted_nodes, trailing_bytes).
+  /// zero_prune_bound, counter_out_of_range, duplicate_node, unsorted_nodes,
+  /// trailing_bytes).
   /// Complexity: O(in.size()).
   [[nodiscard]] static decode_result<vector_clock> decode_binary(
       std::span<const std::byte> in) requires detail::encodable_node_id<NodeId> {
@@ -2690,6 +2673,7 @@ class vector_clock {
     if ((flags & 1U) != 0) {
       if (auto e = detail::get_varint(in, bound)) return *e;
       if (bound == 0) return clock_decode_error::zero_prune_bound;
+      if (bound > max_counter) return clock_decode_error::counter_out_of_range;
     }
     std::uint64_t count = 0;
     if (auto e = detail::get_varint(in, count)) return *e;
@@ -2723,6 +2707,7 @@ class vector_clock {
         e.node = static_cast<NodeId>(raw);
       }
       if (auto err = detail::get_varint(in, e.counter)) return *err;
+      if (e.counter > max_counter) return clock_decode_error::counter_out_of_range;
       if (auto err = append_checked(list, std::move(e))) return *err;
     }
     if (!in.empty()) return clock_decode_error::trailing_bytes;
@@ -2773,7 +2758,8 @@ class vector_clock {
   /// Parses the text form, which must span all of `text`. Returns bad_syntax for text
   /// off the grammar (whitespace included), and the same errors as decode_binary for
   /// bad values (zero counters, duplicate or unsorted nodes, too many entries, long or
-  /// out-of-range ids; a number above 2^64 - 1 is node_id_out_of_range or bad_syntax).
+  /// out-of-range ids, counters or a bound of 2^64 - 1: counter_out_of_range; a number
+  /// above 2^64 - 1 is node_id_out_of_range or bad_syntax).
   /// Complexity: O(text.size()).
   [[nodiscard]] static decode_result<vector_clock> decode_text(
       std::string_view text) requires detail::encodable_node_id<NodeId> {
@@ -2905,6 +2891,54 @@ class vector_clock {
     size_ = n;
   }
 
+  // The counter that follows `current` in a tick: one past both `current` and the
+  // pruned bound. Throws clock_overflow_error rather than pass max_counter.
+  [[nodiscard]] counter_type next_counter(counter_type current) const {
+    const counter_type base = std::max(current, pruned_bound_);
+    if (base >= max_counter) {
+      throw clock_overflow_error("interlock::vector_clock: counter would pass max_counter");
+    }
+    return base + 1;
+  }
+
+  // The first pass of merge: raises the counters of nodes shared with `other` in place
+  // (no throw) and returns copies of the entries of `other` missing here, in order.
+  std::vector<entry> raise_shared_and_copy_missing(const vector_clock& other) {
+    std::vector<entry> missing;
+    entry* a = data();
+    const entry* b = other.data();
+    std::size_t i = 0, j = 0;
+    while (j < other.size_) {
+      const int o = i < size_ ? order(a[i], b[j]) : 1;
+      if (o < 0) {
+        ++i;
+      } else if (o > 0) {
+        missing.push_back(b[j++]);  // may throw: only counters were raised so far
+      } else {
+        a[i].counter = std::max(a[i].counter, b[j].counter);
+        ++i;
+        ++j;
+      }
+    }
+    return missing;
+  }
+
+  // Adds sorted entries whose nodes are all absent here. Allocation happens in resize,
+  // before any entry moves; the merge from the back then only moves entries.
+  void insert_sorted_disjoint(std::vector<entry>&& extra) {
+    const std::size_t old_size = size_;
+    resize(old_size + extra.size());  // may throw (strong); old entries stay in [0, old_size)
+    entry* a = data();
+    std::size_t i = old_size, j = extra.size(), k = size_;
+    while (j > 0) {
+      if (i > 0 && order(a[i - 1], extra[j - 1]) > 0) {
+        a[--k] = std::move(a[--i]);
+      } else {
+        a[--k] = std::move(extra[--j]);
+      }
+    }
+  }
+
   void insert_at(std::size_t index, entry value) {
     resize(size_ + 1);
     entry* a = data();
@@ -2955,6 +2989,7 @@ class vector_clock {
     if (ec != std::errc{}) return clock_decode_error::bad_syntax;  // out of range
     pos = static_cast<std::size_t>(ptr - text.data());
     if (value == 0) return clock_decode_error::zero_counter;
+    if (value > max_counter) return clock_decode_error::counter_out_of_range;
     return std::nullopt;
   }
 
@@ -2995,8 +3030,10 @@ class atomic_vector_clock {
   atomic_vector_clock& operator=(const atomic_vector_clock&) = delete;
 
   /// Records a local event and returns the clock after it. Thread-safe; blocking
-  /// (short critical section). Complexity: O(n) for the copy. Throws only what
-  /// allocation throws, leaving the clock unchanged or ticked.
+  /// (short critical section). Complexity: O(n) for the copy. Throws
+  /// clock_overflow_error when the own counter would pass max_counter (the clock is
+  /// unchanged), otherwise only what allocation throws, leaving the clock unchanged or
+  /// ticked.
   clock_type tick() {
     const std::lock_guard lock(mutex_);
     clock_.tick(self_);
@@ -3005,9 +3042,17 @@ class atomic_vector_clock {
 
   /// Records the receipt of a message stamped `remote`: merges it, ticks, and returns
   /// the result. Thread-safe; blocking (short critical section). Complexity: O(n + m).
-  /// Throws only what allocation throws.
+  /// Throws clock_overflow_error, before changing the clock, when the own counter
+  /// after the merge would pass max_counter; otherwise only what allocation throws
+  /// (the clock then descends the original).
   clock_type receive(const clock_type& remote) {
     const std::lock_guard lock(mutex_);
+    // Check the tick's overflow before merging, so that an overflow changes nothing.
+    const std::uint64_t own = std::max(
+        {clock_.get(self_), remote.get(self_), clock_.pruned_bound(), remote.pruned_bound()});
+    if (own >= clock_type::max_counter) {
+      throw clock_overflow_error("interlock::atomic_vector_clock: counter would pass max_counter");
+    }
     clock_.merge(remote);
     clock_.tick(self_);
     return clock_;
@@ -3039,6 +3084,7 @@ INTERLOCK_NAMESPACE_END
 #endif  // INTERLOCK_VECTOR_CLOCK_HPP
 // ---- end interlock/vector_clock.hpp ----
 
+#include <algorithm>
 #include <chrono>
 #include <concepts>
 #include <cstddef>
@@ -3132,7 +3178,8 @@ class causal_buffer {
     offer_status status = offer_status::held;
     /// How many messages this offer delivered (the offered one and held ones).
     std::size_t delivered_count = 0;
-    /// The batch form's deliveries, in causal order (empty for the callback form).
+    /// The batch form's deliveries, in causal order (empty for the callback form); those
+    /// kept from an earlier batch offer that threw come first.
     std::vector<delivered> deliveries;
     /// Messages evicted to make room (evict_oldest), oldest first.
     std::vector<envelope> evicted;
@@ -3162,8 +3209,9 @@ class causal_buffer {
   causal_buffer& operator=(const causal_buffer&) = delete;
 
   /// Offers a message from `sender` stamped `clock` and calls `deliver(delivered&&)`
-  /// for every message that became deliverable, in causal order. Expires held messages
-  /// first. Thread-safe; blocking (the callback runs under the lock, see the design
+  /// for every message that became deliverable, in causal order. First hands out what an
+  /// earlier throw left pending (see the design note), then expires held messages.
+  /// Thread-safe; blocking (the callback runs under the lock, see the design
   /// note). Complexity: O((d + 1) * (s log h + n)) for d deliveries, s senders with
   /// held messages, h held messages and clocks of n entries. Returns the offered
   /// message's status (rejected or invalid on failure, nothing is thrown for them);
@@ -3172,26 +3220,38 @@ class causal_buffer {
   offer_result offer(NodeId sender, clock_type clock, Message message, DeliverFn&& deliver) {
     offer_result result;
     const std::lock_guard lock(mutex_);
-    offer_locked(std::move(sender), std::move(clock), std::move(message), result, deliver);
+    callback_sink<DeliverFn> sink{deliver};
+    offer_locked(std::move(sender), std::move(clock), std::move(message), result, sink);
     return result;
   }
 
   /// The batch form: the deliveries are returned in result.deliveries, in causal order.
-  /// Thread-safe; blocking. Same complexity and failures as the callback form.
+  /// Thread-safe; blocking. Same complexity and failures as the callback form; when it
+  /// throws, the deliveries it collected are handed out first by the next call.
   offer_result offer(NodeId sender, clock_type clock, Message message) {
     offer_result result;
     const std::lock_guard lock(mutex_);
-    auto collect = [&result](delivered&& d) { result.deliveries.push_back(std::move(d)); };
-    offer_locked(std::move(sender), std::move(clock), std::move(message), result, collect);
+    batch_sink sink{result.deliveries};
+    try {
+      offer_locked(std::move(sender), std::move(clock), std::move(message), result, sink);
+    } catch (...) {
+      // The collected messages already count as delivered: keep them for the next call
+      // rather than lose them with the result.
+      keep_undelivered(std::move(result.deliveries));
+      throw;
+    }
     return result;
   }
 
-  /// Delivers held messages that are deliverable (after a callback threw). Returns how
-  /// many. Thread-safe; blocking (callback under the lock).
+  /// Delivers held messages that are deliverable (after a callback threw, or kept from
+  /// a batch offer that threw). Returns how many. Thread-safe; blocking (callback under
+  /// the lock).
   template <std::invocable<delivered&&> DeliverFn>
   std::size_t deliver_ready(DeliverFn&& deliver) {
     const std::lock_guard lock(mutex_);
-    return deliver_held(deliver);
+    callback_sink<DeliverFn> sink{deliver};
+    const std::size_t kept = hand_out_undelivered(sink);
+    return kept + deliver_held(sink);
   }
 
   /// Records a message this node sends: ticks its own entry `self` in the local view
@@ -3279,14 +3339,38 @@ class causal_buffer {
     time_point arrived;
     std::size_t bytes;
   };
+  using held_queue = std::map<counter_type, held_item>;  // counter -> item
+  using held_map = std::map<NodeId, held_queue>;         // sender -> queue
+
+  // Grows `out` so that one more push_back cannot allocate (geometric, like push_back).
+  template <class T>
+  static void reserve_one_more(std::vector<T>& out) {
+    if (out.size() == out.capacity()) out.reserve(std::max<std::size_t>(4, 2 * out.capacity()));
+  }
+
+  // Hands deliveries to the user's callback (the callback form).
+  template <class DeliverFn>
+  struct callback_sink {
+    DeliverFn& deliver;
+    void reserve_one() noexcept {}
+    void operator()(delivered&& d) { deliver(std::move(d)); }
+  };
+
+  // Collects deliveries into a batch (the batch form). After reserve_one(), the next
+  // call cannot allocate.
+  struct batch_sink {
+    std::vector<delivered>& out;
+    void reserve_one() { reserve_one_more(out); }
+    void operator()(delivered&& d) { out.push_back(std::move(d)); }
+  };
 
   template <class Sink>
   void offer_locked(NodeId&& sender, clock_type&& clock, Message&& message, offer_result& result,
                     Sink& sink) {
+    // Hand out what an earlier throw left deliverable before expiring anything: such
+    // messages are due first, and retransmissions and later offers must not stall.
+    result.delivered_count += hand_out_pending(sink);
     expire_locked(result.expired);
-    // A callback threw during an earlier delivery: hand out what became deliverable
-    // then, before anything else, so retransmissions and later offers cannot stall.
-    if (drain_pending_) result.delivered_count += deliver_held(sink);
     const counter_type counter = clock.get(sender);
     if (clock.is_pruned() || counter == 0) {
       ++stats_.rejected;
@@ -3300,8 +3384,10 @@ class causal_buffer {
       return;
     }
     if (counter == have + 1 && others_delivered(clock, sender)) {
-      result.status = offer_status::delivered;
+      // Prepare everything that can throw before the message counts as delivered.
+      sink.reserve_one();
       local_.tick(sender);
+      result.status = offer_status::delivered;
       ++stats_.delivered;
       ++result.delivered_count;
       drain_pending_ = true;  // cleared by deliver_held unless a callback throws
@@ -3309,28 +3395,104 @@ class causal_buffer {
       result.delivered_count += deliver_held(sink);
       return;
     }
+    hold(std::move(sender), counter, std::move(clock), std::move(message), result);
+  }
+
+  // Delivers, in causal order, the deliveries kept from a batch offer that threw, then
+  // the held messages a throwing callback left deliverable. Returns how many.
+  template <class Sink>
+  std::size_t hand_out_pending(Sink& sink) {
+    std::size_t count = hand_out_undelivered(sink);
+    if (drain_pending_) count += deliver_held(sink);
+    return count;
+  }
+
+  // Keeps the deliveries of a batch offer that threw for the next call. No throw.
+  void keep_undelivered(std::vector<delivered>&& deliveries) noexcept {
+    INTERLOCK_ASSERT(undelivered_.empty(), "causal_buffer: undelivered messages overwritten");
+    undelivered_ = std::move(deliveries);
+  }
+
+  template <class Sink>
+  std::size_t hand_out_undelivered(Sink& sink) {
+    if (undelivered_.empty()) return 0;
+    std::vector<delivered> pending = std::move(undelivered_);
+    undelivered_.clear();
+    const std::size_t count = pending.size();
+    if constexpr (std::is_same_v<Sink, batch_sink>) {
+      INTERLOCK_ASSERT(sink.out.empty(), "causal_buffer: undelivered messages come first");
+      sink.out = std::move(pending);  // no throw: the batch takes the whole vector
+    } else {
+      std::size_t next = 0;
+      try {
+        for (; next < count; ++next) sink(std::move(pending[next]));
+      } catch (...) {
+        // The callback threw on pending[next]: it counts as handed out, like any
+        // delivery; keep the rest (erasing moves elements, it does not allocate).
+        pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(next + 1));
+        undelivered_ = std::move(pending);
+        throw;
+      }
+    }
+    return count;
+  }
+
+  // Holds a message that is not deliverable yet, evicting the oldest held messages
+  // first when the buffer is full and the policy says so.
+  void hold(NodeId&& sender, counter_type counter, clock_type&& clock, Message&& message,
+            offer_result& result) {
     const std::size_t bytes = options_.size_of(message);
-    if (options_.max_entries == 0 || bytes > options_.max_bytes) {
+    const std::optional<std::size_t> evictions =
+        (options_.max_entries == 0 || bytes > options_.max_bytes) ? std::nullopt
+                                                                  : evictions_to_fit(bytes);
+    if (!evictions) {
       ++stats_.rejected;
       result.status = offer_status::rejected;
       return;
     }
-    while (held_count_ + 1 > options_.max_entries || held_bytes_ + bytes > options_.max_bytes) {
-      if (options_.when_full == overflow_policy::reject_new || arrival_.empty()) {
-        ++stats_.rejected;
-        result.status = offer_status::rejected;
-        return;
-      }
-      const auto [node, oldest] = arrival_.begin()->second;
-      result.evicted.push_back(take(node, oldest));
+    // Do all the work that can throw (allocation, the user's clock) before evicting, so
+    // that a throw leaves the buffer as before the call; evicting does not throw.
+    result.evicted.reserve(result.evicted.size() + *evictions);
+    insert_held(
+        sender, counter,
+        held_item{std::move(clock), std::move(message), next_sequence_, options_.now(), bytes});
+    ++next_sequence_;
+    for (std::size_t k = 0; k < *evictions; ++k) {
+      result.evicted.push_back(take_oldest());  // never the new message: it is the newest
       ++stats_.evicted;
     }
-    const std::uint64_t sequence = next_sequence_++;
+    result.status = offer_status::held;
+  }
+
+  // How many of the oldest held messages must be evicted so that one more message of
+  // `bytes` fits; empty when it cannot fit (reject_new, or not even with all evicted).
+  // Changes nothing.
+  std::optional<std::size_t> evictions_to_fit(std::size_t bytes) const {
+    std::size_t count = held_count_;
+    std::size_t total = held_bytes_;
+    std::size_t evictions = 0;
+    auto oldest = arrival_.begin();
+    while (count + 1 > options_.max_entries || total + bytes > options_.max_bytes) {
+      if (options_.when_full == overflow_policy::reject_new || oldest == arrival_.end()) {
+        return std::nullopt;
+      }
+      total -= held_at(oldest->second.first, oldest->second.second).bytes;
+      --count;
+      ++evictions;
+      ++oldest;
+    }
+    return evictions;
+  }
+
+  // Adds `item` to the held messages. On a throw (allocation, copying the sender id)
+  // the buffer is unchanged.
+  void insert_held(const NodeId& sender, counter_type counter, held_item&& item) {
+    const std::uint64_t sequence = item.sequence;
+    const std::size_t bytes = item.bytes;
     auto& queue = held_[sender];
     try {
       arrival_.emplace(sequence, std::pair{sender, counter});
-      queue.emplace(counter, held_item{std::move(clock), std::move(message), sequence,
-                                       options_.now(), bytes});
+      queue.emplace(counter, std::move(item));
     } catch (...) {
       arrival_.erase(sequence);
       if (queue.empty()) held_.erase(sender);
@@ -3338,12 +3500,12 @@ class causal_buffer {
     }
     ++held_count_;
     held_bytes_ += bytes;
-    result.status = offer_status::held;
   }
 
   // Delivers every held message that is deliverable, in causal order.
   template <class Sink>
   std::size_t deliver_held(Sink& sink) {
+    drain_pending_ = true;  // stays set if anything below throws: the next offer drains
     std::size_t count = 0;
     bool progress = true;
     while (progress && held_count_ != 0) {
@@ -3355,20 +3517,29 @@ class causal_buffer {
           ++queue;
           continue;
         }
-        NodeId sender = queue->first;
-        auto following = std::next(queue);
-        envelope out = take(sender, next);  // may erase *queue
-        local_.tick(sender);
-        ++stats_.delivered;
+        const auto following = std::next(queue);
+        envelope out = take_for_delivery(sink, queue, item);  // may erase *queue
         ++count;
         progress = true;
-        drain_pending_ = true;  // if the callback throws, the next offer drains
         sink(std::move(out));
         queue = following;
       }
     }
     drain_pending_ = false;
     return count;
+  }
+
+  // Takes the held message `item` of `queue` out, counted as delivered. Prepares
+  // everything that can throw (copying the sender id, making room in the sink, ticking
+  // the local clock) before taking the message, so that a throw leaves it held.
+  template <class Sink>
+  envelope take_for_delivery(Sink& sink, typename held_map::iterator queue,
+                             typename held_queue::iterator item) {
+    NodeId sender = queue->first;
+    sink.reserve_one();
+    local_.tick(sender);
+    ++stats_.delivered;
+    return take(queue, item, std::move(sender));
   }
 
   // True when every entry of `clock` other than the sender's is already delivered.
@@ -3388,13 +3559,19 @@ class causal_buffer {
     return queue != held_.end() && queue->second.contains(counter);
   }
 
-  // Removes a held message and returns it.
-  envelope take(const NodeId& sender, counter_type counter) {
+  const held_item& held_at(const NodeId& sender, counter_type counter) const {
     const auto queue = held_.find(sender);
     INTERLOCK_ASSERT(queue != held_.end(), "causal_buffer: held message missing");
     const auto item = queue->second.find(counter);
     INTERLOCK_ASSERT(item != queue->second.end(), "causal_buffer: held message missing");
-    envelope out{sender, std::move(item->second.clock), std::move(item->second.message)};
+    return item->second;
+  }
+
+  // Removes the held message `item` of `queue` and returns it with `sender`. Only
+  // moves and erases: no throw (given non-throwing moves).
+  envelope take(typename held_map::iterator queue, typename held_queue::iterator item,
+                NodeId&& sender) {
+    envelope out{std::move(sender), std::move(item->second.clock), std::move(item->second.message)};
     arrival_.erase(item->second.sequence);
     held_bytes_ -= item->second.bytes;
     --held_count_;
@@ -3403,25 +3580,46 @@ class causal_buffer {
     return out;
   }
 
+  // Removes the longest-held message and returns it. No throw: the sender id is moved
+  // out of its arrival record, which take() erases.
+  envelope take_oldest() {
+    auto& [node, counter] = arrival_.begin()->second;
+    const auto queue = held_.find(node);
+    INTERLOCK_ASSERT(queue != held_.end(), "causal_buffer: held message missing");
+    const auto item = queue->second.find(counter);
+    INTERLOCK_ASSERT(item != queue->second.end(), "causal_buffer: held message missing");
+    return take(queue, item, std::move(node));
+  }
+
   void expire_locked(std::vector<envelope>& out) {
     if (!options_.time_to_live || arrival_.empty()) return;
-    const time_point now = options_.now();
-    while (!arrival_.empty()) {
-      const auto [node, counter] = arrival_.begin()->second;
-      const held_item& item = held_.find(node)->second.find(counter)->second;
-      if (now - item.arrived < *options_.time_to_live) break;
-      out.push_back(take(node, counter));
+    const std::size_t count = expired_count(options_.now());
+    out.reserve(out.size() + count);  // may throw before any message is taken
+    for (std::size_t k = 0; k < count; ++k) {
+      out.push_back(take_oldest());
       ++stats_.expired;
     }
+  }
+
+  // How many of the oldest held messages have outlived the time to live at `now`.
+  std::size_t expired_count(time_point now) const {
+    std::size_t count = 0;
+    for (const auto& [sequence, held] : arrival_) {
+      if (now - held_at(held.first, held.second).arrived < *options_.time_to_live) break;
+      ++count;
+    }
+    return count;
   }
 
   mutable std::mutex mutex_;
   clock_type local_;
   options options_;
-  std::map<NodeId, std::map<counter_type, held_item>> held_;          // sender -> counter -> item
+  held_map held_;                                                     // sender -> counter -> item
   std::map<std::uint64_t, std::pair<NodeId, counter_type>> arrival_;  // arrival order
   std::uint64_t next_sequence_ = 0;
   bool drain_pending_ = false;  // a callback threw: held messages may be deliverable
+  // Deliveries a batch offer collected before it threw: handed out first by the next call.
+  std::vector<delivered> undelivered_;
   std::size_t held_count_ = 0;
   std::size_t held_bytes_ = 0;
   statistics stats_;

@@ -8,7 +8,10 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <iterator>
+#include <limits>
+#include <ostream>
 #include <random>
 #include <set>
 #include <string>
@@ -136,6 +139,67 @@ clock64 strip(const clock64& clock) {
   clock64 out;
   for (const auto& e : clock.entries()) out.merge(clock64{{e.node, e.counter}});
   return out;
+}
+
+// What fragile_id throws.
+struct injected_failure : std::exception {
+  [[nodiscard]] const char* what() const noexcept override { return "injected failure"; }
+};
+
+// A node id whose copy throws once, on demand: it injects a failure at every point where
+// a clock copies an id (as copying a long std::string id allocates) without replacing
+// operator new in the shared test binary. Moves never throw, like std::string's.
+struct fragile_id {
+  static inline int copies_before_throw = -1;  // -1: never throw
+
+  std::string name;
+
+  fragile_id() = default;
+  fragile_id(const char* text) : name(text) {}  // NOLINT: implicit, for brace lists
+  fragile_id(const fragile_id& other) : name(checked(other.name)) {}
+  fragile_id(fragile_id&&) noexcept = default;
+  fragile_id& operator=(const fragile_id& other) {
+    name = checked(other.name);
+    return *this;
+  }
+  fragile_id& operator=(fragile_id&&) noexcept = default;
+  ~fragile_id() = default;
+  friend auto operator<=>(const fragile_id&, const fragile_id&) = default;
+  friend bool operator==(const fragile_id&, const fragile_id&) = default;
+  friend std::ostream& operator<<(std::ostream& out, const fragile_id& id) {
+    return out << id.name;
+  }
+
+ private:
+  static const std::string& checked(const std::string& source) {
+    if (copies_before_throw == 0) {
+      copies_before_throw = -1;  // one failure per arming
+      throw injected_failure{};
+    }
+    if (copies_before_throw > 0) --copies_before_throw;
+    return source;
+  }
+};
+
+// Arms fragile_id to throw on the copy after the next `copies`; disarms when it goes.
+class copy_failure_after {
+ public:
+  explicit copy_failure_after(int copies) { fragile_id::copies_before_throw = copies; }
+  copy_failure_after(const copy_failure_after&) = delete;
+  copy_failure_after& operator=(const copy_failure_after&) = delete;
+  ~copy_failure_after() { fragile_id::copies_before_throw = -1; }
+};
+
+using fragile_clock = interlock::vector_clock<fragile_id>;
+
+// Entries sorted by strictly increasing node, none with a counter of 0.
+bool is_valid(const fragile_clock& clock) {
+  const auto entries = clock.entries();
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    if (entries[i].counter == 0) return false;
+    if (i > 0 && !(entries[i - 1].node < entries[i].node)) return false;
+  }
+  return true;
 }
 
 }  // namespace
@@ -512,4 +576,135 @@ TEST_CASE("vector_clock: assigning a small clock over a large one makes it inlin
   large = std::move(small);
   CHECK(large.is_inline());
   CHECK(large.get(1) == 1);
+}
+
+TEST_CASE(
+    "vector_clock merge: a throw while copying ids leaves a valid clock that descends "
+    "the original",
+    "[vector_clock][exceptions]") {
+  const fragile_clock original{{"b", 1}, {"d", 1}};
+  const fragile_clock other{{"a", 5}, {"c", 5}, {"d", 3}, {"e", 5}};
+  const fragile_clock expected{{"a", 5}, {"b", 1}, {"c", 5}, {"d", 3}, {"e", 5}};
+  int throws = 0;
+  for (int copies = 0;; ++copies) {
+    REQUIRE(copies < 100);
+    fragile_clock clock = original;
+    try {
+      const copy_failure_after failure(copies);
+      clock.merge(other);
+    } catch (const injected_failure&) {
+      ++throws;
+      INFO("failed at copy " << copies << ": " << clock.size() << " entries");
+      REQUIRE(is_valid(clock));
+      REQUIRE(clock.descends(original));
+      REQUIRE(expected.descends(clock));
+      continue;
+    }
+    CHECK(clock == expected);
+    break;
+  }
+  CHECK(throws > 0);
+}
+
+TEST_CASE("vector_clock copy assignment: a throw while copying ids leaves the target unchanged",
+          "[vector_clock][exceptions]") {
+  fragile_clock large;  // spilled to the heap
+  for (const char* node : {"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"}) large.tick(node);
+  const std::vector<std::pair<fragile_clock, fragile_clock>> cases{
+      {fragile_clock{{"x1", 7}, {"x2", 7}, {"x3", 7}},
+       fragile_clock{{"a1", 1}, {"a2", 1}, {"a3", 1}, {"a4", 1}}},  // inline over inline
+      {fragile_clock{{"q", 3}, {"r", 3}}, large},                   // heap over inline
+      {large, fragile_clock{{"q", 3}, {"r", 3}}},                   // inline over heap
+  };
+  for (const auto& [before, source] : cases) {
+    int throws = 0;
+    for (int copies = 0;; ++copies) {
+      REQUIRE(copies < 100);
+      fragile_clock target = before;
+      try {
+        const copy_failure_after failure(copies);
+        target = source;
+      } catch (const injected_failure&) {
+        ++throws;
+        INFO("failed at copy " << copies);
+        REQUIRE(target == before);
+        REQUIRE(target.is_inline() == before.is_inline());
+        continue;
+      }
+      CHECK(target == source);
+      CHECK(target.is_inline() == (source.size() <= fragile_clock::inline_capacity));
+      break;
+    }
+    CHECK(throws > 0);
+  }
+}
+
+TEST_CASE("vector_clock counters never wrap: decoders reject 2^64 - 1, tick throws instead",
+          "[vector_clock][encoding]") {
+  using E = clock_decode_error;
+  constexpr std::uint64_t largest = std::numeric_limits<std::uint64_t>::max() - 1;
+  STATIC_REQUIRE(string_clock::max_counter == largest);
+
+  // A peer's counter or bound of 2^64 - 1 is refused by both decoders.
+  CHECK(text_error<string_clock>("{me:18446744073709551615}") == E::counter_out_of_range);
+  CHECK(text_error<string_clock>("{}~18446744073709551615") == E::counter_out_of_range);
+  const auto all_ones = [] {  // the varint of 2^64 - 1
+    return bytes({0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01});
+  };
+  auto counter = bytes({0x00, 0x01, 0x05});
+  for (std::byte b : all_ones()) counter.push_back(b);
+  CHECK(binary_error<clock64>(counter) == E::counter_out_of_range);
+  auto bound = bytes({0x01});
+  for (std::byte b : all_ones()) bound.push_back(b);
+  bound.push_back(std::byte{0x00});
+  CHECK(binary_error<clock64>(bound) == E::counter_out_of_range);
+
+  // max_counter itself decodes and round-trips, but cannot be ticked past.
+  auto at_max = string_clock::decode_text("{me:18446744073709551614}");
+  REQUIRE(at_max.has_value());
+  CHECK(at_max->get("me") == largest);
+  CHECK(string_clock::decode_binary(at_max->encode_binary()).has_value());
+  string_clock clock = *at_max;
+  CHECK_THROWS_AS(clock.tick("me"), std::overflow_error);
+  CHECK_THROWS_AS(clock.tick("me"), interlock::clock_overflow_error);
+  CHECK(clock == *at_max);
+
+  // A bound at max_counter: a new node cannot be ticked either (it would start past it).
+  auto pruned = string_clock::decode_text("{}~18446744073709551614");
+  REQUIRE(pruned.has_value());
+  string_clock bounded = *pruned;
+  CHECK_THROWS_AS(bounded.tick("me"), std::overflow_error);
+  CHECK(bounded == *pruned);
+
+  // receive() refuses before merging, so the node's clock stays as it was.
+  interlock::atomic_vector_clock<std::string> me("me", string_clock{{"me", 2}});
+  CHECK_THROWS_AS(me.receive(*at_max), std::overflow_error);
+  CHECK_THROWS_AS(me.receive(*pruned), std::overflow_error);
+  CHECK(me.snapshot() == string_clock{{"me", 2}});
+  CHECK(me.receive(string_clock{{"peer", largest}}).get("me") == 3);
+}
+
+// GNU 128-bit integers pass std::integral under -std=gnu++20; the encodings carry ids as
+// 64-bit varints, so such ids must not be encodable (they would be cut to 64 bits).
+__extension__ typedef unsigned __int128 uint128_id;
+
+template <class Clock>
+constexpr bool has_encode_binary = requires(const Clock& clock) {
+  clock.encode_binary();
+};
+
+TEST_CASE("vector_clock: ids wider than 64 bits are not encodable", "[vector_clock][encoding]") {
+  using wide_clock = interlock::vector_clock<uint128_id>;
+  CHECK_FALSE(has_encode_binary<wide_clock>);
+  CHECK(has_encode_binary<clock64>);
+  CHECK_FALSE(interlock::detail::encodable_node_id<uint128_id>);
+  CHECK(interlock::detail::encodable_node_id<std::uint64_t>);
+  CHECK(interlock::detail::encodable_node_id<std::int64_t>);
+
+  // The clock itself still works with such ids.
+  wide_clock a{{uint128_id{1}, 1}};
+  wide_clock b{{(uint128_id{1} << 64) | 1, 1}};
+  CHECK(a.concurrent_with(b));
+  a.merge(b);
+  CHECK(a.size() == 2);
 }
