@@ -1375,6 +1375,7 @@ INTERLOCK_NAMESPACE_END
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <optional>
 #include <ostream>
 #include <ranges>
@@ -1652,21 +1653,51 @@ class one_shot_hasher {
 };
 
 /// One hasher per thread for the one-shot functions: created on a thread's first
-/// digest, reused after that (no allocation on the hot path).
-inline one_shot_hasher& thread_hasher() {
-  thread_local one_shot_hasher hasher;
-  return hasher;
+/// digest, reused after that (no allocation on the hot path). `busy` while a digest
+/// is being computed with it.
+struct thread_hashing {
+  one_shot_hasher hasher;
+  bool busy = false;
+};
+
+inline thread_hashing& thread_hashing_state() {
+  thread_local thread_hashing state;
+  return state;
+}
+
+/// The digest of what write(hasher) feeds a one-shot hasher: the thread's own
+/// hasher, or, when a digest is already being computed on this thread (a codec that
+/// hashes a field with content_digest inside an outer content_digest), a fresh one,
+/// so the outer message is not overwritten.
+template <class Write>
+digest one_shot_digest(Write&& write) {
+  thread_hashing& state = thread_hashing_state();
+  if (state.busy) {
+    one_shot_hasher nested;  // rare: allocates two OpenSSL contexts
+    nested.begin();
+    write(nested);
+    return nested.finish();
+  }
+  struct in_use {
+    bool& busy;
+    explicit in_use(bool& flag) noexcept : busy(flag) { busy = true; }
+    in_use(const in_use&) = delete;
+    in_use& operator=(const in_use&) = delete;
+    ~in_use() { busy = false; }
+  } const marked(state.busy);
+  state.hasher.begin();
+  write(state.hasher);
+  return state.hasher.finish();
 }
 
 }  // namespace detail
 
-/// SHA-256 of `bytes`. Thread-safe (one context per thread); no allocation after a
-/// thread's first call. Throws sha256_error when OpenSSL fails.
+/// SHA-256 of `bytes`. Thread-safe (one context per thread; a call made while
+/// another digest is being computed on the same thread, from a codec, uses its own);
+/// no allocation after a thread's first call. Throws sha256_error when OpenSSL fails.
 [[nodiscard]] inline digest sha256_digest(std::span<const std::byte> bytes) {
-  detail::one_shot_hasher& hasher = detail::thread_hasher();
-  hasher.begin();
-  hasher.update(bytes);
-  return hasher.finish();
+  return detail::one_shot_digest(
+      [bytes](detail::one_shot_hasher& hasher) { hasher.update(bytes); });
 }
 [[nodiscard]] inline digest sha256_digest(std::string_view text) {
   return sha256_digest(std::as_bytes(std::span(text)));
@@ -1695,11 +1726,14 @@ concept byte_sink = requires(Sink& sink, std::span<const std::byte> bytes) {
 ///
 /// Built-in rules (the encoding is injective: different values give different bytes):
 /// - arithmetic and enum types: their bytes in little-endian order (floats by their
-///   representation, so 0.0 and -0.0 differ);
+///   representation, so 0.0 and -0.0 differ; an x87 long double by its 10 value bytes,
+///   not its padding);
 /// - trivially copyable classes without padding (std::has_unique_object_representations):
 ///   their object representation, in the host's byte order;
 /// - ranges (std::string, std::vector, std::span, std::array, ...): the elements one
 ///   after another, so a string or byte vector hashes exactly like its bytes;
+/// - character arrays (string literals): the string they hold, without a terminating
+///   NUL, so content_digest("abc") == content_digest(std::string("abc"));
 /// - std::pair, std::tuple: each member; std::optional: a presence byte, then the value.
 /// Inside a composite (a field, an element of a range, a tuple member), a range is
 /// preceded by its element count so that ("ab", "c") and ("a", "bc") differ:
@@ -1734,13 +1768,48 @@ struct is_optional : std::false_type {};
 template <class T>
 struct is_optional<std::optional<T>> : std::true_type {};
 
+/// The bytes of a scalar's object representation that hold its value. All of them,
+/// except for the x87 80-bit long double (64-bit mantissa), which x86 stores in 12 or
+/// 16 bytes: only its first 10 hold the value, the rest is padding whose contents are
+/// indeterminate, so hashing it would give equal values different digests.
+template <class Scalar>
+constexpr std::size_t value_bytes() noexcept {
+  if constexpr (std::is_same_v<Scalar, long double> &&
+                std::numeric_limits<long double>::digits == 64 && sizeof(long double) > 10) {
+    static_assert(std::endian::native == std::endian::little,
+                  "interlock::content_codec: unsupported long double layout; specialize "
+                  "content_codec for the type that holds it");
+    return 10;
+  } else {
+    return sizeof(Scalar);
+  }
+}
+
 template <byte_sink Sink, class Scalar>
 void write_scalar(Sink& sink, const Scalar& value) {
   auto bytes = std::bit_cast<std::array<std::byte, sizeof(Scalar)>>(value);
   if constexpr (std::endian::native == std::endian::big && sizeof(Scalar) > 1) {
     std::ranges::reverse(bytes);
   }
-  sink.update(std::span<const std::byte>(bytes));
+  sink.update(std::span<const std::byte>(bytes.data(), value_bytes<Scalar>()));
+}
+
+/// Character types whose arrays are strings (a string literal's type is an array of
+/// one of them).
+template <class C>
+concept text_char = std::is_same_v<C, char> || std::is_same_v<C, wchar_t> ||
+    std::is_same_v<C, char8_t> || std::is_same_v<C, char16_t> || std::is_same_v<C, char32_t>;
+
+template <class T>
+struct is_text_array : std::false_type {};
+template <text_char C, std::size_t N>
+struct is_text_array<C[N]> : std::true_type {};
+
+/// A character array (a string literal) as the string it holds: without the
+/// terminating NUL, so that "abc" hashes like std::string("abc").
+template <class C, std::size_t N>
+constexpr std::basic_string_view<C> array_text(const C (&text)[N]) noexcept {
+  return {text, N > 0 && text[N - 1] == C{} ? N - 1 : N};
 }
 
 /// True when a contiguous range of E can be hashed as one block of memory: its
@@ -1768,7 +1837,9 @@ void encode_field(Sink& sink, const T& value);
 /// Encodes `value` as a whole message: what content_digest hashes.
 template <byte_sink Sink, class T>
 void encode_content(Sink& sink, const T& value) {
-  if constexpr (has_content_codec<T>) {
+  if constexpr (detail::is_text_array<T>::value) {
+    encode_content(sink, detail::array_text(value));
+  } else if constexpr (has_content_codec<T>) {
     content_codec<T>::encode(value, sink);
   } else {
     static_assert(!detail::padded_trivial_class<T>,
@@ -1837,7 +1908,9 @@ requires detail::is_optional<T>::value struct content_codec<T> {
 
 template <byte_sink Sink, class T>
 void encode_field(Sink& sink, const T& value) {
-  if constexpr (std::ranges::range<T> && !detail::raw_bytes_class<T>) {
+  if constexpr (detail::is_text_array<T>::value) {
+    encode_field(sink, detail::array_text(value));  // its count without the NUL
+  } else if constexpr (std::ranges::range<T> && !detail::raw_bytes_class<T>) {
     std::uint64_t count = 0;
     if constexpr (std::ranges::sized_range<const T>) {
       count = static_cast<std::uint64_t>(std::ranges::size(value));
@@ -1845,8 +1918,10 @@ void encode_field(Sink& sink, const T& value) {
       for ([[maybe_unused]] const auto& item : value) ++count;
     }
     detail::write_scalar(sink, count);
+    encode_content(sink, value);
+  } else {
+    encode_content(sink, value);
   }
-  encode_content(sink, value);
 }
 
 /// SHA-256 of a value's content_codec encoding.
@@ -1856,10 +1931,8 @@ void encode_field(Sink& sink, const T& value) {
 /// and whatever the codec throws. Fails to compile for a type without a codec.
 template <class T>
 [[nodiscard]] digest content_digest(const T& value) {
-  detail::one_shot_hasher& hasher = detail::thread_hasher();
-  hasher.begin();
-  encode_content(hasher, value);
-  return hasher.finish();
+  return detail::one_shot_digest(
+      [&value](detail::one_shot_hasher& hasher) { encode_content(hasher, value); });
 }
 
 INTERLOCK_NAMESPACE_END

@@ -1207,6 +1207,7 @@ INTERLOCK_NAMESPACE_END
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <optional>
 #include <ostream>
 #include <ranges>
@@ -1484,21 +1485,51 @@ class one_shot_hasher {
 };
 
 /// One hasher per thread for the one-shot functions: created on a thread's first
-/// digest, reused after that (no allocation on the hot path).
-inline one_shot_hasher& thread_hasher() {
-  thread_local one_shot_hasher hasher;
-  return hasher;
+/// digest, reused after that (no allocation on the hot path). `busy` while a digest
+/// is being computed with it.
+struct thread_hashing {
+  one_shot_hasher hasher;
+  bool busy = false;
+};
+
+inline thread_hashing& thread_hashing_state() {
+  thread_local thread_hashing state;
+  return state;
+}
+
+/// The digest of what write(hasher) feeds a one-shot hasher: the thread's own
+/// hasher, or, when a digest is already being computed on this thread (a codec that
+/// hashes a field with content_digest inside an outer content_digest), a fresh one,
+/// so the outer message is not overwritten.
+template <class Write>
+digest one_shot_digest(Write&& write) {
+  thread_hashing& state = thread_hashing_state();
+  if (state.busy) {
+    one_shot_hasher nested;  // rare: allocates two OpenSSL contexts
+    nested.begin();
+    write(nested);
+    return nested.finish();
+  }
+  struct in_use {
+    bool& busy;
+    explicit in_use(bool& flag) noexcept : busy(flag) { busy = true; }
+    in_use(const in_use&) = delete;
+    in_use& operator=(const in_use&) = delete;
+    ~in_use() { busy = false; }
+  } const marked(state.busy);
+  state.hasher.begin();
+  write(state.hasher);
+  return state.hasher.finish();
 }
 
 }  // namespace detail
 
-/// SHA-256 of `bytes`. Thread-safe (one context per thread); no allocation after a
-/// thread's first call. Throws sha256_error when OpenSSL fails.
+/// SHA-256 of `bytes`. Thread-safe (one context per thread; a call made while
+/// another digest is being computed on the same thread, from a codec, uses its own);
+/// no allocation after a thread's first call. Throws sha256_error when OpenSSL fails.
 [[nodiscard]] inline digest sha256_digest(std::span<const std::byte> bytes) {
-  detail::one_shot_hasher& hasher = detail::thread_hasher();
-  hasher.begin();
-  hasher.update(bytes);
-  return hasher.finish();
+  return detail::one_shot_digest(
+      [bytes](detail::one_shot_hasher& hasher) { hasher.update(bytes); });
 }
 [[nodiscard]] inline digest sha256_digest(std::string_view text) {
   return sha256_digest(std::as_bytes(std::span(text)));
@@ -1527,11 +1558,14 @@ concept byte_sink = requires(Sink& sink, std::span<const std::byte> bytes) {
 ///
 /// Built-in rules (the encoding is injective: different values give different bytes):
 /// - arithmetic and enum types: their bytes in little-endian order (floats by their
-///   representation, so 0.0 and -0.0 differ);
+///   representation, so 0.0 and -0.0 differ; an x87 long double by its 10 value bytes,
+///   not its padding);
 /// - trivially copyable classes without padding (std::has_unique_object_representations):
 ///   their object representation, in the host's byte order;
 /// - ranges (std::string, std::vector, std::span, std::array, ...): the elements one
 ///   after another, so a string or byte vector hashes exactly like its bytes;
+/// - character arrays (string literals): the string they hold, without a terminating
+///   NUL, so content_digest("abc") == content_digest(std::string("abc"));
 /// - std::pair, std::tuple: each member; std::optional: a presence byte, then the value.
 /// Inside a composite (a field, an element of a range, a tuple member), a range is
 /// preceded by its element count so that ("ab", "c") and ("a", "bc") differ:
@@ -1566,13 +1600,48 @@ struct is_optional : std::false_type {};
 template <class T>
 struct is_optional<std::optional<T>> : std::true_type {};
 
+/// The bytes of a scalar's object representation that hold its value. All of them,
+/// except for the x87 80-bit long double (64-bit mantissa), which x86 stores in 12 or
+/// 16 bytes: only its first 10 hold the value, the rest is padding whose contents are
+/// indeterminate, so hashing it would give equal values different digests.
+template <class Scalar>
+constexpr std::size_t value_bytes() noexcept {
+  if constexpr (std::is_same_v<Scalar, long double> &&
+                std::numeric_limits<long double>::digits == 64 && sizeof(long double) > 10) {
+    static_assert(std::endian::native == std::endian::little,
+                  "interlock::content_codec: unsupported long double layout; specialize "
+                  "content_codec for the type that holds it");
+    return 10;
+  } else {
+    return sizeof(Scalar);
+  }
+}
+
 template <byte_sink Sink, class Scalar>
 void write_scalar(Sink& sink, const Scalar& value) {
   auto bytes = std::bit_cast<std::array<std::byte, sizeof(Scalar)>>(value);
   if constexpr (std::endian::native == std::endian::big && sizeof(Scalar) > 1) {
     std::ranges::reverse(bytes);
   }
-  sink.update(std::span<const std::byte>(bytes));
+  sink.update(std::span<const std::byte>(bytes.data(), value_bytes<Scalar>()));
+}
+
+/// Character types whose arrays are strings (a string literal's type is an array of
+/// one of them).
+template <class C>
+concept text_char = std::is_same_v<C, char> || std::is_same_v<C, wchar_t> ||
+    std::is_same_v<C, char8_t> || std::is_same_v<C, char16_t> || std::is_same_v<C, char32_t>;
+
+template <class T>
+struct is_text_array : std::false_type {};
+template <text_char C, std::size_t N>
+struct is_text_array<C[N]> : std::true_type {};
+
+/// A character array (a string literal) as the string it holds: without the
+/// terminating NUL, so that "abc" hashes like std::string("abc").
+template <class C, std::size_t N>
+constexpr std::basic_string_view<C> array_text(const C (&text)[N]) noexcept {
+  return {text, N > 0 && text[N - 1] == C{} ? N - 1 : N};
 }
 
 /// True when a contiguous range of E can be hashed as one block of memory: its
@@ -1600,7 +1669,9 @@ void encode_field(Sink& sink, const T& value);
 /// Encodes `value` as a whole message: what content_digest hashes.
 template <byte_sink Sink, class T>
 void encode_content(Sink& sink, const T& value) {
-  if constexpr (has_content_codec<T>) {
+  if constexpr (detail::is_text_array<T>::value) {
+    encode_content(sink, detail::array_text(value));
+  } else if constexpr (has_content_codec<T>) {
     content_codec<T>::encode(value, sink);
   } else {
     static_assert(!detail::padded_trivial_class<T>,
@@ -1669,7 +1740,9 @@ requires detail::is_optional<T>::value struct content_codec<T> {
 
 template <byte_sink Sink, class T>
 void encode_field(Sink& sink, const T& value) {
-  if constexpr (std::ranges::range<T> && !detail::raw_bytes_class<T>) {
+  if constexpr (detail::is_text_array<T>::value) {
+    encode_field(sink, detail::array_text(value));  // its count without the NUL
+  } else if constexpr (std::ranges::range<T> && !detail::raw_bytes_class<T>) {
     std::uint64_t count = 0;
     if constexpr (std::ranges::sized_range<const T>) {
       count = static_cast<std::uint64_t>(std::ranges::size(value));
@@ -1677,8 +1750,10 @@ void encode_field(Sink& sink, const T& value) {
       for ([[maybe_unused]] const auto& item : value) ++count;
     }
     detail::write_scalar(sink, count);
+    encode_content(sink, value);
+  } else {
+    encode_content(sink, value);
   }
-  encode_content(sink, value);
 }
 
 /// SHA-256 of a value's content_codec encoding.
@@ -1688,10 +1763,8 @@ void encode_field(Sink& sink, const T& value) {
 /// and whatever the codec throws. Fails to compile for a type without a codec.
 template <class T>
 [[nodiscard]] digest content_digest(const T& value) {
-  detail::one_shot_hasher& hasher = detail::thread_hasher();
-  hasher.begin();
-  encode_content(hasher, value);
-  return hasher.finish();
+  return detail::one_shot_digest(
+      [&value](detail::one_shot_hasher& hasher) { encode_content(hasher, value); });
 }
 
 INTERLOCK_NAMESPACE_END
@@ -5325,8 +5398,10 @@ INTERLOCK_NAMESPACE_END
 // detected and reported through INTERLOCK_ASSERT (abort by default); with NDEBUG it
 // deadlocks, like std::mutex. Taking a shared lock twice on one thread is not
 // detected and may deadlock once a writer is waiting (as with std::shared_mutex).
-// The check records the thread that took the lock; a guard moved to another thread
-// may be unlocked there.
+// The check records the thread that took the lock, until the guard is moved (a moved
+// guard may travel to another thread, which may unlock it there, while the locking
+// thread waits for the key again): re-locking through a moved guard's key is not
+// detected.
 //
 // When not to use it: for a fixed, small set of resources (a plain std::mutex per
 // resource is faster), or across processes (the per-key state machine here is what a
@@ -5466,13 +5541,16 @@ class keyed_mutex {
     basic_guard(basic_guard&& other) noexcept
         : map_(std::exchange(other.map_, nullptr)),
           entry_(std::exchange(other.entry_, nullptr)),
-          token_(std::exchange(other.token_, 0)) {}
+          token_(std::exchange(other.token_, 0)) {
+      if constexpr (!Shared) forget_owner(entry_);
+    }
     basic_guard& operator=(basic_guard&& other) noexcept {
       if (this != &other) {
         unlock();
         map_ = std::exchange(other.map_, nullptr);
         entry_ = std::exchange(other.entry_, nullptr);
         token_ = std::exchange(other.token_, 0);
+        if constexpr (!Shared) forget_owner(entry_);
       }
       return *this;
     }
@@ -5525,6 +5603,7 @@ class keyed_mutex {
     multi_guard(multi_guard&& other) noexcept
         : map_(std::exchange(other.map_, nullptr)), held_(std::move(other.held_)) {
       other.held_.clear();
+      forget_owners();
     }
     multi_guard& operator=(multi_guard&& other) noexcept {
       if (this != &other) {
@@ -5532,6 +5611,7 @@ class keyed_mutex {
         map_ = std::exchange(other.map_, nullptr);
         held_ = std::move(other.held_);
         other.held_.clear();
+        forget_owners();
       }
       return *this;
     }
@@ -5565,6 +5645,9 @@ class keyed_mutex {
       entry* e;
       std::uint64_t token;
     };
+    void forget_owners() noexcept {
+      for (const held& h : held_) forget_owner(h.e);
+    }
     keyed_mutex* map_ = nullptr;
     std::vector<held> held_;
   };
@@ -5708,7 +5791,10 @@ class keyed_mutex {
   // ---- several keys ---------------------------------------------------------
 
   /// Locks every key of `keys` exclusively, all or nothing, deadlock-free whatever
-  /// order callers name them in (see the note); duplicates are collapsed.
+  /// order callers name them in (see the note); duplicates are collapsed. The grants
+  /// (fencing tokens, statistics) are counted once every key is held, so a try or
+  /// timed form that gives up counts none. An empty `keys` takes nothing and returns
+  /// an empty guard, as a failed try does: test `keys` first where that matters.
   /// Thread-safe. Blocking. O(n log n) plus the waits.
   template <std::ranges::input_range Range>
   [[nodiscard]] multi_guard lock_many(const Range& keys) {
@@ -5944,20 +6030,36 @@ class keyed_mutex {
     if ((desired & waiter_mask) != 0) wake_waiters(e, priority);
   }
 
+  /// The wait of a contended acquisition that began at `start` and ends now, in ns.
+  static std::uint64_t waited_since(std::chrono::steady_clock::time_point start) noexcept {
+    return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                          std::chrono::steady_clock::now() - start)
+                                          .count());
+  }
+
   void record_grant(bool contended, std::chrono::steady_clock::time_point start) noexcept {
-    if (!contended) return;  // counted through the entry's token
+    if (contended) record_wait(waited_since(start));  // the grant is counted by its token
+  }
+
+  /// Counts one contended acquisition that waited `waited` ns.
+  void record_wait(std::uint64_t waited) noexcept {
     stat_stripe& s = my_stats();
     // Relaxed: statistics only (see stat_stripe).
-    const auto waited =
-        static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                       std::chrono::steady_clock::now() - start)
-                                       .count());
     s.contended.fetch_add(1, std::memory_order_relaxed);
     s.wait_ns.fetch_add(waited, std::memory_order_relaxed);
     std::uint64_t max = s.max_wait_ns.load(std::memory_order_relaxed);
     while (max < waited &&
            !s.max_wait_ns.compare_exchange_weak(max, waited, std::memory_order_relaxed)) {
     }
+  }
+
+  /// A moved guard may travel to another thread: the debug check stops attributing its
+  /// key to the thread that locked it (which may then wait for that key again).
+  static void forget_owner([[maybe_unused]] entry* e) noexcept {
+#ifndef NDEBUG
+    // Relaxed: a debug record; the guard's holder is the only writer while it holds.
+    if (e != nullptr) e->owner.store(std::thread::id{}, std::memory_order_relaxed);
+#endif
   }
 
   static void check_not_owner([[maybe_unused]] entry* e) noexcept {
@@ -6098,6 +6200,13 @@ class keyed_mutex {
   /// Bookkeeping of a grant: the token, the debug owner, the statistics.
   std::uint64_t grant(entry* e, bool created, bool exclusive, bool contended,
                       std::chrono::steady_clock::time_point start) noexcept {
+    const std::uint64_t token = issue_token(e, created, exclusive);
+    record_grant(contended, start);
+    return token;
+  }
+
+  /// The next fencing token of `e` (which counts the grant) and the debug owner.
+  std::uint64_t issue_token(entry* e, bool created, bool exclusive) noexcept {
     // Relaxed: grants of one key are ordered by the lock word (A1 after R1/R2), so
     // the accesses to token follow that order; a created entry's token was set
     // before the entry was published. An exclusive holder is alone, so a load and a
@@ -6115,7 +6224,6 @@ class keyed_mutex {
 #ifndef NDEBUG
     if (exclusive) e->owner.store(std::this_thread::get_id(), std::memory_order_relaxed);
 #endif
-    record_grant(contended, start);
     return token;
   }
 
@@ -6150,12 +6258,15 @@ class keyed_mutex {
 
     multi_guard out;
     out.map_ = this;
+    std::vector<std::uint64_t> waits;  // per key: ns waited, or not_contended
     try {
       out.held_.reserve(entries.size());
+      waits.reserve(entries.size());
     } catch (...) {
       for (entry* e : entries) drop_ref(e);
       throw;
     }
+    constexpr std::uint64_t not_contended = ~std::uint64_t{0};
     for (std::size_t i = 0; i < entries.size(); ++i) {
       bool contended = false;
       std::chrono::steady_clock::time_point start{};
@@ -6169,7 +6280,14 @@ class keyed_mutex {
         }
         return multi_guard{};
       }
-      out.held_.push_back({entries[i], grant(entries[i], false, true, contended, start)});
+      out.held_.push_back({entries[i], 0});  // its token once every key is held
+      waits.push_back(contended ? waited_since(start) : not_contended);
+    }
+    // Every key is held: only now count the grants (tokens, waits), so that a try form
+    // that gave up half-way counts none of the keys it let go again.
+    for (std::size_t i = 0; i < out.held_.size(); ++i) {
+      out.held_[i].token = issue_token(out.held_[i].e, false, true);
+      if (waits[i] != not_contended) record_wait(waits[i]);
     }
     return out;
   }

@@ -62,8 +62,10 @@
 // detected and reported through INTERLOCK_ASSERT (abort by default); with NDEBUG it
 // deadlocks, like std::mutex. Taking a shared lock twice on one thread is not
 // detected and may deadlock once a writer is waiting (as with std::shared_mutex).
-// The check records the thread that took the lock; a guard moved to another thread
-// may be unlocked there.
+// The check records the thread that took the lock, until the guard is moved (a moved
+// guard may travel to another thread, which may unlock it there, while the locking
+// thread waits for the key again): re-locking through a moved guard's key is not
+// detected.
 //
 // When not to use it: for a fixed, small set of resources (a plain std::mutex per
 // resource is faster), or across processes (the per-key state machine here is what a
@@ -1583,13 +1585,16 @@ class keyed_mutex {
     basic_guard(basic_guard&& other) noexcept
         : map_(std::exchange(other.map_, nullptr)),
           entry_(std::exchange(other.entry_, nullptr)),
-          token_(std::exchange(other.token_, 0)) {}
+          token_(std::exchange(other.token_, 0)) {
+      if constexpr (!Shared) forget_owner(entry_);
+    }
     basic_guard& operator=(basic_guard&& other) noexcept {
       if (this != &other) {
         unlock();
         map_ = std::exchange(other.map_, nullptr);
         entry_ = std::exchange(other.entry_, nullptr);
         token_ = std::exchange(other.token_, 0);
+        if constexpr (!Shared) forget_owner(entry_);
       }
       return *this;
     }
@@ -1642,6 +1647,7 @@ class keyed_mutex {
     multi_guard(multi_guard&& other) noexcept
         : map_(std::exchange(other.map_, nullptr)), held_(std::move(other.held_)) {
       other.held_.clear();
+      forget_owners();
     }
     multi_guard& operator=(multi_guard&& other) noexcept {
       if (this != &other) {
@@ -1649,6 +1655,7 @@ class keyed_mutex {
         map_ = std::exchange(other.map_, nullptr);
         held_ = std::move(other.held_);
         other.held_.clear();
+        forget_owners();
       }
       return *this;
     }
@@ -1682,6 +1689,9 @@ class keyed_mutex {
       entry* e;
       std::uint64_t token;
     };
+    void forget_owners() noexcept {
+      for (const held& h : held_) forget_owner(h.e);
+    }
     keyed_mutex* map_ = nullptr;
     std::vector<held> held_;
   };
@@ -1825,7 +1835,10 @@ class keyed_mutex {
   // ---- several keys ---------------------------------------------------------
 
   /// Locks every key of `keys` exclusively, all or nothing, deadlock-free whatever
-  /// order callers name them in (see the note); duplicates are collapsed.
+  /// order callers name them in (see the note); duplicates are collapsed. The grants
+  /// (fencing tokens, statistics) are counted once every key is held, so a try or
+  /// timed form that gives up counts none. An empty `keys` takes nothing and returns
+  /// an empty guard, as a failed try does: test `keys` first where that matters.
   /// Thread-safe. Blocking. O(n log n) plus the waits.
   template <std::ranges::input_range Range>
   [[nodiscard]] multi_guard lock_many(const Range& keys) {
@@ -2061,20 +2074,36 @@ class keyed_mutex {
     if ((desired & waiter_mask) != 0) wake_waiters(e, priority);
   }
 
+  /// The wait of a contended acquisition that began at `start` and ends now, in ns.
+  static std::uint64_t waited_since(std::chrono::steady_clock::time_point start) noexcept {
+    return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                          std::chrono::steady_clock::now() - start)
+                                          .count());
+  }
+
   void record_grant(bool contended, std::chrono::steady_clock::time_point start) noexcept {
-    if (!contended) return;  // counted through the entry's token
+    if (contended) record_wait(waited_since(start));  // the grant is counted by its token
+  }
+
+  /// Counts one contended acquisition that waited `waited` ns.
+  void record_wait(std::uint64_t waited) noexcept {
     stat_stripe& s = my_stats();
     // Relaxed: statistics only (see stat_stripe).
-    const auto waited =
-        static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                       std::chrono::steady_clock::now() - start)
-                                       .count());
     s.contended.fetch_add(1, std::memory_order_relaxed);
     s.wait_ns.fetch_add(waited, std::memory_order_relaxed);
     std::uint64_t max = s.max_wait_ns.load(std::memory_order_relaxed);
     while (max < waited &&
            !s.max_wait_ns.compare_exchange_weak(max, waited, std::memory_order_relaxed)) {
     }
+  }
+
+  /// A moved guard may travel to another thread: the debug check stops attributing its
+  /// key to the thread that locked it (which may then wait for that key again).
+  static void forget_owner([[maybe_unused]] entry* e) noexcept {
+#ifndef NDEBUG
+    // Relaxed: a debug record; the guard's holder is the only writer while it holds.
+    if (e != nullptr) e->owner.store(std::thread::id{}, std::memory_order_relaxed);
+#endif
   }
 
   static void check_not_owner([[maybe_unused]] entry* e) noexcept {
@@ -2215,6 +2244,13 @@ class keyed_mutex {
   /// Bookkeeping of a grant: the token, the debug owner, the statistics.
   std::uint64_t grant(entry* e, bool created, bool exclusive, bool contended,
                       std::chrono::steady_clock::time_point start) noexcept {
+    const std::uint64_t token = issue_token(e, created, exclusive);
+    record_grant(contended, start);
+    return token;
+  }
+
+  /// The next fencing token of `e` (which counts the grant) and the debug owner.
+  std::uint64_t issue_token(entry* e, bool created, bool exclusive) noexcept {
     // Relaxed: grants of one key are ordered by the lock word (A1 after R1/R2), so
     // the accesses to token follow that order; a created entry's token was set
     // before the entry was published. An exclusive holder is alone, so a load and a
@@ -2232,7 +2268,6 @@ class keyed_mutex {
 #ifndef NDEBUG
     if (exclusive) e->owner.store(std::this_thread::get_id(), std::memory_order_relaxed);
 #endif
-    record_grant(contended, start);
     return token;
   }
 
@@ -2267,12 +2302,15 @@ class keyed_mutex {
 
     multi_guard out;
     out.map_ = this;
+    std::vector<std::uint64_t> waits;  // per key: ns waited, or not_contended
     try {
       out.held_.reserve(entries.size());
+      waits.reserve(entries.size());
     } catch (...) {
       for (entry* e : entries) drop_ref(e);
       throw;
     }
+    constexpr std::uint64_t not_contended = ~std::uint64_t{0};
     for (std::size_t i = 0; i < entries.size(); ++i) {
       bool contended = false;
       std::chrono::steady_clock::time_point start{};
@@ -2286,7 +2324,14 @@ class keyed_mutex {
         }
         return multi_guard{};
       }
-      out.held_.push_back({entries[i], grant(entries[i], false, true, contended, start)});
+      out.held_.push_back({entries[i], 0});  // its token once every key is held
+      waits.push_back(contended ? waited_since(start) : not_contended);
+    }
+    // Every key is held: only now count the grants (tokens, waits), so that a try form
+    // that gave up half-way counts none of the keys it let go again.
+    for (std::size_t i = 0; i < out.held_.size(); ++i) {
+      out.held_[i].token = issue_token(out.held_[i].e, false, true);
+      if (waits[i] != not_contended) record_wait(waits[i]);
     }
     return out;
   }

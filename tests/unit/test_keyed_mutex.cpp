@@ -170,6 +170,57 @@ TEST_CASE("keyed_mutex: the try forms of lock_many release everything on failure
   CHECK(locks.try_lock_many({"k", "l", "m", "n"}).size() == 4);
 }
 
+TEST_CASE("keyed_mutex: a lock_many that fails counts no acquisitions", "[keyed_mutex]") {
+  // The keys a try form took before it met a busy one used to be counted as granted
+  // (acquisitions, fencing tokens) although it released them and returned nothing.
+  // lock_many orders keys by entry address; "m" is created on another thread (with
+  // glibc, in another arena, above the main thread's heap), so the keys this thread
+  // creates come before it and are taken first.
+  keyed_mutex<std::string> locks;
+  std::atomic<int> phase{0};
+  std::thread blocker([&] {
+    auto m = locks.lock("m");
+    phase = 1;
+    while (phase != 2) std::this_thread::yield();
+  });
+  while (phase != 1) std::this_thread::yield();
+  const auto before = locks.stats();
+  int granted = 0;
+  for (int i = 0; i < 40; ++i) {
+    granted += locks.try_lock_many({"x" + std::to_string(i), std::string("m")}) ? 1 : 0;
+    granted += locks.try_lock_many_for({"y" + std::to_string(i), std::string("m")}, 100us) ? 1 : 0;
+  }
+  const auto after = locks.stats();
+  phase = 2;
+  blocker.join();
+  CHECK(granted == 0);
+  CHECK(after.acquisitions == before.acquisitions);
+  CHECK(after.contended_acquisitions == before.contended_acquisitions);
+  CHECK(after.timeouts == before.timeouts + 40);
+  CHECK(locks.size() == 0);
+  // A lock_many that succeeds counts every key once.
+  CHECK(locks.lock_many({std::string("a"), std::string("b"), std::string("m")}).size() == 3);
+  CHECK(locks.stats().acquisitions == after.acquisitions + 3);
+}
+
+TEST_CASE("keyed_mutex: a guard moved to another thread lets its locker wait for the key",
+          "[keyed_mutex]") {
+  // The debug re-entrancy check used to abort here: it still attributed the key to the
+  // thread that locked it, although that thread had handed the guard to a worker.
+  keyed_mutex<std::string> locks;
+  auto g = locks.lock("job");
+  std::atomic<bool> started{false};
+  std::thread worker([&started, held = std::move(g)]() mutable {
+    started = true;
+    std::this_thread::sleep_for(20ms);
+    held.unlock();
+  });
+  while (!started) std::this_thread::yield();
+  auto again = locks.lock("job");  // waits for the worker, then takes it
+  CHECK(again.owns_lock());
+  worker.join();
+}
+
 TEST_CASE("keyed_mutex: timeouts return an empty guard or throw lock_timeout", "[keyed_mutex]") {
   keyed_mutex<std::string> locks;
   auto held = locks.lock("busy");

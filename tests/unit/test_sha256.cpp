@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cctype>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -315,4 +316,69 @@ TEST_CASE("a codec that throws half-way leaves the next digest correct", "[sha25
   CHECK(interlock::sha256_digest("abc") == expected);
   CHECK_THROWS_AS(interlock::content_digest(throws_midway{8}), std::runtime_error);
   CHECK(interlock::content_digest(std::string("abc")) == expected);
+}
+
+namespace {
+/// A document identified by its title and the digest of its body: the codec hashes a
+/// field with content_digest while the outer digest is being computed.
+struct document {
+  std::string title;
+  std::string body;
+};
+}  // namespace
+
+template <>
+struct interlock::content_codec<document> {
+  template <interlock::byte_sink Sink>
+  static void encode(const document& d, Sink& sink) {
+    interlock::encode_field(sink, d.title);
+    const interlock::digest body = interlock::content_digest(d.body);  // nested
+    interlock::encode_field(sink, body.bytes());
+  }
+};
+
+TEST_CASE("a codec may call content_digest inside an outer content_digest", "[sha256][codec]") {
+  // Both used to share the thread's one hashing context: the nested call restarted it,
+  // so the outer digest covered only what came after, and documents with different
+  // titles got the same digest.
+  const document a{"A", "body"};
+  const document b{"B", "body"};
+  CHECK(interlock::content_digest(a) != interlock::content_digest(b));
+  interlock::sha256 reference;  // a private hasher: what the outer digest must be
+  interlock::content_codec<document>::encode(a, reference);
+  CHECK(interlock::content_digest(a) == reference.finish());
+  CHECK(interlock::sha256_digest("abc") == interlock::content_digest(std::string("abc")));
+}
+
+TEST_CASE("string literals hash like the strings they hold", "[sha256][codec]") {
+  // A character array used to hash its terminating NUL too, so an idempotency request
+  // passed as "amount=10" mismatched the same request passed as a std::string.
+  CHECK(interlock::content_digest("abc") == interlock::content_digest(std::string("abc")));
+  CHECK(interlock::content_digest("abc") == interlock::sha256_digest("abc"));
+  CHECK(interlock::content_digest(u8"abc") == interlock::content_digest(std::u8string(u8"abc")));
+  CHECK(interlock::content_digest(std::tuple<const char(&)[3], int>{"ab", 1}) ==
+        interlock::content_digest(std::tuple<std::string, int>{"ab", 1}));
+  const char unterminated[3] = {'a', 'b', 'c'};  // no NUL: every character counts
+  CHECK(interlock::content_digest(unterminated) == interlock::sha256_digest("abc"));
+  const unsigned char bytes[4] = {'a', 'b', 'c', 0};  // bytes, not text: all of them
+  CHECK(interlock::content_digest(bytes) != interlock::sha256_digest("abc"));
+}
+
+TEST_CASE("long double hashes its value, not its padding", "[sha256][codec]") {
+  // x87 long double occupies 16 bytes on x86-64 but only 10 hold the value; the other
+  // 6 are whatever was in memory, so equal values used to hash differently.
+  alignas(long double) unsigned char dirty[sizeof(long double)];
+  alignas(long double) unsigned char clean[sizeof(long double)];
+  std::memset(dirty, 0xAB, sizeof dirty);
+  std::memset(clean, 0x00, sizeof clean);
+  const long double value = 3.0L;
+  std::memcpy(dirty, &value, interlock::detail::value_bytes<long double>());
+  std::memcpy(clean, &value, interlock::detail::value_bytes<long double>());
+  long double from_dirty = 0;
+  long double from_clean = 0;
+  std::memcpy(&from_dirty, dirty, sizeof from_dirty);  // padding copied along
+  std::memcpy(&from_clean, clean, sizeof from_clean);
+  CHECK(from_dirty == from_clean);
+  CHECK(interlock::content_digest(from_dirty) == interlock::content_digest(from_clean));
+  CHECK(interlock::content_digest(3.0L) != interlock::content_digest(4.0L));
 }
