@@ -301,7 +301,7 @@ class keyed_mutex {
     template <class K>
     [[nodiscard]] std::uint64_t fencing_token(const K& key) const {
       for (const auto& h : held_) {
-        if (Equal{}(h.e->key, key)) return h.token;
+        if (map_->table_.key_eq()(h.e->key, key)) return h.token;
       }
       return 0;
     }
@@ -941,17 +941,19 @@ class keyed_mutex {
           lock_entry(entries[i], false, kind, deadline, nullptr, contended, start);
       if (result != outcome::granted) {
         for (std::size_t j = i; j < entries.size(); ++j) drop_ref(entries[j]);
-        out.unlock();
+        out.unlock();  // empty now
         if (result == outcome::timed_out) {
           my_stats().timeouts.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistic
         }
-        return multi_guard{};
+        return out;
       }
       out.held_.push_back({entries[i], 0});  // its token once every key is held
       waits.push_back(contended ? waited_since(start) : not_contended);
     }
     // Every key is held: only now count the grants (tokens, waits), so that a try form
-    // that gave up half-way counts none of the keys it let go again.
+    // that gave up half-way counts none of the keys it let go again. (Every path
+    // returns `out` itself, so it is not moved on return, which would clear the debug
+    // owner that issue_token records.)
     for (std::size_t i = 0; i < out.held_.size(); ++i) {
       out.held_[i].token = issue_token(out.held_[i].e, false, true);
       if (waits[i] != not_contended) record_wait(waits[i]);

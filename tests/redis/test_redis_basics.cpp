@@ -108,6 +108,60 @@ TEST_CASE("redis keyed_mutex: one holder, fencing tokens grow, release by holder
   CHECK(m.try_lock("seat"));
 }
 
+TEST_CASE("redis keyed_mutex: an unlocked or moved-from guard is empty, key included", "[redis]") {
+  auto opts = redis_test::server("empty_guard");
+  if (!opts) return;
+  r::keyed_mutex m(*opts);
+  auto g = m.try_lock("seat");
+  REQUIRE(g);
+  CHECK(g.unlock());
+  CHECK(g.key().empty());
+  CHECK(g.fencing_token() == 0);
+
+  auto from = m.try_lock("seat");
+  REQUIRE(from);
+  r::keyed_mutex::guard to(std::move(from));
+  CHECK(to.key() == "seat");
+  CHECK(from.key().empty());  // NOLINT(bugprone-use-after-move): the documented state
+  r::keyed_mutex::guard assigned;
+  assigned = std::move(to);
+  CHECK(assigned.key() == "seat");
+  CHECK(to.key().empty());  // NOLINT(bugprone-use-after-move)
+}
+
+namespace {
+/// The part of a Redis key that Redis Cluster hashes: the hash tag (between the first
+/// '{' and the first '}' after it) when it is not empty, else the whole key.
+std::string cluster_hashed_part(const std::string& key) {
+  const auto open = key.find('{');
+  if (open == std::string::npos) return key;
+  const auto close = key.find('}', open + 1);
+  if (close == std::string::npos || close == open + 1) return key;
+  return key.substr(open + 1, close - open - 1);
+}
+}  // namespace
+
+TEST_CASE("redis keyed_mutex: lease and fence share a hash tag, distinct keys stay distinct",
+          "[redis]") {
+  auto opts = redis_test::server("hash_tag");
+  if (!opts) return;
+  r::keyed_mutex m(*opts);
+  const std::vector<std::string> keys{"", "}", "}x", "{", "{x", "{}", "a}b", "seat"};
+  for (const auto& k : keys) {
+    CAPTURE(k);
+    CHECK(cluster_hashed_part(m.lease_key(k)) == cluster_hashed_part(m.fence_key(k)));
+    CHECK(m.lease_key(k) != m.fence_key(k));
+  }
+  std::vector<r::keyed_mutex::guard> held;
+  for (const auto& k : keys) {
+    CAPTURE(k);
+    for (const auto& earlier : held) CHECK(m.lease_key(k) != m.lease_key(earlier.key()));
+    auto g = m.try_lock(k);  // every key is its own lock
+    CHECK(g);
+    held.push_back(std::move(g));
+  }
+}
+
 TEST_CASE("redis keyed_mutex: with_lock, with_lock_for, lease loss", "[redis]") {
   auto opts = redis_test::server("with_lock");
   if (!opts) return;

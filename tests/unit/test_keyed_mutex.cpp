@@ -664,6 +664,23 @@ TEST_CASE("keyed_mutex: relocking a held key is detected in debug builds", "[key
   REQUIRE(waitpid(child, &status, 0) == child);
   CHECK(WIFSIGNALED(status));
   CHECK(WTERMSIG(status) == SIGABRT);
+
+  // The same through lock_many (whose guard is returned without a move, which would
+  // hand the keys over to whatever thread receives it).
+  const pid_t many_child = fork();
+  REQUIRE(many_child >= 0);
+  if (many_child == 0) {
+    std::signal(SIGABRT, SIG_DFL);
+    const int devnull = open("/dev/null", O_WRONLY);
+    if (devnull >= 0) dup2(devnull, STDERR_FILENO);
+    keyed_mutex<std::string> locks;
+    auto both = locks.lock_many({std::string("j"), std::string("k")});
+    auto again = locks.try_lock("k");  // INTERLOCK_ASSERT aborts here
+    _exit(again ? 3 : 4);
+  }
+  REQUIRE(waitpid(many_child, &status, 0) == many_child);
+  CHECK(WIFSIGNALED(status));
+  CHECK(WTERMSIG(status) == SIGABRT);
 }
 #endif
 
@@ -693,4 +710,42 @@ TEST_CASE("keyed_mutex: every shared grant gets its own token, also on a new ent
   CHECK(duplicate == all.end());
   CHECK(all.size() == static_cast<std::size_t>(threads * rounds));
   CHECK(locks.size() == 0);
+}
+
+namespace {
+/// Case-insensitive when constructed with fold = true (a stateful equality); the hash
+/// always folds, so it agrees with either setting.
+struct folding_equal {
+  bool fold = false;
+  bool operator()(const std::string& a, const std::string& b) const {
+    if (!fold) return a == b;
+    return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
+      return std::tolower(static_cast<unsigned char>(x)) ==
+             std::tolower(static_cast<unsigned char>(y));
+    });
+  }
+};
+struct folding_hash {
+  std::size_t operator()(const std::string& s) const {
+    std::string lower(s);
+    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return std::hash<std::string>{}(lower);
+  }
+};
+}  // namespace
+
+TEST_CASE("keyed_mutex: multi_guard::fencing_token compares keys with the map's equality",
+          "[keyed_mutex]") {
+  // It used to compare with a default-constructed Equal, not the map's own.
+  keyed_mutex<std::string, folding_hash, folding_equal> locks(64, folding_hash{},
+                                                              folding_equal{true});
+  auto held = locks.lock_many({std::string("Alpha"), std::string("beta")});
+  REQUIRE(held.size() == 2);
+  CHECK(held.fencing_token(std::string("ALPHA")) != 0);
+  CHECK(held.fencing_token(std::string("alpha")) == held.fencing_token(std::string("Alpha")));
+  CHECK(held.fencing_token(std::string("gamma")) == 0);
+  bool other_got_it = true;
+  std::thread other([&] { other_got_it = locks.try_lock("ALPHA").owns_lock(); });
+  other.join();
+  CHECK_FALSE(other_got_it);  // the same key for the map
 }

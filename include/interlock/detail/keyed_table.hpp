@@ -290,6 +290,9 @@ class keyed_table {
     return shard_bits_ == 0 ? 0 : static_cast<std::uint64_t>(index) << (64 - shard_bits_);
   }
 
+  /// The key equality the table compares with.
+  [[nodiscard]] const Equal& key_eq() const noexcept { return equal_; }
+
   /// The number of shards (a power of two).
   [[nodiscard]] std::size_t shard_count() const noexcept { return shard_count_(); }
 

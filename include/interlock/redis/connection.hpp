@@ -19,6 +19,14 @@
 // (connect, AUTH, SELECT), so a restarted server is picked up without any action; a
 // command whose reply was lost may or may not have run on the server: the primitives
 // are written so that repeating or abandoning such a command is safe (see each one).
+// Commands are never re-sent after an error.
+//
+// Idle connections. A connection that sat idle (in a pool, or held across a long
+// operation) may have been closed by the server (its `timeout` setting), a proxy or a
+// restart. Before each command the connection checks its socket without blocking (one
+// poll()) and reconnects when the server has closed it, so such a command does not fail
+// without having reached Redis. A close that races with the command itself still fails
+// it (an I/O error, as above).
 //
 // Thread-safety: a `connection` is used by one thread at a time (like a socket).
 // A `connection_pool` is thread-safe: acquire() hands each caller its own connection
@@ -41,15 +49,20 @@
 #include <hiredis/hiredis.h>
 #include <openssl/evp.h>
 
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
+#include <cerrno>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <initializer_list>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -67,6 +80,10 @@ namespace redis {
 /// Where and how to connect. Every field is explicit; nothing comes from the
 /// environment.
 struct connection_options {
+  /// The longest timeout hiredis accepts (it waits in int milliseconds); longer
+  /// timeouts are clamped to it.
+  static constexpr std::chrono::milliseconds max_timeout{std::numeric_limits<int>::max()};
+
   std::string host = "127.0.0.1";
   int port = 6379;
   /// SELECT this database after connecting (0: the default, nothing sent).
@@ -75,8 +92,12 @@ struct connection_options {
   std::string password{};
   /// AUTH username (Redis 6 ACL); used only with a password (empty: the default user).
   std::string username{};
+  /// How long a connect may take. hiredis counts timeouts in int milliseconds: a value
+  /// above max_timeout (about 24.8 days; milliseconds::max() included) means "as long
+  /// as hiredis allows", i.e. max_timeout. Zero or less means 1 ms.
   std::chrono::milliseconds connect_timeout{1000};
   /// How long one command may wait for its reply before it fails with redis_error.
+  /// Clamped as connect_timeout is.
   std::chrono::milliseconds command_timeout{1000};
   /// Prepended to every key the primitives use (e.g. "myservice:"), so several
   /// services or tests can share one server.
@@ -246,10 +267,21 @@ class connection {
     ctx_ = nullptr;
   }
 
+  /// Closes the connection if the server dropped it while it sat idle (the server's
+  /// `timeout`, a proxy, a restart), so the next command reconnects instead of failing
+  /// on a dead socket without having reached Redis. raw() calls it before every
+  /// command. Progress: never blocks (one poll() with a zero timeout; one recv(MSG_PEEK)
+  /// when the socket is readable). noexcept.
+  void close_if_dropped() noexcept {
+    if (ctx_ != nullptr && dropped_by_server(ctx_->fd)) close();
+  }
+
   /// Sends one command (binary-safe arguments) and returns its reply, which may be an
-  /// error reply (is_error()). Throws redis_error (io) when the connection fails; the
-  /// connection is then closed and the next call reconnects.
+  /// error reply (is_error()). First, when the server dropped the connection while it
+  /// was idle, reconnects (see close_if_dropped). Throws redis_error (io) when the
+  /// connection fails; the connection is then closed and the next call reconnects.
   reply raw(std::span<const std::string_view> args) {
+    close_if_dropped();
     connect();
     constexpr std::size_t small = 16;
     std::array<const char*, small> argv_small{};
@@ -325,11 +357,26 @@ class connection {
   reply checked(std::initializer_list<std::string_view> args) {
     return checked(std::span<const std::string_view>(args.begin(), args.size()));
   }
+  /// True when `fd`, with no command in flight, has reached end of stream or an error,
+  /// or holds bytes nobody asked for (the next reply would be misread).
+  static bool dropped_by_server(int fd) noexcept {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 0) <= 0) return false;  // nothing happened (or EINTR): usable
+    if ((p.revents & (POLLERR | POLLHUP | POLLNVAL)) != 0) return true;
+    char byte = 0;
+    const ssize_t peeked = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (peeked < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return false;
+    return true;  // 0: end of stream; > 0: unsolicited bytes; < 0: reset
+  }
   static std::string name_of(std::span<const std::string_view> args) {
     return args.empty() ? std::string("(empty command)") : std::string(args[0]);
   }
+  /// d as hiredis takes it: at least 1 ms, at most connection_options::max_timeout
+  /// (hiredis rejects a connect timeout whose milliseconds overflow a long, and waits
+  /// in int milliseconds anyway).
   static timeval to_timeval(std::chrono::milliseconds d) noexcept {
-    const auto ms = d.count() > 0 ? d.count() : 1;
+    const auto ms =
+        std::clamp(d, std::chrono::milliseconds(1), connection_options::max_timeout).count();
     timeval tv{};
     tv.tv_sec = static_cast<decltype(tv.tv_sec)>(ms / 1000);
     tv.tv_usec = static_cast<decltype(tv.tv_usec)>((ms % 1000) * 1000);
@@ -342,7 +389,9 @@ class connection {
 
 /// A thread-safe pool of connections with the same options. acquire() returns a
 /// handle that owns one connection until it is destroyed; a handle whose connection
-/// failed (closed by an I/O error) goes back too and reconnects on its next use.
+/// failed (closed by an I/O error) goes back too and reconnects on its next use, and so
+/// does one the server closed while it was idle in the pool (see
+/// connection::close_if_dropped).
 /// Progress: acquire() and the handle's return lock the pool's mutex briefly (never
 /// across a network call).
 class connection_pool {

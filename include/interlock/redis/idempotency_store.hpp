@@ -47,8 +47,10 @@
 // exception object cannot be replayed in another process). A redis_error at the claim
 // means nothing ran; at completion it means op ran but its result may not be stored
 // (the in-progress record then expires, and a retry after that runs op again: the
-// store cannot tell "ran, result lost" from "crashed"). A result that cannot be decoded
-// throws what the codec throws.
+// store cannot tell "ran, result lost" from "crashed"). A connection that the server
+// closed while op ran (its `timeout`, a proxy) is not such a failure: it is reconnected
+// before completing (see "Idle connections" in <interlock/redis/connection.hpp>). A
+// result that cannot be decoded throws what the codec throws.
 //
 // Thread-safety: every member function is thread-safe; each call borrows its own
 // connection. Progress: blocking (round trips; waiting polls).

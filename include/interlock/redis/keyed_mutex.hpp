@@ -20,10 +20,14 @@
 //
 // Redis keys (with `p` = connection_options::key_prefix, the braces keep both keys in
 // one Redis Cluster hash slot):
-//   p + "lock:{" + key + "}"          the lease: value = the holder's random token, PX = lease
-//   p + "lock:{" + key + "}:fence"    the grant counter (no expiry: tokens must never go
+//   p + "lock:{" + t + "}"            the lease: value = the holder's random token, PX = lease
+//   p + "lock:{" + t + "}:fence"      the grant counter (no expiry: tokens must never go
 //                                     back, so it outlives every lease; one small integer
 //                                     per key ever locked)
+// where t is the key itself, or "{" + key when the key is empty or starts with '{' or
+// '}' (an empty hash tag would hash the two names apart; escaping '{' keeps distinct
+// keys distinct). Redis Cluster is not supported otherwise; the tag only keeps the
+// scripts' two keys together.
 //
 // The scripts (each runs atomically on the server):
 //   acquire: SET lease token NX PX ttl; if that set it, INCR fence and return the new
@@ -55,8 +59,11 @@
 //
 // Failures: every call that talks to Redis throws redis_error when the server cannot be
 // reached or answers with an error (a lock call then holds nothing: if the acquire's
-// reply was lost, the lease it may have set expires by itself). Expected outcomes are
-// values: a refused try_lock and a timed-out try_lock_for return an empty guard.
+// reply was lost, the lease it may have set expires by itself). A pooled connection
+// that the server closed while idle (its `timeout`, a proxy) is reconnected before use,
+// so unlock() after a long critical section does not fail for that reason (see "Idle
+// connections" in <interlock/redis/connection.hpp>). Expected outcomes are values: a refused
+// try_lock and a timed-out try_lock_for return an empty guard.
 //
 // Thread-safety: every member function of keyed_mutex is thread-safe (each call borrows
 // its own connection from the pool). A guard is used by one thread at a time.
@@ -131,16 +138,16 @@ class keyed_mutex {
     guard() noexcept = default;
     guard(guard&& other) noexcept
         : mutex_(std::exchange(other.mutex_, nullptr)),
-          key_(std::move(other.key_)),
-          token_(std::move(other.token_)),
+          key_(std::exchange(other.key_, {})),
+          token_(std::exchange(other.token_, {})),
           fence_(std::exchange(other.fence_, 0)),
           lost_(other.lost_.load(std::memory_order_relaxed)) {}  // one thread owns both
     guard& operator=(guard&& other) noexcept {
       if (this != &other) {
         release_quietly();
         mutex_ = std::exchange(other.mutex_, nullptr);
-        key_ = std::move(other.key_);
-        token_ = std::move(other.token_);
+        key_ = std::exchange(other.key_, {});
+        token_ = std::exchange(other.token_, {});
         fence_ = std::exchange(other.fence_, 0);
         // Relaxed: a moved guard belongs to one thread (see the class comment).
         lost_.store(other.lost_.load(std::memory_order_relaxed), std::memory_order_relaxed);
@@ -153,14 +160,17 @@ class keyed_mutex {
 
     /// Releases the lease if it is still this grant's (compare-and-delete). Returns
     /// true when it was, false when the lease had expired or been taken (the work done
-    /// under it may have overlapped another holder's). The guard is empty afterwards,
-    /// also when it throws redis_error (then the lease expires by itself). A no-op
-    /// returning false on an empty guard. Blocking: one round trip.
+    /// under it may have overlapped another holder's). The guard is empty afterwards
+    /// (no key, fencing token 0), also when it throws redis_error (then the lease
+    /// expires by itself). A no-op returning false on an empty guard. Blocking: one
+    /// round trip.
     bool unlock() {
       if (mutex_ == nullptr) return false;
       keyed_mutex* m = std::exchange(mutex_, nullptr);
       fence_ = 0;
-      return m->release(key_, token_);
+      const std::string key = std::exchange(key_, {});
+      const std::string token = std::exchange(token_, {});
+      return m->release(key, token);
     }
 
     /// Extends the lease to lease_time from now if it is still this grant's. Returns
@@ -176,7 +186,8 @@ class keyed_mutex {
     /// This grant's fencing token (0 for an empty guard): larger than every earlier
     /// grant's token for the same key, across all processes.
     [[nodiscard]] std::uint64_t fencing_token() const noexcept { return fence_; }
-    /// The key held (empty for an empty guard).
+    /// The key held (empty for an empty guard: default-constructed, moved from or
+    /// unlocked).
     [[nodiscard]] const std::string& key() const noexcept { return key_; }
     /// True once with_lock's renewal found the lease lost. Relaxed-free: an acquire
     /// load pairing with the renewal thread's release store.
@@ -343,6 +354,7 @@ class keyed_mutex {
   /// The Redis key that holds `key`'s lease (for inspection and tests).
   [[nodiscard]] std::string lease_key(std::string_view key) const {
     std::string k = pool_->key("lock:{");
+    if (needs_tag_escape(key)) k.push_back('{');
     k.append(key).append("}");
     return k;
   }
@@ -370,6 +382,14 @@ class keyed_mutex {
   }
 
   std::string ttl_text() const { return std::to_string(options_.lease_time.count()); }
+
+  /// Whether `key` needs a '{' in front inside the hash tag: an empty key, or one that
+  /// starts with '}', would make the tag empty (Redis Cluster then hashes the whole
+  /// name, putting the lease and the fence in different slots); a key that starts with
+  /// '{' is escaped too, so that distinct keys keep distinct names.
+  static bool needs_tag_escape(std::string_view key) noexcept {
+    return key.empty() || key.front() == '}' || key.front() == '{';
+  }
 
   guard attempt(connection& c, std::string_view key) {
     std::string token = detail::unique_token();
@@ -487,9 +507,10 @@ class keyed_mutex {
     auto finish = [&]() {
       r.reset();  // joins the renewal thread
       const bool lost = g.lease_lost();
+      const std::string key = g.key();  // unlock() empties the guard
       const bool released = g.unlock();
       if (lost || !released) {
-        throw lease_lost("interlock::redis::keyed_mutex: the lease of '" + g.key() +
+        throw lease_lost("interlock::redis::keyed_mutex: the lease of '" + key +
                          "' was lost while fn ran");
       }
     };
