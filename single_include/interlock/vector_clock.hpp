@@ -506,8 +506,9 @@ class vector_clock {
     if (this == &other) return *this;
     // Copy the missing entries before the size changes: a throw here leaves a valid
     // clock. What follows only moves entries (no throw for ids with a non-throwing move).
-    std::vector<entry> missing = raise_shared_and_copy_missing(other);
-    if (!missing.empty()) insert_sorted_disjoint(std::move(missing));
+    if (const std::size_t added = raise_shared_count_missing(other); added != 0) {
+      insert_sorted_disjoint(copy_missing(other, added));
+    }
     pruned_bound_ = std::max(pruned_bound_, other.pruned_bound_);
     return *this;
   }
@@ -894,23 +895,40 @@ class vector_clock {
   }
 
   // The first pass of merge: raises the counters of nodes shared with `other` in place
-  // (no throw) and returns copies of the entries of `other` missing here, in order.
-  std::vector<entry> raise_shared_and_copy_missing(const vector_clock& other) {
-    std::vector<entry> missing;
+  // and counts the nodes of `other` missing here. No throw, no allocation: merging a
+  // clock that adds no node stops here.
+  std::size_t raise_shared_count_missing(const vector_clock& other) noexcept {
     entry* a = data();
     const entry* b = other.data();
-    std::size_t i = 0, j = 0;
-    while (j < other.size_) {
-      const int o = i < size_ ? order(a[i], b[j]) : 1;
+    const std::size_t n = size_;
+    const std::size_t m = other.size_;
+    std::size_t i = 0, j = 0, missing = 0;
+    while (i < n && j < m) {
+      const int o = order(a[i], b[j]);
       if (o < 0) {
         ++i;
       } else if (o > 0) {
-        missing.push_back(b[j++]);  // may throw: only counters were raised so far
+        ++missing;
+        ++j;
       } else {
-        a[i].counter = std::max(a[i].counter, b[j].counter);
+        if (a[i].counter < b[j].counter) a[i].counter = b[j].counter;
         ++i;
         ++j;
       }
+    }
+    return missing + (m - j);
+  }
+
+  // Copies the `count` entries of `other` whose nodes are missing here, in order. May
+  // throw (allocation, copying ids) while this clock is still valid.
+  std::vector<entry> copy_missing(const vector_clock& other, std::size_t count) const {
+    std::vector<entry> missing;
+    missing.reserve(count);
+    const entry* a = data();
+    const entry* b = other.data();
+    for (std::size_t i = 0, j = 0; j < other.size_; ++j) {
+      while (i < size_ && order(a[i], b[j]) < 0) ++i;
+      if (i == size_ || order(a[i], b[j]) != 0) missing.push_back(b[j]);
     }
     return missing;
   }
