@@ -21,7 +21,9 @@
 // Stamps: every commit takes a stamp from a lamport_clock, the slot's own by default
 // or one shared by several slots, so that stamps order commits across them. Stamps of
 // one slot strictly increase, so waiting for "a stamp other than the one I saw"
-// cannot miss an A -> B -> A change.
+// cannot miss an A -> B -> A change. Stamps stay below lamport_clock::max_time: once a
+// clock saturates (only a corrupt or hostile remote stamp passed to its witness() can
+// get it there), commits throw stamp_overflow_error rather than reuse a stamp.
 //
 // When not to use it: for a plain counter (std::atomic is faster), for a value that
 // is written far more often than read and is expensive to hash, or when writers must
@@ -37,7 +39,8 @@
 // with nobody waiting writes nothing but its node and its CAS.
 //
 // Exception safety: if the codec, T's copy or move constructor, `fn`, or an
-// allocation throws, the slot is unchanged and the exception reaches the caller.
+// allocation throws, or a commit meets a saturated clock (stamp_overflow_error), the
+// slot is unchanged and the exception reaches the caller.
 #ifndef INTERLOCK_CAS_SLOT_HPP
 #define INTERLOCK_CAS_SLOT_HPP
 
@@ -66,6 +69,15 @@ INTERLOCK_NAMESPACE_BEGIN
 class empty_slot_error : public std::logic_error {
  public:
   using std::logic_error::logic_error;
+};
+
+/// Thrown by a commit (the slot then unchanged) once the slot's clock has saturated at
+/// lamport_clock::max_time: a commit must carry a stamp above the previous one, or a
+/// waiter keyed on the stamp could miss it. Only a corrupt or hostile remote stamp
+/// passed to the clock's witness() gets a clock there.
+class stamp_overflow_error : public std::overflow_error {
+ public:
+  using std::overflow_error::overflow_error;
 };
 
 template <class T>
@@ -98,6 +110,7 @@ class cas_slot {
     snapshot(snapshot&& other) noexcept
         : guard_(std::move(other.guard_)), node_(std::exchange(other.node_, nullptr)) {}
     snapshot& operator=(snapshot&& other) noexcept {
+      if (this == &other) return *this;  // clearing `other` would unprotect our node
       guard_ = std::move(other.guard_);  // swaps records with `other`...
       other.guard_.clear();              // ...which stops protecting our old node now
       node_ = std::exchange(other.node_, nullptr);
@@ -118,7 +131,7 @@ class cas_slot {
       INTERLOCK_ASSERT(node_ != nullptr, "dereferencing a snapshot of an empty cas_slot");
       return node_->value;
     }
-    const T* operator->() const noexcept { return &**this; }
+    const T* operator->() const noexcept { return std::addressof(**this); }
 
     /// The content digest (ETag); the all-zero digest for an empty slot.
     [[nodiscard]] const digest& etag() const noexcept {
@@ -207,7 +220,10 @@ class cas_slot {
   requires std::is_invocable_r_v<T, Fn&, const T&> snapshot update(Fn fn) {
     for (;;) {
       snapshot seen = load();
-      if (auto committed = commit_if_current(make_node(fn(seen.value())), seen)) {
+      // make_node takes a T: fn's result is converted before it is hashed, so the
+      // digest is the stored value's even when fn returns another type (int for a
+      // short, double for a float).
+      if (auto committed = commit_if_current(make_node(static_cast<T>(fn(seen.value()))), seen)) {
         return std::move(*committed);
       }
     }
@@ -269,14 +285,11 @@ class cas_slot {
   [[nodiscard]] lamport_clock& clock() const noexcept { return *clock_; }
 
  private:
-  template <class... Args>
-  static std::unique_ptr<node> make_node(Args&&... args) {
-    // Hash first, then construct the node around a moved value: if either throws,
-    // nothing has been published.
-    if constexpr (sizeof...(Args) == 1) {
-      const digest hash = content_digest(args...);
-      return std::make_unique<node>(hash, std::forward<Args>(args)...);
-    }
+  /// A node holding `value` and its digest. Hash first, then construct the node
+  /// around the moved value: if either throws, nothing has been published.
+  static std::unique_ptr<node> make_node(T value) {
+    const digest hash = content_digest(value);
+    return std::make_unique<node>(hash, std::move(value));
   }
 
   void publish_initial(T initial) {
@@ -316,9 +329,19 @@ class cas_slot {
 
   /// The `prepare` step of both commits: stamps the fresh node from the clock. It runs
   /// after the node to replace was observed published, so stamps of one slot strictly
-  /// increase: that node's stamp was taken before it was published.
+  /// increase: that node's stamp was taken before it was published. A saturated
+  /// clock gives no new stamp: the commit throws before its CAS (nothing published).
   auto stamp_before_publish() noexcept {
-    return [this](node& n) { n.stamp = clock_->tick(); };
+    return [this](node& n) {
+      n.stamp = clock_->tick();
+      if (n.stamp == lamport_clock::max_time) throw_saturated();
+    };
+  }
+
+  [[noreturn]] static void throw_saturated() {
+    throw stamp_overflow_error(
+        "interlock::cas_slot: the clock is saturated (lamport_clock::max_time); no commit "
+        "can get a new stamp");
   }
 
   /// After a commit: wakes the waiters, if any. A commit with no waiter writes nothing

@@ -26,7 +26,9 @@
 // Stamps: every commit takes a stamp from a lamport_clock, the slot's own by default
 // or one shared by several slots, so that stamps order commits across them. Stamps of
 // one slot strictly increase, so waiting for "a stamp other than the one I saw"
-// cannot miss an A -> B -> A change.
+// cannot miss an A -> B -> A change. Stamps stay below lamport_clock::max_time: once a
+// clock saturates (only a corrupt or hostile remote stamp passed to its witness() can
+// get it there), commits throw stamp_overflow_error rather than reuse a stamp.
 //
 // When not to use it: for a plain counter (std::atomic is faster), for a value that
 // is written far more often than read and is expensive to hash, or when writers must
@@ -42,7 +44,8 @@
 // with nobody waiting writes nothing but its node and its CAS.
 //
 // Exception safety: if the codec, T's copy or move constructor, `fn`, or an
-// allocation throws, the slot is unchanged and the exception reaches the caller.
+// allocation throws, or a commit meets a saturated clock (stamp_overflow_error), the
+// slot is unchanged and the exception reaches the caller.
 #ifndef INTERLOCK_CAS_SLOT_HPP
 #define INTERLOCK_CAS_SLOT_HPP
 
@@ -389,6 +392,7 @@ INTERLOCK_NAMESPACE_END
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
+#include <cstdlib>
 #include <new>
 #include <utility>
 #include <vector>
@@ -421,6 +425,14 @@ inline bool asymmetric_barrier() noexcept {
   return available;
 }
 
+/// The order of the loads on either side of the barrier pair: acquire, and seq_cst
+/// under ThreadSanitizer. There the barriers are not fences (TSan does not model
+/// them), and only seq_cst on the hazard store, the reader's re-load, the scanner's
+/// read-modify-write and its record loads forbids, in the C++ model, the outcome in
+/// which the reader sees the old node while the scanner misses its hazard.
+inline constexpr std::memory_order barrier_load_order =
+    INTERLOCK_TSAN ? std::memory_order_seq_cst : std::memory_order_acquire;
+
 /// The reader's half: orders its hazard store before its re-load of the source.
 inline void light_barrier() noexcept {
   if constexpr (INTERLOCK_TSAN) {
@@ -442,8 +454,15 @@ inline void heavy_barrier() noexcept {
   return;
 #endif
 #if defined(__linux__)
-  if (asymmetric_barrier() && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0) {
-    return;
+  if (asymmetric_barrier()) {
+    // Readers use only a compiler barrier now: a plain fence here would not pair with
+    // it. The registered command does not fail in practice; if it ever does, the
+    // global (slower, unregistered) command is also a full barrier on every CPU, and
+    // without either no scan can be correct.
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0) return;
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0) == 0) return;
+    INTERLOCK_ASSERT(false, "hazard_domain: membarrier failed after registration");
+    std::abort();
   }
 #endif
   std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with light_barrier's fence
@@ -685,7 +704,7 @@ class hazard_domain {
     // (4) acquire: pairs with the records_ publication (5) and with a reader's
     // release of its record (1), so a cleared record means the reader is done.
     for (hazard_record* r = records_.load(std::memory_order_acquire); r != nullptr; r = r->next) {
-      if (const void* p = r->pointer.load(std::memory_order_acquire); p != nullptr) {
+      if (const void* p = r->pointer.load(barrier_load_order); p != nullptr) {
         try {
           hazards.push_back(p);
         } catch (const std::bad_alloc&) {
@@ -757,8 +776,9 @@ class hazard_guard {
       set(candidate);
       light_barrier();
       // (8) acquire: pairs with the writer's release CAS that published the node, so
-      // the node's contents are visible once we see its address.
-      T* current = source.load(std::memory_order_acquire);
+      // the node's contents are visible once we see its address. (seq_cst under TSan:
+      // barrier_load_order.)
+      T* current = source.load(barrier_load_order);
       if (current == candidate) return current;
       candidate = current;
     }
@@ -1794,6 +1814,15 @@ class empty_slot_error : public std::logic_error {
   using std::logic_error::logic_error;
 };
 
+/// Thrown by a commit (the slot then unchanged) once the slot's clock has saturated at
+/// lamport_clock::max_time: a commit must carry a stamp above the previous one, or a
+/// waiter keyed on the stamp could miss it. Only a corrupt or hostile remote stamp
+/// passed to the clock's witness() gets a clock there.
+class stamp_overflow_error : public std::overflow_error {
+ public:
+  using std::overflow_error::overflow_error;
+};
+
 template <class T>
 class cas_slot {
   static_assert(std::is_object_v<T> && !std::is_const_v<T>,
@@ -1824,6 +1853,7 @@ class cas_slot {
     snapshot(snapshot&& other) noexcept
         : guard_(std::move(other.guard_)), node_(std::exchange(other.node_, nullptr)) {}
     snapshot& operator=(snapshot&& other) noexcept {
+      if (this == &other) return *this;  // clearing `other` would unprotect our node
       guard_ = std::move(other.guard_);  // swaps records with `other`...
       other.guard_.clear();              // ...which stops protecting our old node now
       node_ = std::exchange(other.node_, nullptr);
@@ -1844,7 +1874,7 @@ class cas_slot {
       INTERLOCK_ASSERT(node_ != nullptr, "dereferencing a snapshot of an empty cas_slot");
       return node_->value;
     }
-    const T* operator->() const noexcept { return &**this; }
+    const T* operator->() const noexcept { return std::addressof(**this); }
 
     /// The content digest (ETag); the all-zero digest for an empty slot.
     [[nodiscard]] const digest& etag() const noexcept {
@@ -1933,7 +1963,10 @@ class cas_slot {
   requires std::is_invocable_r_v<T, Fn&, const T&> snapshot update(Fn fn) {
     for (;;) {
       snapshot seen = load();
-      if (auto committed = commit_if_current(make_node(fn(seen.value())), seen)) {
+      // make_node takes a T: fn's result is converted before it is hashed, so the
+      // digest is the stored value's even when fn returns another type (int for a
+      // short, double for a float).
+      if (auto committed = commit_if_current(make_node(static_cast<T>(fn(seen.value()))), seen)) {
         return std::move(*committed);
       }
     }
@@ -1995,14 +2028,11 @@ class cas_slot {
   [[nodiscard]] lamport_clock& clock() const noexcept { return *clock_; }
 
  private:
-  template <class... Args>
-  static std::unique_ptr<node> make_node(Args&&... args) {
-    // Hash first, then construct the node around a moved value: if either throws,
-    // nothing has been published.
-    if constexpr (sizeof...(Args) == 1) {
-      const digest hash = content_digest(args...);
-      return std::make_unique<node>(hash, std::forward<Args>(args)...);
-    }
+  /// A node holding `value` and its digest. Hash first, then construct the node
+  /// around the moved value: if either throws, nothing has been published.
+  static std::unique_ptr<node> make_node(T value) {
+    const digest hash = content_digest(value);
+    return std::make_unique<node>(hash, std::move(value));
   }
 
   void publish_initial(T initial) {
@@ -2042,9 +2072,19 @@ class cas_slot {
 
   /// The `prepare` step of both commits: stamps the fresh node from the clock. It runs
   /// after the node to replace was observed published, so stamps of one slot strictly
-  /// increase: that node's stamp was taken before it was published.
+  /// increase: that node's stamp was taken before it was published. A saturated
+  /// clock gives no new stamp: the commit throws before its CAS (nothing published).
   auto stamp_before_publish() noexcept {
-    return [this](node& n) { n.stamp = clock_->tick(); };
+    return [this](node& n) {
+      n.stamp = clock_->tick();
+      if (n.stamp == lamport_clock::max_time) throw_saturated();
+    };
+  }
+
+  [[noreturn]] static void throw_saturated() {
+    throw stamp_overflow_error(
+        "interlock::cas_slot: the clock is saturated (lamport_clock::max_time); no commit "
+        "can get a new stamp");
   }
 
   /// After a commit: wakes the waiters, if any. A commit with no waiter writes nothing

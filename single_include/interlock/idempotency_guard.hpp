@@ -296,6 +296,7 @@ INTERLOCK_NAMESPACE_END
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
+#include <cstdlib>
 #include <new>
 #include <utility>
 #include <vector>
@@ -328,6 +329,14 @@ inline bool asymmetric_barrier() noexcept {
   return available;
 }
 
+/// The order of the loads on either side of the barrier pair: acquire, and seq_cst
+/// under ThreadSanitizer. There the barriers are not fences (TSan does not model
+/// them), and only seq_cst on the hazard store, the reader's re-load, the scanner's
+/// read-modify-write and its record loads forbids, in the C++ model, the outcome in
+/// which the reader sees the old node while the scanner misses its hazard.
+inline constexpr std::memory_order barrier_load_order =
+    INTERLOCK_TSAN ? std::memory_order_seq_cst : std::memory_order_acquire;
+
 /// The reader's half: orders its hazard store before its re-load of the source.
 inline void light_barrier() noexcept {
   if constexpr (INTERLOCK_TSAN) {
@@ -349,8 +358,15 @@ inline void heavy_barrier() noexcept {
   return;
 #endif
 #if defined(__linux__)
-  if (asymmetric_barrier() && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0) {
-    return;
+  if (asymmetric_barrier()) {
+    // Readers use only a compiler barrier now: a plain fence here would not pair with
+    // it. The registered command does not fail in practice; if it ever does, the
+    // global (slower, unregistered) command is also a full barrier on every CPU, and
+    // without either no scan can be correct.
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0) return;
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0) == 0) return;
+    INTERLOCK_ASSERT(false, "hazard_domain: membarrier failed after registration");
+    std::abort();
   }
 #endif
   std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with light_barrier's fence
@@ -592,7 +608,7 @@ class hazard_domain {
     // (4) acquire: pairs with the records_ publication (5) and with a reader's
     // release of its record (1), so a cleared record means the reader is done.
     for (hazard_record* r = records_.load(std::memory_order_acquire); r != nullptr; r = r->next) {
-      if (const void* p = r->pointer.load(std::memory_order_acquire); p != nullptr) {
+      if (const void* p = r->pointer.load(barrier_load_order); p != nullptr) {
         try {
           hazards.push_back(p);
         } catch (const std::bad_alloc&) {
@@ -664,8 +680,9 @@ class hazard_guard {
       set(candidate);
       light_barrier();
       // (8) acquire: pairs with the writer's release CAS that published the node, so
-      // the node's contents are visible once we see its address.
-      T* current = source.load(std::memory_order_acquire);
+      // the node's contents are visible once we see its address. (seq_cst under TSan:
+      // barrier_load_order.)
+      T* current = source.load(barrier_load_order);
       if (current == candidate) return current;
       candidate = current;
     }
@@ -1955,6 +1972,7 @@ struct std::hash<interlock::digest> {
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -2143,20 +2161,23 @@ class retained_table {
     return (now_ ? now_() : Clock::now()).time_since_epoch().count();
   }
 
-  /// now + time_to_live, saturating.
+  /// now + time_to_live in Clock ticks: rounded up to a whole tick (a record never
+  /// expires before its time to live), saturating at the ends of the tick range.
   [[nodiscard]] std::int64_t expiry_from_now() const {
-    using ticks = typename Clock::duration;
+    using period = typename Clock::duration::period;
     const std::int64_t now = now_ticks();
-    const std::int64_t max = std::numeric_limits<std::int64_t>::max();
-    const auto ttl_ns = options_.time_to_live;
-    if constexpr (std::ratio_less_v<typename ticks::period, std::nano>) {
-      // Ticks finer than a nanosecond: the conversion below could overflow.
-      if (ttl_ns >= std::chrono::duration_cast<std::chrono::nanoseconds>(ticks::max())) return max;
-    }
-    // Ticks of a nanosecond or coarser: the conversion only divides.
-    const auto ttl = static_cast<std::int64_t>(std::chrono::duration_cast<ticks>(ttl_ns).count());
-    // Saturates; `now` may be negative with an injected clock, so test before adding.
-    return (now > 0 && ttl > max - now) ? max : now + ttl;
+    // In long double, so that no conversion overflows whatever the clock's period
+    // (1/1024 s multiplies nanoseconds by 128, a GHz clock by more) and whatever the
+    // time to live (nanoseconds::max() means "never"). long double holds every tick
+    // count of a 64-bit clock exactly.
+    const long double ttl =
+        std::ceil(std::chrono::duration<long double, period>(options_.time_to_live).count());
+    const long double sum = static_cast<long double>(now) + ttl;
+    constexpr std::int64_t max = std::numeric_limits<std::int64_t>::max();
+    constexpr std::int64_t min = std::numeric_limits<std::int64_t>::min();
+    if (sum >= static_cast<long double>(max)) return max;
+    if (sum <= static_cast<long double>(min)) return min;
+    return static_cast<std::int64_t>(sum);
   }
 
   static bool expired(const Entry& e, std::int64_t now) noexcept { return now >= e.expires_at; }
@@ -2341,6 +2362,8 @@ class idempotency_guard {
   using outcome = run_outcome<Result>;
 
   /// `now` replaces Clock::now for expiry (tests pass a fake clock; nothing sleeps).
+  /// It must not throw: it is also read when a completed operation's result is
+  /// stored, where an exception could not be reported (std::terminate).
   explicit idempotency_guard(idempotency_options options = {},
                              std::function<time_point()> now = nullptr)
       : store_(options, std::move(now)) {}
@@ -2375,23 +2398,28 @@ class idempotency_guard {
   }
 
   /// Drops the completed (or stored failed) record for `key`, so the next call runs.
-  /// Returns false when there is none, or when the key is in progress (never
-  /// dropped: that would let a second execution start beside the first).
+  /// Returns false when there is none (an expired record counts as none: it is removed
+  /// and counted as an expiration), or when the key is in progress (never dropped:
+  /// that would let a second execution start beside the first).
   /// Blocking (one shard lock).
   template <class K>
   bool forget(const K& key) {
     const std::uint64_t h = store_.table().hash_of(key);
-    entry* victim = nullptr;
-    {
-      auto shard = store_.table().lock_shard(h);
-      victim = shard.find(key);
-      if (victim == nullptr || state_of(*victim) == idempotency_record_state::in_progress) {
+    typename retained::retire_list retired;
+    auto shard = store_.table().lock_shard(h);
+    entry* victim = shard.find(key);
+    if (victim == nullptr) return false;
+    switch (visible_state(*victim, store_.now_ticks())) {
+      case idempotency_record_state::in_progress:
         return false;
-      }
-      store_.erase_locked(shard, victim);
+      case idempotency_record_state::expired:
+        store_.expire_locked(shard, victim, retired);
+        return false;
+      default:
+        store_.erase_locked(shard, victim);
+        retired.push(victim);
+        return true;
     }
-    retained::table_type::retire(victim);
-    return true;
   }
 
   /// Removes every expired record now (expired records are also removed as their
@@ -2512,7 +2540,7 @@ class idempotency_guard {
   /// pointer that shares ownership of the entry, so it stays valid after the record is
   /// evicted, expired or forgotten.
   static std::shared_ptr<const Result> shared_result(const entry& e) noexcept {
-    return std::shared_ptr<const Result>(e.owner, &*e.result);
+    return std::shared_ptr<const Result>(e.owner, std::addressof(*e.result));
   }
 
   /// Waits until `e` leaves in_progress; false when the deadline passed first.
@@ -2610,8 +2638,9 @@ class idempotency_guard {
 /// never evicted; with a capacity, the oldest claims are evicted (and can then be
 /// claimed again): choose a capacity only where that is acceptable.
 ///
-/// Thread-safety: every member function is thread-safe. Progress: a refused claim and
-/// owner_of take no lock (lock-free lookup); granting or releasing locks one shard.
+/// Thread-safety: every member function is thread-safe. Progress: a refused claim,
+/// and is_claimed and owner_of on a claimed key, take no lock (lock-free lookup); a
+/// miss is confirmed under one shard lock, and granting or releasing locks one shard.
 template <class Key, class Owner = std::string, class Hash = key_hash<Key>,
           class Equal = std::equal_to<>, class Clock = coarse_steady_clock>
 class unique_claims {
@@ -2678,23 +2707,27 @@ class unique_claims {
     return granted_now;
   }
 
-  /// Releases the claim on `key` so it can be claimed again. False when not claimed.
+  /// Releases the claim on `key` so it can be claimed again, whoever holds it. False
+  /// when not claimed (an expired claim is removed and counted as an expiration).
+  /// Where claims lapse (a time to live, a capacity), prefer release(key, owner): a
+  /// caller whose claim lapsed would otherwise release the next claimant's.
+  /// Blocking (one shard lock).
   template <class K>
   bool release(const K& key) {
-    const std::uint64_t h = store_.table().hash_of(key);
-    entry* victim = nullptr;
-    {
-      auto shard = store_.table().lock_shard(h);
-      victim = shard.find(key);
-      if (victim == nullptr) return false;
-      store_.erase_locked(shard, victim);
-    }
-    retained::table_type::retire(victim);
-    counters_.bump(released);
-    return true;
+    return release_if(key, [](const entry&) { return true; });
   }
 
-  /// True when `key` is claimed and the claim has not expired. Lock-free.
+  /// Releases the claim on `key` only when it is live and was made with `owner`. False
+  /// otherwise (not claimed, expired, or claimed by another owner or without one).
+  /// Blocking (one shard lock).
+  template <class K>
+  bool release(const K& key, const Owner& owner) {
+    return release_if(key, [&owner](const entry& e) { return e.owner && *e.owner == owner; });
+  }
+
+  /// True when `key` is claimed and the claim has not expired. Lock-free when it is
+  /// claimed; a miss is confirmed under the shard lock (a lookup can miss while the
+  /// shard grows).
   template <class K>
   [[nodiscard]] bool is_claimed(const K& key) const {
     typename retained::table_type::lookup_guards guards;
@@ -2703,7 +2736,7 @@ class unique_claims {
   }
 
   /// The owner recorded with the claim on `key`: empty when unclaimed or claimed
-  /// without an owner. Lock-free; copies the owner.
+  /// without an owner. Copies the owner. Lock-free when claimed, as is_claimed.
   template <class K>
   [[nodiscard]] std::optional<Owner> owner_of(const K& key) const {
     typename retained::table_type::lookup_guards guards;
@@ -2727,6 +2760,24 @@ class unique_claims {
   [[nodiscard]] std::size_t size() const { return store_.table().size(); }
 
  private:
+  template <class K, class Releasable>
+  bool release_if(const K& key, Releasable&& releasable) {
+    const std::uint64_t h = store_.table().hash_of(key);
+    typename retained::retire_list retired;  // retired after the shard unlocks
+    auto shard = store_.table().lock_shard(h);
+    entry* victim = shard.find(key);
+    if (victim == nullptr) return false;
+    if (retained::expired(*victim, store_.now_ticks())) {
+      store_.expire_locked(shard, victim, retired);
+      return false;
+    }
+    if (!releasable(*victim)) return false;
+    store_.erase_locked(shard, victim);
+    retired.push(victim);
+    counters_.bump(released);
+    return true;
+  }
+
   template <class K>
   const entry* find_live(typename retained::table_type::lookup_guards& guards, const K& key) const {
     auto& table = store_.table();

@@ -430,6 +430,7 @@ INTERLOCK_NAMESPACE_END
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
+#include <cstdlib>
 #include <new>
 #include <utility>
 #include <vector>
@@ -462,6 +463,14 @@ inline bool asymmetric_barrier() noexcept {
   return available;
 }
 
+/// The order of the loads on either side of the barrier pair: acquire, and seq_cst
+/// under ThreadSanitizer. There the barriers are not fences (TSan does not model
+/// them), and only seq_cst on the hazard store, the reader's re-load, the scanner's
+/// read-modify-write and its record loads forbids, in the C++ model, the outcome in
+/// which the reader sees the old node while the scanner misses its hazard.
+inline constexpr std::memory_order barrier_load_order =
+    INTERLOCK_TSAN ? std::memory_order_seq_cst : std::memory_order_acquire;
+
 /// The reader's half: orders its hazard store before its re-load of the source.
 inline void light_barrier() noexcept {
   if constexpr (INTERLOCK_TSAN) {
@@ -483,8 +492,15 @@ inline void heavy_barrier() noexcept {
   return;
 #endif
 #if defined(__linux__)
-  if (asymmetric_barrier() && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0) {
-    return;
+  if (asymmetric_barrier()) {
+    // Readers use only a compiler barrier now: a plain fence here would not pair with
+    // it. The registered command does not fail in practice; if it ever does, the
+    // global (slower, unregistered) command is also a full barrier on every CPU, and
+    // without either no scan can be correct.
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0) return;
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0) == 0) return;
+    INTERLOCK_ASSERT(false, "hazard_domain: membarrier failed after registration");
+    std::abort();
   }
 #endif
   std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with light_barrier's fence
@@ -726,7 +742,7 @@ class hazard_domain {
     // (4) acquire: pairs with the records_ publication (5) and with a reader's
     // release of its record (1), so a cleared record means the reader is done.
     for (hazard_record* r = records_.load(std::memory_order_acquire); r != nullptr; r = r->next) {
-      if (const void* p = r->pointer.load(std::memory_order_acquire); p != nullptr) {
+      if (const void* p = r->pointer.load(barrier_load_order); p != nullptr) {
         try {
           hazards.push_back(p);
         } catch (const std::bad_alloc&) {
@@ -798,8 +814,9 @@ class hazard_guard {
       set(candidate);
       light_barrier();
       // (8) acquire: pairs with the writer's release CAS that published the node, so
-      // the node's contents are visible once we see its address.
-      T* current = source.load(std::memory_order_acquire);
+      // the node's contents are visible once we see its address. (seq_cst under TSan:
+      // barrier_load_order.)
+      T* current = source.load(barrier_load_order);
       if (current == candidate) return current;
       candidate = current;
     }

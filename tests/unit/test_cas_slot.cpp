@@ -1207,3 +1207,50 @@ TEST_CASE("cas_slot: a moved-from snapshot is empty and pins nothing", "[cas_slo
   interlock::reclaim_retired();
   CHECK(a->front() == 'x');  // still pinned by the snapshot it was moved into
 }
+
+TEST_CASE("update hashes the stored T even when fn returns another type", "[cas_slot]") {
+  // fn's result used to be hashed as returned (an int for a short, a double for a
+  // float) and converted to T only afterwards: the ETag then matched no value.
+  cas_slot<std::int16_t> small(std::int16_t{1});
+  const auto bumped = small.update([](std::int16_t v) { return v + 1; });  // an int
+  CHECK(bumped.value() == 2);
+  CHECK(bumped.etag() == interlock::content_digest(std::int16_t{2}));
+  CHECK(small.compare_exchange(interlock::content_digest(std::int16_t{2}), std::int16_t{3})
+            .committed);
+
+  cas_slot<float> real(1.5f);
+  const auto doubled = real.update([](float v) { return v * 2.0; });  // a double
+  CHECK(doubled.value() == 3.0f);
+  CHECK(doubled.etag() == interlock::content_digest(3.0f));
+}
+
+TEST_CASE("a snapshot moved into itself stays valid", "[cas_slot][memory]") {
+  // Self-move-assignment used to clear its own hazard record and keep the pointer:
+  // later commits and a reclamation freed the node under it (ASan: use after free).
+  cas_slot<std::vector<int>> slot(std::vector<int>{1, 2, 3});
+  auto s = slot.load();
+  auto& alias = s;
+  s = std::move(alias);
+  REQUIRE(s.has_value());
+  for (int i = 0; i < 3000; ++i) slot.store(std::vector<int>{i});
+  interlock::reclaim_retired();
+  CHECK(s->front() == 1);
+  CHECK(s.value().size() == 3);
+}
+
+TEST_CASE("commits on a saturated clock throw instead of reusing a stamp", "[cas_slot][wait]") {
+  // A shared clock pushed to lamport_clock::max_time (a hostile remote stamp) used to
+  // stamp every later commit max_time: two commits with one stamp, and a waiter keyed
+  // on the stamp missed the second.
+  interlock::lamport_clock clock;
+  cas_slot<int> slot(1, clock);
+  (void)clock.witness(interlock::lamport_clock::max_time - 3);  // now max_time - 2
+  const auto last = slot.store(2);  // stamped max_time - 1: still a new stamp
+  CHECK(last.stamp() == interlock::lamport_clock::max_time - 1);
+  CHECK_THROWS_AS(slot.store(3), interlock::stamp_overflow_error);
+  CHECK_THROWS_AS(slot.update([](int v) { return v + 1; }), interlock::stamp_overflow_error);
+  CHECK_THROWS_AS(slot.compare_exchange(last.etag(), 4), interlock::stamp_overflow_error);
+  const auto now = slot.load();  // unchanged
+  CHECK(now.value() == 2);
+  CHECK(now.stamp() == last.stamp());
+}

@@ -855,3 +855,127 @@ TEST_CASE("coarse_steady_clock: steady_clock's epoch and time_point, never ahead
   CHECK(never_ahead);
   CHECK(same_epoch);
 }
+
+namespace {
+
+/// A clock ticking in 1/1024 s: converting nanoseconds to its ticks multiplies by 128.
+struct binary_clock {
+  using rep = std::int64_t;
+  using period = std::ratio<1, 1024>;
+  using duration = std::chrono::duration<rep, period>;
+  using time_point = std::chrono::time_point<binary_clock>;
+  static constexpr bool is_steady = true;
+  static time_point now() noexcept { return time_point(duration(1000)); }
+};
+
+/// A clock ticking in whole seconds, moved by the test.
+struct second_clock {
+  using rep = std::int64_t;
+  using period = std::ratio<1>;
+  using duration = std::chrono::seconds;
+  using time_point = std::chrono::time_point<second_clock>;
+  static constexpr bool is_steady = true;
+  static time_point now() noexcept { return time_point(duration(0)); }
+};
+
+/// A result whose operator& does not give its address.
+struct no_address {
+  int value = 0;
+  const no_address* operator&() const { return nullptr; }
+};
+
+}  // namespace
+
+TEST_CASE("retention: a time to live never overflows on a clock with an odd tick",
+          "[idempotency_guard][unique_claims][clock]") {
+  // nanoseconds::max() (unique_claims' "never expires") times 128 used to wrap to a
+  // negative time to live: the claim expired as soon as it was made, and a second
+  // caller won it too.
+  unique_claims<std::string, std::string, interlock::key_hash<std::string>, std::equal_to<>,
+                binary_clock>
+      claims;
+  CHECK(claims.try_claim(std::string("note"), std::string("alice")));
+  CHECK_FALSE(claims.try_claim(std::string("note"), std::string("bob")));
+  CHECK(claims.owner_of("note") == std::optional<std::string>("alice"));
+
+  idempotency_options ten_years;
+  ten_years.time_to_live = std::chrono::hours(24 * 365 * 10);
+  idempotency_guard<int, int, interlock::key_hash<int>, std::equal_to<>, binary_clock> guard(
+      ten_years);
+  int runs = 0;
+  auto op = [&runs] { return ++runs; };
+  CHECK(guard.run(1, 0, op).status == run_status::executed);
+  CHECK(guard.run(1, 0, op).status == run_status::replayed);
+  CHECK(runs == 1);
+}
+
+TEST_CASE("retention: a time to live shorter than a clock tick is rounded up, not to zero",
+          "[idempotency_guard][clock]") {
+  std::atomic<std::int64_t> seconds{100};
+  idempotency_options options;
+  options.time_to_live = 500ms;  // half a tick of the clock below
+  idempotency_guard<std::string, int, interlock::key_hash<std::string>, std::equal_to<>,
+                    second_clock>
+      guard(options,
+            [&seconds] { return second_clock::time_point(std::chrono::seconds(seconds)); });
+  int runs = 0;
+  auto op = [&runs] { return ++runs; };
+  CHECK(guard.run(std::string("a"), 0, op).status == run_status::executed);
+  CHECK(guard.run(std::string("a"), 0, op).status == run_status::replayed);  // was executed
+  seconds += 1;
+  CHECK(guard.run(std::string("a"), 0, op).status == run_status::executed);
+  CHECK(runs == 2);
+}
+
+TEST_CASE("unique_claims: release(key, owner) frees only the owner's live claim",
+          "[unique_claims]") {
+  fake_clock clock;
+  idempotency_options options;
+  options.time_to_live = 10s;
+  unique_claims<std::string> claims(options, clock.now());
+  CHECK(claims.try_claim(std::string("seat"), std::string("alice")));
+  clock.advance(11s);  // alice's claim lapses
+  CHECK(claims.try_claim(std::string("seat"), std::string("bob")));
+  // Alice comes back late: she must not release bob's claim (release(key) used to).
+  CHECK_FALSE(claims.release(std::string("seat"), std::string("alice")));
+  CHECK(claims.owner_of("seat") == std::optional<std::string>("bob"));
+  CHECK_FALSE(claims.try_claim(std::string("seat"), std::string("carol")));
+  CHECK(claims.release(std::string("seat"), std::string("bob")));
+  CHECK_FALSE(claims.is_claimed("seat"));
+  CHECK(claims.stats().released == 1);
+}
+
+TEST_CASE("release and forget of an expired record report nothing released",
+          "[idempotency_guard][unique_claims]") {
+  // They used to return true, and count a release, for a record that had expired but
+  // was not purged yet (is_claimed already said false).
+  fake_clock clock;
+  idempotency_options options;
+  options.time_to_live = 10s;
+  unique_claims<std::string> claims(options, clock.now());
+  CHECK(claims.try_claim(std::string("n1")));
+  clock.advance(11s);
+  CHECK_FALSE(claims.is_claimed("n1"));
+  CHECK_FALSE(claims.release(std::string("n1")));
+  CHECK(claims.stats().released == 0);
+  CHECK(claims.stats().expirations == 1);
+  CHECK(claims.size() == 0);
+
+  idempotency_guard<std::string, int> guard(options, clock.now());
+  CHECK(guard.run(std::string("k"), 0, [] { return 1; }).status == run_status::executed);
+  clock.advance(11s);
+  CHECK_FALSE(guard.forget(std::string("k")));
+  CHECK(guard.stats().expirations == 1);
+  CHECK(guard.stats().entries == 0);
+}
+
+TEST_CASE("idempotency_guard: a Result with an overloaded operator& is handed out intact",
+          "[idempotency_guard]") {
+  idempotency_guard<int, no_address> guard;
+  const auto out = guard.run(1, 0, [] { return no_address{7}; });
+  REQUIRE(out.result != nullptr);  // was null: &result called the overload
+  CHECK(out.result->value == 7);
+  const auto again = guard.run(1, 0, [] { return no_address{8}; });
+  CHECK(again.status == run_status::replayed);
+  CHECK(again.result.get() == out.result.get());
+}
