@@ -243,18 +243,27 @@ class retained_table {
   [[nodiscard]] std::int64_t expiry_from_now() const {
     using period = typename Clock::duration::period;
     const std::int64_t now = now_ticks();
-    // In long double, so that no conversion overflows whatever the clock's period
-    // (1/1024 s multiplies nanoseconds by 128, a GHz clock by more) and whatever the
-    // time to live (nanoseconds::max() means "never"). long double holds every tick
-    // count of a 64-bit clock exactly.
-    const long double ttl =
-        std::ceil(std::chrono::duration<long double, period>(options_.time_to_live).count());
-    const long double sum = static_cast<long double>(now) + ttl;
     constexpr std::int64_t max = std::numeric_limits<std::int64_t>::max();
     constexpr std::int64_t min = std::numeric_limits<std::int64_t>::min();
-    if (sum >= static_cast<long double>(max)) return max;
-    if (sum <= static_cast<long double>(min)) return min;
-    return static_cast<std::int64_t>(sum);
+    if constexpr (std::is_same_v<period, std::nano>) {
+      // Nanosecond ticks (steady_clock, the default coarse clock): no conversion, no
+      // rounding; an integer add that saturates (`now` may be negative when injected).
+      const std::int64_t ttl = options_.time_to_live.count();
+      if (ttl > 0 && now > max - ttl) return max;
+      if (ttl < 0 && now < min - ttl) return min;
+      return now + ttl;
+    } else {
+      // In long double, so that no conversion overflows whatever the clock's period
+      // (1/1024 s multiplies nanoseconds by 128, a GHz clock by more) and whatever the
+      // time to live (nanoseconds::max() means "never"). long double holds every tick
+      // count of a 64-bit clock exactly.
+      const long double ttl =
+          std::ceil(std::chrono::duration<long double, period>(options_.time_to_live).count());
+      const long double sum = static_cast<long double>(now) + ttl;
+      if (sum >= static_cast<long double>(max)) return max;
+      if (sum <= static_cast<long double>(min)) return min;
+      return static_cast<std::int64_t>(sum);
+    }
   }
 
   static bool expired(const Entry& e, std::int64_t now) noexcept { return now >= e.expires_at; }
