@@ -64,9 +64,6 @@ struct fragile_id {
   ~fragile_id() = default;
   friend auto operator<=>(const fragile_id&, const fragile_id&) = default;
   friend bool operator==(const fragile_id&, const fragile_id&) = default;
-  friend std::ostream& operator<<(std::ostream& out, const fragile_id& id) {
-    return out << id.name;
-  }
 
  private:
   static const std::string& checked(const std::string& source) {

@@ -864,7 +864,6 @@ struct binary_clock {
   using period = std::ratio<1, 1024>;
   using duration = std::chrono::duration<rep, period>;
   using time_point = std::chrono::time_point<binary_clock>;
-  static constexpr bool is_steady = true;
   static time_point now() noexcept { return time_point(duration(1000)); }
 };
 
@@ -874,7 +873,6 @@ struct second_clock {
   using period = std::ratio<1>;
   using duration = std::chrono::seconds;
   using time_point = std::chrono::time_point<second_clock>;
-  static constexpr bool is_steady = true;
   static time_point now() noexcept { return time_point(duration(0)); }
 };
 
