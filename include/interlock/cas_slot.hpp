@@ -220,9 +220,9 @@ class cas_slot {
   requires std::is_invocable_r_v<T, Fn&, const T&> snapshot update(Fn fn) {
     for (;;) {
       snapshot seen = load();
-      // make_node takes a T: fn's result is converted before it is hashed, so the
-      // digest is the stored value's even when fn returns another type (int for a
-      // short, double for a float).
+      // fn's result is converted to T before it is hashed, so the digest is the
+      // stored value's even when fn returns another type (int for a short, double for
+      // a float); the cast is explicit only to keep -Wconversion quiet in user code.
       if (auto committed = commit_if_current(make_node(static_cast<T>(fn(seen.value()))), seen)) {
         return std::move(*committed);
       }
@@ -286,8 +286,9 @@ class cas_slot {
 
  private:
   /// A node holding `value` and its digest. Hash first, then construct the node
-  /// around the moved value: if either throws, nothing has been published.
-  static std::unique_ptr<node> make_node(T value) {
+  /// around the moved value: if either throws, nothing has been published. It takes
+  /// a T, so what is hashed is always what is stored.
+  static std::unique_ptr<node> make_node(T&& value) {
     const digest hash = content_digest(value);
     return std::make_unique<node>(hash, std::move(value));
   }
@@ -330,8 +331,9 @@ class cas_slot {
   /// The `prepare` step of both commits: stamps the fresh node from the clock. It runs
   /// after the node to replace was observed published, so stamps of one slot strictly
   /// increase: that node's stamp was taken before it was published. A saturated
-  /// clock gives no new stamp: the commit throws before its CAS (nothing published).
-  auto stamp_before_publish() noexcept {
+  /// clock gives no new stamp: the lambda throws stamp_overflow_error before the CAS
+  /// (nothing published).
+  auto stamp_before_publish() {
     return [this](node& n) {
       n.stamp = clock_->tick();
       if (n.stamp == lamport_clock::max_time) throw_saturated();

@@ -925,10 +925,8 @@ class keyed_mutex {
 
     multi_guard out;
     out.map_ = this;
-    std::vector<std::uint64_t> waits;  // per key: ns waited, or not_contended
     try {
       out.held_.reserve(entries.size());
-      waits.reserve(entries.size());
     } catch (...) {
       for (entry* e : entries) drop_ref(e);
       throw;
@@ -947,16 +945,18 @@ class keyed_mutex {
         }
         return out;
       }
-      out.held_.push_back({entries[i], 0});  // its token once every key is held
-      waits.push_back(contended ? waited_since(start) : not_contended);
+      // Until every key is held, `token` carries the ns this key waited (or
+      // not_contended); the token itself is issued below.
+      out.held_.push_back({entries[i], contended ? waited_since(start) : not_contended});
     }
     // Every key is held: only now count the grants (tokens, waits), so that a try form
     // that gave up half-way counts none of the keys it let go again. (Every path
     // returns `out` itself, so it is not moved on return, which would clear the debug
     // owner that issue_token records.)
-    for (std::size_t i = 0; i < out.held_.size(); ++i) {
-      out.held_[i].token = issue_token(out.held_[i].e, false, true);
-      if (waits[i] != not_contended) record_wait(waits[i]);
+    for (auto& h : out.held_) {
+      const std::uint64_t waited = h.token;
+      h.token = issue_token(h.e, false, true);
+      if (waited != not_contended) record_wait(waited);
     }
     return out;
   }

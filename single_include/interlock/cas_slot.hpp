@@ -334,8 +334,9 @@ steady_deadline deadline_after(std::chrono::duration<Rep, Period> timeout) {
 template <class Clock, class Duration>
 std::chrono::nanoseconds time_left(const std::chrono::time_point<Clock, Duration>& deadline) {
   using std::chrono::nanoseconds;
-  // long double holds every nanosecond count of a 64-bit clock exactly, and neither
-  // time point is converted to an integer type before the range test.
+  // Neither time point is converted to an integer type before the range test. Where
+  // long double has a 64-bit mantissa (x86) it holds every nanosecond count exactly;
+  // where it is a double, the result still saturates but may round by a few hundred ns.
   using exact = std::chrono::duration<long double, std::nano>;
   const exact left = exact(deadline.time_since_epoch()) - exact(Clock::now().time_since_epoch());
   if (left >= exact(nanoseconds::max())) return nanoseconds::max();
@@ -1963,9 +1964,9 @@ class cas_slot {
   requires std::is_invocable_r_v<T, Fn&, const T&> snapshot update(Fn fn) {
     for (;;) {
       snapshot seen = load();
-      // make_node takes a T: fn's result is converted before it is hashed, so the
-      // digest is the stored value's even when fn returns another type (int for a
-      // short, double for a float).
+      // fn's result is converted to T before it is hashed, so the digest is the
+      // stored value's even when fn returns another type (int for a short, double for
+      // a float); the cast is explicit only to keep -Wconversion quiet in user code.
       if (auto committed = commit_if_current(make_node(static_cast<T>(fn(seen.value()))), seen)) {
         return std::move(*committed);
       }
@@ -2029,8 +2030,9 @@ class cas_slot {
 
  private:
   /// A node holding `value` and its digest. Hash first, then construct the node
-  /// around the moved value: if either throws, nothing has been published.
-  static std::unique_ptr<node> make_node(T value) {
+  /// around the moved value: if either throws, nothing has been published. It takes
+  /// a T, so what is hashed is always what is stored.
+  static std::unique_ptr<node> make_node(T&& value) {
     const digest hash = content_digest(value);
     return std::make_unique<node>(hash, std::move(value));
   }
@@ -2073,8 +2075,9 @@ class cas_slot {
   /// The `prepare` step of both commits: stamps the fresh node from the clock. It runs
   /// after the node to replace was observed published, so stamps of one slot strictly
   /// increase: that node's stamp was taken before it was published. A saturated
-  /// clock gives no new stamp: the commit throws before its CAS (nothing published).
-  auto stamp_before_publish() noexcept {
+  /// clock gives no new stamp: the lambda throws stamp_overflow_error before the CAS
+  /// (nothing published).
+  auto stamp_before_publish() {
     return [this](node& n) {
       n.stamp = clock_->tick();
       if (n.stamp == lamport_clock::max_time) throw_saturated();

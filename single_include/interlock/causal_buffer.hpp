@@ -48,9 +48,11 @@
 // making room in the batch, ticking the local clock) happens before the message is
 // taken out, so a failure there leaves it held. When the batch form throws after it
 // collected deliveries, those are kept and handed out first by the next offer() or
-// deliver_ready(). Allocation failure while holding leaves the buffer as before the
-// call (nothing is evicted until the new message is in). These guarantees assume that
-// moving a Message, a NodeId or a clock does not throw (as std::string's moves).
+// deliver_ready(). Allocation failure while holding leaves the held messages as before
+// the call (nothing is evicted until the new message is in), except that messages the
+// same call expired first stay expired and, the call having thrown, are not reported
+// (missing() still shows the gap). These guarantees assume that moving a Message, a
+// NodeId or a clock does not throw (as std::string's moves).
 //
 // Memory ordering: every member locks one std::mutex, so everything a thread did
 // before an offer() returned is visible to any thread whose later call (and whose

@@ -238,8 +238,9 @@ steady_deadline deadline_after(std::chrono::duration<Rep, Period> timeout) {
 template <class Clock, class Duration>
 std::chrono::nanoseconds time_left(const std::chrono::time_point<Clock, Duration>& deadline) {
   using std::chrono::nanoseconds;
-  // long double holds every nanosecond count of a 64-bit clock exactly, and neither
-  // time point is converted to an integer type before the range test.
+  // Neither time point is converted to an integer type before the range test. Where
+  // long double has a 64-bit mantissa (x86) it holds every nanosecond count exactly;
+  // where it is a double, the result still saturates but may round by a few hundred ns.
   using exact = std::chrono::duration<long double, std::nano>;
   const exact left = exact(deadline.time_since_epoch()) - exact(Clock::now().time_since_epoch());
   if (left >= exact(nanoseconds::max())) return nanoseconds::max();
@@ -2163,9 +2164,11 @@ class retained_table {
 
   /// now + time_to_live in Clock ticks: rounded up to a whole tick (a record never
   /// expires before its time to live), saturating at the ends of the tick range.
-  [[nodiscard]] std::int64_t expiry_from_now() const {
+  [[nodiscard]] std::int64_t expiry_from_now() const { return expiry_from(now_ticks()); }
+
+  /// `now` (in Clock ticks) + time_to_live, as expiry_from_now.
+  [[nodiscard]] std::int64_t expiry_from(std::int64_t now) const noexcept {
     using period = typename Clock::duration::period;
-    const std::int64_t now = now_ticks();
     constexpr std::int64_t max = std::numeric_limits<std::int64_t>::max();
     constexpr std::int64_t min = std::numeric_limits<std::int64_t>::min();
     if constexpr (std::is_same_v<period, std::nano>) {
@@ -2178,8 +2181,9 @@ class retained_table {
     } else {
       // In long double, so that no conversion overflows whatever the clock's period
       // (1/1024 s multiplies nanoseconds by 128, a GHz clock by more) and whatever the
-      // time to live (nanoseconds::max() means "never"). long double holds every tick
-      // count of a 64-bit clock exactly.
+      // time to live (nanoseconds::max() means "never"). Where long double has a
+      // 64-bit mantissa (x86) it holds every tick count exactly; where it is a double,
+      // the result still saturates but may round by a few hundred ticks.
       const long double ttl =
           std::ceil(std::chrono::duration<long double, period>(options_.time_to_live).count());
       const long double sum = static_cast<long double>(now) + ttl;
@@ -2705,7 +2709,7 @@ class unique_claims {
       }
       if (e == nullptr) {
         auto fresh = std::make_unique<entry>(Key(key), h, std::move(owner));
-        fresh->expires_at = store_.expiry_from_now();
+        fresh->expires_at = store_.expiry_from(now);  // the clock read above, once
         shard.insert(fresh.get());
         store_.complete_locked(shard, fresh.release(), retired);
         granted_now = true;

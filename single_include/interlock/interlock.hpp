@@ -341,8 +341,9 @@ steady_deadline deadline_after(std::chrono::duration<Rep, Period> timeout) {
 template <class Clock, class Duration>
 std::chrono::nanoseconds time_left(const std::chrono::time_point<Clock, Duration>& deadline) {
   using std::chrono::nanoseconds;
-  // long double holds every nanosecond count of a 64-bit clock exactly, and neither
-  // time point is converted to an integer type before the range test.
+  // Neither time point is converted to an integer type before the range test. Where
+  // long double has a 64-bit mantissa (x86) it holds every nanosecond count exactly;
+  // where it is a double, the result still saturates but may round by a few hundred ns.
   using exact = std::chrono::duration<long double, std::nano>;
   const exact left = exact(deadline.time_since_epoch()) - exact(Clock::now().time_since_epoch());
   if (left >= exact(nanoseconds::max())) return nanoseconds::max();
@@ -1970,9 +1971,9 @@ class cas_slot {
   requires std::is_invocable_r_v<T, Fn&, const T&> snapshot update(Fn fn) {
     for (;;) {
       snapshot seen = load();
-      // make_node takes a T: fn's result is converted before it is hashed, so the
-      // digest is the stored value's even when fn returns another type (int for a
-      // short, double for a float).
+      // fn's result is converted to T before it is hashed, so the digest is the
+      // stored value's even when fn returns another type (int for a short, double for
+      // a float); the cast is explicit only to keep -Wconversion quiet in user code.
       if (auto committed = commit_if_current(make_node(static_cast<T>(fn(seen.value()))), seen)) {
         return std::move(*committed);
       }
@@ -2036,8 +2037,9 @@ class cas_slot {
 
  private:
   /// A node holding `value` and its digest. Hash first, then construct the node
-  /// around the moved value: if either throws, nothing has been published.
-  static std::unique_ptr<node> make_node(T value) {
+  /// around the moved value: if either throws, nothing has been published. It takes
+  /// a T, so what is hashed is always what is stored.
+  static std::unique_ptr<node> make_node(T&& value) {
     const digest hash = content_digest(value);
     return std::make_unique<node>(hash, std::move(value));
   }
@@ -2080,8 +2082,9 @@ class cas_slot {
   /// The `prepare` step of both commits: stamps the fresh node from the clock. It runs
   /// after the node to replace was observed published, so stamps of one slot strictly
   /// increase: that node's stamp was taken before it was published. A saturated
-  /// clock gives no new stamp: the commit throws before its CAS (nothing published).
-  auto stamp_before_publish() noexcept {
+  /// clock gives no new stamp: the lambda throws stamp_overflow_error before the CAS
+  /// (nothing published).
+  auto stamp_before_publish() {
     return [this](node& n) {
       n.stamp = clock_->tick();
       if (n.stamp == lamport_clock::max_time) throw_saturated();
@@ -2203,9 +2206,11 @@ INTERLOCK_NAMESPACE_END
 // making room in the batch, ticking the local clock) happens before the message is
 // taken out, so a failure there leaves it held. When the batch form throws after it
 // collected deliveries, those are kept and handed out first by the next offer() or
-// deliver_ready(). Allocation failure while holding leaves the buffer as before the
-// call (nothing is evicted until the new message is in). These guarantees assume that
-// moving a Message, a NodeId or a clock does not throw (as std::string's moves).
+// deliver_ready(). Allocation failure while holding leaves the held messages as before
+// the call (nothing is evicted until the new message is in), except that messages the
+// same call expired first stay expired and, the call having thrown, are not reported
+// (missing() still shows the gap). These guarantees assume that moving a Message, a
+// NodeId or a clock does not throw (as std::string's moves).
 //
 // Memory ordering: every member locks one std::mutex, so everything a thread did
 // before an offer() returned is visible to any thread whose later call (and whose
@@ -4793,9 +4798,11 @@ class retained_table {
 
   /// now + time_to_live in Clock ticks: rounded up to a whole tick (a record never
   /// expires before its time to live), saturating at the ends of the tick range.
-  [[nodiscard]] std::int64_t expiry_from_now() const {
+  [[nodiscard]] std::int64_t expiry_from_now() const { return expiry_from(now_ticks()); }
+
+  /// `now` (in Clock ticks) + time_to_live, as expiry_from_now.
+  [[nodiscard]] std::int64_t expiry_from(std::int64_t now) const noexcept {
     using period = typename Clock::duration::period;
-    const std::int64_t now = now_ticks();
     constexpr std::int64_t max = std::numeric_limits<std::int64_t>::max();
     constexpr std::int64_t min = std::numeric_limits<std::int64_t>::min();
     if constexpr (std::is_same_v<period, std::nano>) {
@@ -4808,8 +4815,9 @@ class retained_table {
     } else {
       // In long double, so that no conversion overflows whatever the clock's period
       // (1/1024 s multiplies nanoseconds by 128, a GHz clock by more) and whatever the
-      // time to live (nanoseconds::max() means "never"). long double holds every tick
-      // count of a 64-bit clock exactly.
+      // time to live (nanoseconds::max() means "never"). Where long double has a
+      // 64-bit mantissa (x86) it holds every tick count exactly; where it is a double,
+      // the result still saturates but may round by a few hundred ticks.
       const long double ttl =
           std::ceil(std::chrono::duration<long double, period>(options_.time_to_live).count());
       const long double sum = static_cast<long double>(now) + ttl;
@@ -5335,7 +5343,7 @@ class unique_claims {
       }
       if (e == nullptr) {
         auto fresh = std::make_unique<entry>(Key(key), h, std::move(owner));
-        fresh->expires_at = store_.expiry_from_now();
+        fresh->expires_at = store_.expiry_from(now);  // the clock read above, once
         shard.insert(fresh.get());
         store_.complete_locked(shard, fresh.release(), retired);
         granted_now = true;
@@ -6363,10 +6371,8 @@ class keyed_mutex {
 
     multi_guard out;
     out.map_ = this;
-    std::vector<std::uint64_t> waits;  // per key: ns waited, or not_contended
     try {
       out.held_.reserve(entries.size());
-      waits.reserve(entries.size());
     } catch (...) {
       for (entry* e : entries) drop_ref(e);
       throw;
@@ -6385,16 +6391,18 @@ class keyed_mutex {
         }
         return out;
       }
-      out.held_.push_back({entries[i], 0});  // its token once every key is held
-      waits.push_back(contended ? waited_since(start) : not_contended);
+      // Until every key is held, `token` carries the ns this key waited (or
+      // not_contended); the token itself is issued below.
+      out.held_.push_back({entries[i], contended ? waited_since(start) : not_contended});
     }
     // Every key is held: only now count the grants (tokens, waits), so that a try form
     // that gave up half-way counts none of the keys it let go again. (Every path
     // returns `out` itself, so it is not moved on return, which would clear the debug
     // owner that issue_token records.)
-    for (std::size_t i = 0; i < out.held_.size(); ++i) {
-      out.held_[i].token = issue_token(out.held_[i].e, false, true);
-      if (waits[i] != not_contended) record_wait(waits[i]);
+    for (auto& h : out.held_) {
+      const std::uint64_t waited = h.token;
+      h.token = issue_token(h.e, false, true);
+      if (waited != not_contended) record_wait(waited);
     }
     return out;
   }

@@ -372,8 +372,9 @@ steady_deadline deadline_after(std::chrono::duration<Rep, Period> timeout) {
 template <class Clock, class Duration>
 std::chrono::nanoseconds time_left(const std::chrono::time_point<Clock, Duration>& deadline) {
   using std::chrono::nanoseconds;
-  // long double holds every nanosecond count of a 64-bit clock exactly, and neither
-  // time point is converted to an integer type before the range test.
+  // Neither time point is converted to an integer type before the range test. Where
+  // long double has a 64-bit mantissa (x86) it holds every nanosecond count exactly;
+  // where it is a double, the result still saturates but may round by a few hundred ns.
   using exact = std::chrono::duration<long double, std::nano>;
   const exact left = exact(deadline.time_since_epoch()) - exact(Clock::now().time_since_epoch());
   if (left >= exact(nanoseconds::max())) return nanoseconds::max();
@@ -2323,10 +2324,8 @@ class keyed_mutex {
 
     multi_guard out;
     out.map_ = this;
-    std::vector<std::uint64_t> waits;  // per key: ns waited, or not_contended
     try {
       out.held_.reserve(entries.size());
-      waits.reserve(entries.size());
     } catch (...) {
       for (entry* e : entries) drop_ref(e);
       throw;
@@ -2345,16 +2344,18 @@ class keyed_mutex {
         }
         return out;
       }
-      out.held_.push_back({entries[i], 0});  // its token once every key is held
-      waits.push_back(contended ? waited_since(start) : not_contended);
+      // Until every key is held, `token` carries the ns this key waited (or
+      // not_contended); the token itself is issued below.
+      out.held_.push_back({entries[i], contended ? waited_since(start) : not_contended});
     }
     // Every key is held: only now count the grants (tokens, waits), so that a try form
     // that gave up half-way counts none of the keys it let go again. (Every path
     // returns `out` itself, so it is not moved on return, which would clear the debug
     // owner that issue_token records.)
-    for (std::size_t i = 0; i < out.held_.size(); ++i) {
-      out.held_[i].token = issue_token(out.held_[i].e, false, true);
-      if (waits[i] != not_contended) record_wait(waits[i]);
+    for (auto& h : out.held_) {
+      const std::uint64_t waited = h.token;
+      h.token = issue_token(h.e, false, true);
+      if (waited != not_contended) record_wait(waited);
     }
     return out;
   }

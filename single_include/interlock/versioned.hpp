@@ -982,8 +982,9 @@ steady_deadline deadline_after(std::chrono::duration<Rep, Period> timeout) {
 template <class Clock, class Duration>
 std::chrono::nanoseconds time_left(const std::chrono::time_point<Clock, Duration>& deadline) {
   using std::chrono::nanoseconds;
-  // long double holds every nanosecond count of a 64-bit clock exactly, and neither
-  // time point is converted to an integer type before the range test.
+  // Neither time point is converted to an integer type before the range test. Where
+  // long double has a 64-bit mantissa (x86) it holds every nanosecond count exactly;
+  // where it is a double, the result still saturates but may round by a few hundred ns.
   using exact = std::chrono::duration<long double, std::nano>;
   const exact left = exact(deadline.time_since_epoch()) - exact(Clock::now().time_since_epoch());
   if (left >= exact(nanoseconds::max())) return nanoseconds::max();
