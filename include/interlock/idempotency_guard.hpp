@@ -316,8 +316,7 @@ class retained_table {
     ++o.size;
     while (o.size > per_shard_capacity_) {
       auto* victim = static_cast<Entry*>(o.oldest);
-      erase_locked(shard, victim);
-      retired.push(victim);
+      remove_locked(shard, victim, retired);
       counters_.bump(evicted);
     }
   }
@@ -326,18 +325,33 @@ class retained_table {
   void purge_locked(locked_shard& shard, std::int64_t now, retire_list& retired) noexcept {
     order& o = orders_[shard.index()];
     while (o.oldest != nullptr && expired(*static_cast<Entry*>(o.oldest), now)) {
-      auto* victim = static_cast<Entry*>(o.oldest);
-      erase_locked(shard, victim);
-      retired.push(victim);
-      counters_.bump(expired_count);
+      expire_locked(shard, static_cast<Entry*>(o.oldest), retired);
     }
   }
 
   /// Under the shard lock: removes one expired entry found by key.
   void expire_locked(locked_shard& shard, Entry* e, retire_list& retired) noexcept {
+    remove_locked(shard, e, retired);
+    counters_.bump(expired_count);
+  }
+
+  /// Under the shard lock: unlinks `e` and collects it for retirement after the unlock.
+  void remove_locked(locked_shard& shard, Entry* e, retire_list& retired) noexcept {
     erase_locked(shard, e);
     retired.push(e);
-    counters_.bump(expired_count);
+  }
+
+  /// Under the shard lock: the entry for `key`, or nullptr when there is none or
+  /// is_expired(entry) holds (the entry is then removed and counted as an expiration).
+  template <class K, class IsExpired>
+  Entry* find_unexpired_locked(locked_shard& shard, const K& key, retire_list& retired,
+                               IsExpired&& is_expired) noexcept {
+    Entry* e = shard.find(key);
+    if (e != nullptr && is_expired(static_cast<const Entry&>(*e))) {
+      expire_locked(shard, e, retired);
+      return nullptr;
+    }
+    return e;
   }
 
   /// Under the shard lock: unlinks `e` from the table and from the completion order.
@@ -496,19 +510,13 @@ class idempotency_guard {
     const std::uint64_t h = store_.table().hash_of(key);
     typename retained::retire_list retired;
     auto shard = store_.table().lock_shard(h);
-    entry* victim = shard.find(key);
-    if (victim == nullptr) return false;
-    switch (visible_state(*victim, store_.now_ticks())) {
-      case idempotency_record_state::in_progress:
-        return false;
-      case idempotency_record_state::expired:
-        store_.expire_locked(shard, victim, retired);
-        return false;
-      default:
-        store_.erase_locked(shard, victim);
-        retired.push(victim);
-        return true;
+    entry* victim =
+        store_.find_unexpired_locked(shard, key, retired, expired_at(store_.now_ticks()));
+    if (victim == nullptr || state_of(*victim) == idempotency_record_state::in_progress) {
+      return false;
     }
+    store_.remove_locked(shard, victim, retired);
+    return true;
   }
 
   /// Removes every expired record now (expired records are also removed as their
@@ -540,6 +548,14 @@ class idempotency_guard {
     return static_cast<idempotency_record_state>(e.state.load(std::memory_order_acquire));
   }
 
+  /// A predicate for find_unexpired_locked: the record is visibly expired at `now`
+  /// (completed or failed, past its time to live; never one in progress).
+  auto expired_at(std::int64_t now) const noexcept {
+    return [this, now](const entry& e) noexcept {
+      return visible_state(e, now) == idempotency_record_state::expired;
+    };
+  }
+
   idempotency_record_state visible_state(const entry& e, std::int64_t now) const noexcept {
     const auto s = state_of(e);
     const bool done =
@@ -566,12 +582,7 @@ class idempotency_guard {
         auto shard = table.lock_shard(h);
         const std::int64_t now = store_.now_ticks();
         store_.purge_locked(shard, now, retired);
-        existing = shard.find(key);
-        if (existing != nullptr &&
-            visible_state(*existing, now) == idempotency_record_state::expired) {
-          store_.expire_locked(shard, existing, retired);
-          existing = nullptr;
-        }
+        existing = store_.find_unexpired_locked(shard, key, retired, expired_at(now));
         if (existing == nullptr) {
           auto fresh = std::make_shared<entry>(Key(key), h, fingerprint);
           shard.insert(fresh.get());  // may throw (growing the shard) before linking
@@ -778,12 +789,7 @@ class unique_claims {
       auto shard = table.lock_shard(h);
       const std::int64_t now = store_.now_ticks();
       store_.purge_locked(shard, now, retired);
-      entry* e = shard.find(key);
-      if (e != nullptr && retained::expired(*e, now)) {
-        store_.expire_locked(shard, e, retired);
-        e = nullptr;
-      }
-      if (e == nullptr) {
+      if (store_.find_unexpired_locked(shard, key, retired, expired_at(now)) == nullptr) {
         auto fresh = std::make_unique<entry>(Key(key), h, std::move(owner));
         fresh->expires_at = store_.expiry_from(now);  // the clock read above, once
         shard.insert(fresh.get());
@@ -854,17 +860,17 @@ class unique_claims {
     const std::uint64_t h = store_.table().hash_of(key);
     typename retained::retire_list retired;  // retired after the shard unlocks
     auto shard = store_.table().lock_shard(h);
-    entry* victim = shard.find(key);
-    if (victim == nullptr) return false;
-    if (retained::expired(*victim, store_.now_ticks())) {
-      store_.expire_locked(shard, victim, retired);
-      return false;
-    }
-    if (!releasable(*victim)) return false;
-    store_.erase_locked(shard, victim);
-    retired.push(victim);
+    entry* victim =
+        store_.find_unexpired_locked(shard, key, retired, expired_at(store_.now_ticks()));
+    if (victim == nullptr || !releasable(*victim)) return false;
+    store_.remove_locked(shard, victim, retired);
     counters_.bump(released);
     return true;
+  }
+
+  /// A predicate for find_unexpired_locked: the claim has expired at `now`.
+  static auto expired_at(std::int64_t now) noexcept {
+    return [now](const entry& e) noexcept { return retained::expired(e, now); };
   }
 
   template <class K>
