@@ -200,6 +200,25 @@ TEST_CASE("digest ordering, hashing and stream output", "[sha256][digest]") {
   CHECK(*ordered.begin() == a);
 }
 
+TEST_CASE("digests that differ in any one byte compare unequal", "[sha256][digest]") {
+  const digest base = interlock::sha256_digest("abc");
+  for (std::size_t i = 0; i < digest::size; ++i) {
+    for (const unsigned flip : {0x01U, 0x80U}) {
+      auto bytes = base.bytes();
+      bytes[i] ^= static_cast<std::byte>(flip);
+      const digest other(bytes);
+      CHECK_FALSE(other == base);
+      CHECK(other != base);
+      CHECK(digest(bytes) == other);
+    }
+  }
+  // The comparison is also a constant expression.
+  constexpr digest zero{};
+  constexpr digest one(digest::bytes_type{std::byte{1}});
+  static_assert(zero == digest{});
+  static_assert(zero != one);
+}
+
 namespace {
 struct point {
   std::int32_t x;
