@@ -49,7 +49,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -244,29 +243,7 @@ class retained_table {
 
   /// `now` (in Clock ticks) + time_to_live, as expiry_from_now.
   [[nodiscard]] std::int64_t expiry_from(std::int64_t now) const noexcept {
-    using period = typename Clock::duration::period;
-    constexpr std::int64_t max = std::numeric_limits<std::int64_t>::max();
-    constexpr std::int64_t min = std::numeric_limits<std::int64_t>::min();
-    if constexpr (std::is_same_v<period, std::nano>) {
-      // Nanosecond ticks (steady_clock, the default coarse clock): no conversion, no
-      // rounding; an integer add that saturates (`now` may be negative when injected).
-      const std::int64_t ttl = options_.time_to_live.count();
-      if (ttl > 0 && now > max - ttl) return max;
-      if (ttl < 0 && now < min - ttl) return min;
-      return now + ttl;
-    } else {
-      // In long double, so that no conversion overflows whatever the clock's period
-      // (1/1024 s multiplies nanoseconds by 128, a GHz clock by more) and whatever the
-      // time to live (nanoseconds::max() means "never"). Where long double has a
-      // 64-bit mantissa (x86) it holds every tick count exactly; where it is a double,
-      // the result still saturates but may round by a few hundred ticks.
-      const long double ttl =
-          std::ceil(std::chrono::duration<long double, period>(options_.time_to_live).count());
-      const long double sum = static_cast<long double>(now) + ttl;
-      if (sum >= static_cast<long double>(max)) return max;
-      if (sum <= static_cast<long double>(min)) return min;
-      return static_cast<std::int64_t>(sum);
-    }
+    return add_ticks_saturating<typename Clock::duration::period>(now, options_.time_to_live);
   }
 
   static bool expired(const Entry& e, std::int64_t now) noexcept { return now >= e.expires_at; }

@@ -6,10 +6,14 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <cstdint>
+#include <limits>
+#include <ratio>
 
 namespace {
 
 using namespace std::chrono_literals;
+using interlock::detail::add_ticks_saturating;
 using interlock::detail::deadline_after;
 using interlock::detail::steady_deadline;
 using interlock::detail::steady_deadline_of;
@@ -74,4 +78,29 @@ TEST_CASE("steady_deadline_of converts any clock and duration", "[deadline]") {
   const auto converted = steady_deadline_of(system_clock::now() + 10s);
   CHECK(converted > before + 9s);
   CHECK(converted <= steady_clock::now() + 10s);
+}
+
+TEST_CASE("add_ticks_saturating adds exactly, rounds up to a tick and saturates", "[deadline]") {
+  constexpr std::int64_t max = std::numeric_limits<std::int64_t>::max();
+  constexpr std::int64_t min = std::numeric_limits<std::int64_t>::min();
+  using nano = std::nano;
+  using tick_1024 = std::ratio<1, 1024>;  // a clock that ticks 1024 times a second
+
+  // Same period: an integer add, exact up to the ends, then saturated.
+  CHECK(add_ticks_saturating<nano>(5, nanoseconds(7)) == 12);
+  CHECK(add_ticks_saturating<nano>(-5, nanoseconds(-7)) == -12);
+  CHECK(add_ticks_saturating<nano>(max - 3, nanoseconds(3)) == max);
+  CHECK(add_ticks_saturating<nano>(max - 3, nanoseconds(4)) == max);
+  CHECK(add_ticks_saturating<nano>(min + 3, nanoseconds(-4)) == min);
+  CHECK(add_ticks_saturating<nano>(0, nanoseconds::max()) == max);
+
+  // Another period: rounded up to a whole tick, never earlier than asked.
+  CHECK(add_ticks_saturating<tick_1024>(0, 1s) == 1024);
+  CHECK(add_ticks_saturating<tick_1024>(10, 1ns) == 11);
+  CHECK(add_ticks_saturating<tick_1024>(-10, 1ms) == -8);  // 1.024 ticks -> 2
+  CHECK(add_ticks_saturating<nano>(100, std::chrono::duration<double, std::pico>(1.0)) == 101);
+  // nanoseconds::max() in 1/1024 s ticks fits, but hours::max() does not.
+  CHECK(add_ticks_saturating<tick_1024>(0, hours::max()) == max);
+  CHECK(add_ticks_saturating<tick_1024>(0, hours::min()) == min);
+  CHECK(add_ticks_saturating<nano>(max - 10, 1ms) == max);
 }
