@@ -1405,11 +1405,19 @@ class causal_buffer {
     clock_type clock;
     Message message;
     std::uint64_t sequence;
-    time_point arrived;
     std::size_t bytes;
   };
   using held_queue = std::map<counter_type, held_item>;  // counter -> item
   using held_map = std::map<NodeId, held_queue>;         // sender -> queue
+
+  // A held message's place in arrival order, with what expiry and eviction read: they
+  // decide from these records alone and look a message up only to take it.
+  struct arrival_record {
+    NodeId sender;
+    counter_type counter;
+    time_point arrived;
+    std::size_t bytes;
+  };
 
   // Grows `out` so that one more push_back cannot allocate (geometric, like push_back).
   template <class T>
@@ -1522,9 +1530,9 @@ class causal_buffer {
     // Do all the work that can throw (allocation, the user's clock) before evicting, so
     // that a throw leaves the buffer as before the call; evicting does not throw.
     result.evicted.reserve(result.evicted.size() + *evictions);
-    insert_held(
-        sender, counter,
-        held_item{std::move(clock), std::move(message), next_sequence_, options_.now(), bytes});
+    const time_point arrived = options_.now();  // the user's clock may throw: before any move
+    insert_held(sender, counter,
+                held_item{std::move(clock), std::move(message), next_sequence_, bytes}, arrived);
     ++next_sequence_;
     for (std::size_t k = 0; k < *evictions; ++k) {
       result.evicted.push_back(take_oldest());  // never the new message: it is the newest
@@ -1545,7 +1553,7 @@ class causal_buffer {
       if (options_.when_full == overflow_policy::reject_new || oldest == arrival_.end()) {
         return std::nullopt;
       }
-      total -= held_at(oldest->second.first, oldest->second.second).bytes;
+      total -= oldest->second.bytes;
       --count;
       ++evictions;
       ++oldest;
@@ -1555,12 +1563,13 @@ class causal_buffer {
 
   // Adds `item` to the held messages. On a throw (allocation, copying the sender id)
   // the buffer is unchanged.
-  void insert_held(const NodeId& sender, counter_type counter, held_item&& item) {
+  void insert_held(const NodeId& sender, counter_type counter, held_item&& item,
+                   time_point arrived) {
     const std::uint64_t sequence = item.sequence;
     const std::size_t bytes = item.bytes;
     auto& queue = held_[sender];
     try {
-      arrival_.emplace(sequence, std::pair{sender, counter});
+      arrival_.emplace(sequence, arrival_record{sender, counter, arrived, bytes});
       queue.emplace(counter, std::move(item));
     } catch (...) {
       arrival_.erase(sequence);
@@ -1628,14 +1637,6 @@ class causal_buffer {
     return queue != held_.end() && queue->second.contains(counter);
   }
 
-  const held_item& held_at(const NodeId& sender, counter_type counter) const {
-    const auto queue = held_.find(sender);
-    INTERLOCK_ASSERT(queue != held_.end(), "causal_buffer: held message missing");
-    const auto item = queue->second.find(counter);
-    INTERLOCK_ASSERT(item != queue->second.end(), "causal_buffer: held message missing");
-    return item->second;
-  }
-
   // Removes the held message `item` of `queue` and returns it with `sender`. Only
   // moves and erases: no throw (given non-throwing moves).
   envelope take(typename held_map::iterator queue, typename held_queue::iterator item,
@@ -1652,12 +1653,12 @@ class causal_buffer {
   // Removes the longest-held message and returns it. No throw: the sender id is moved
   // out of its arrival record, which take() erases.
   envelope take_oldest() {
-    auto& [node, counter] = arrival_.begin()->second;
-    const auto queue = held_.find(node);
+    arrival_record& oldest = arrival_.begin()->second;
+    const auto queue = held_.find(oldest.sender);
     INTERLOCK_ASSERT(queue != held_.end(), "causal_buffer: held message missing");
-    const auto item = queue->second.find(counter);
+    const auto item = queue->second.find(oldest.counter);
     INTERLOCK_ASSERT(item != queue->second.end(), "causal_buffer: held message missing");
-    return take(queue, item, std::move(node));
+    return take(queue, item, std::move(oldest.sender));
   }
 
   void expire_locked(std::vector<envelope>& out) {
@@ -1673,8 +1674,8 @@ class causal_buffer {
   // How many of the oldest held messages have outlived the time to live at `now`.
   std::size_t expired_count(time_point now) const {
     std::size_t count = 0;
-    for (const auto& [sequence, held] : arrival_) {
-      if (now - held_at(held.first, held.second).arrived < *options_.time_to_live) break;
+    for (const auto& [sequence, record] : arrival_) {
+      if (now - record.arrived < *options_.time_to_live) break;
       ++count;
     }
     return count;
@@ -1683,8 +1684,8 @@ class causal_buffer {
   mutable std::mutex mutex_;
   clock_type local_;
   options options_;
-  held_map held_;                                                     // sender -> counter -> item
-  std::map<std::uint64_t, std::pair<NodeId, counter_type>> arrival_;  // arrival order
+  held_map held_;                                    // sender -> counter -> item
+  std::map<std::uint64_t, arrival_record> arrival_;  // sequence -> record
   std::uint64_t next_sequence_ = 0;
   bool drain_pending_ = false;  // a callback threw: held messages may be deliverable
   // Deliveries a batch offer collected before it threw: handed out first by the next call.

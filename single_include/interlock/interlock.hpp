@@ -306,13 +306,20 @@ INTERLOCK_NAMESPACE_END
 // another clock): the sum wraps to the past and the call gives up at once. These
 // helpers saturate at steady_clock::time_point::max() instead.
 //
-// Thread-safety: stateless; both read the clock once (twice for a foreign clock) and
+// add_ticks_saturating is the one saturating "time point + duration" of the library:
+// deadline_after uses it on the steady clock, and idempotency_guard and unique_claims
+// for an expiry on their own clock.
+//
+// Thread-safety: stateless; they read the clock once (twice for a foreign clock) and
 // never throw.
 #ifndef INTERLOCK_DETAIL_DEADLINE_HPP
 #define INTERLOCK_DETAIL_DEADLINE_HPP
 
 
 #include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <limits>
 #include <type_traits>
 
 INTERLOCK_NAMESPACE_BEGIN
@@ -320,18 +327,45 @@ namespace detail {
 
 using steady_deadline = std::chrono::steady_clock::time_point;
 
+/// `ticks` (a count of `Period`) + `d`, with `d` rounded up to a whole tick (a
+/// deadline or an expiry is never earlier than asked): exact where the sum fits in
+/// int64, saturated at the ends of the int64 range where it does not. `ticks` may be
+/// negative (an injected clock).
+template <class Period, class Rep, class DPeriod>
+std::int64_t add_ticks_saturating(std::int64_t ticks,
+                                  std::chrono::duration<Rep, DPeriod> d) noexcept {
+  constexpr std::int64_t max = std::numeric_limits<std::int64_t>::max();
+  constexpr std::int64_t min = std::numeric_limits<std::int64_t>::min();
+  if constexpr (std::is_same_v<Period, DPeriod> && std::is_integral_v<Rep> &&
+                sizeof(Rep) <= sizeof(std::int64_t)) {
+    // The same period (nanoseconds on steady_clock): an integer add, no rounding.
+    const auto add = static_cast<std::int64_t>(d.count());
+    if (add > 0 && ticks > max - add) return max;
+    if (add < 0 && ticks < min - add) return min;
+    return ticks + add;
+  } else {
+    // In long double, so that no conversion overflows whatever the periods (1/1024 s
+    // multiplies nanoseconds by 128, a GHz clock by more) and whatever `d`
+    // (hours::max() means "never"). Where long double has a 64-bit mantissa (x86) it
+    // holds every tick count exactly; where it is a double, the result still
+    // saturates but may round by a few hundred ticks.
+    const long double add = std::ceil(std::chrono::duration<long double, Period>(d).count());
+    const long double sum = static_cast<long double>(ticks) + add;
+    if (sum >= static_cast<long double>(max)) return max;
+    if (sum <= static_cast<long double>(min)) return min;
+    return static_cast<std::int64_t>(sum);
+  }
+}
+
 /// now + timeout on the steady clock, saturating at time_point::max(); a zero or
 /// negative timeout gives now (already expired).
 template <class Rep, class Period>
 steady_deadline deadline_after(std::chrono::duration<Rep, Period> timeout) {
   const steady_deadline now = std::chrono::steady_clock::now();
   if (timeout <= timeout.zero()) return now;
-  // Compared in long double: exact enough at these magnitudes, and no integer
-  // conversion of `timeout` (which is what overflows) happens before the test.
-  const std::chrono::duration<long double> wanted = timeout;
-  const std::chrono::duration<long double> room = steady_deadline::max() - now;
-  if (wanted >= room) return steady_deadline::max();
-  return now + std::chrono::duration_cast<steady_deadline::duration>(timeout);
+  using ticks = steady_deadline::duration;
+  return steady_deadline(ticks(add_ticks_saturating<ticks::period>(
+      static_cast<std::int64_t>(now.time_since_epoch().count()), timeout)));
 }
 
 /// The time from now (on `deadline`'s own clock) until `deadline`, in nanoseconds:
@@ -1292,7 +1326,13 @@ class digest {
     return digest(bytes);
   }
 
-  friend constexpr bool operator==(const digest&, const digest&) noexcept = default;
+  /// Compares all 32 bytes. At run time one memcmp of a constant size, which the
+  /// compiler turns into a few vector compares (the defaulted comparison of a byte
+  /// array is a byte loop with an exit per byte: about 6 ns on a replay's path).
+  friend constexpr bool operator==(const digest& a, const digest& b) noexcept {
+    if (std::is_constant_evaluated()) return a.bytes_ == b.bytes_;
+    return std::memcmp(a.bytes_.data(), b.bytes_.data(), size) == 0;
+  }
   friend constexpr std::strong_ordering operator<=>(const digest& a, const digest& b) noexcept {
     return a.bytes_ <=> b.bytes_;
   }
@@ -3473,11 +3513,19 @@ class causal_buffer {
     clock_type clock;
     Message message;
     std::uint64_t sequence;
-    time_point arrived;
     std::size_t bytes;
   };
   using held_queue = std::map<counter_type, held_item>;  // counter -> item
   using held_map = std::map<NodeId, held_queue>;         // sender -> queue
+
+  // A held message's place in arrival order, with what expiry and eviction read: they
+  // decide from these records alone and look a message up only to take it.
+  struct arrival_record {
+    NodeId sender;
+    counter_type counter;
+    time_point arrived;
+    std::size_t bytes;
+  };
 
   // Grows `out` so that one more push_back cannot allocate (geometric, like push_back).
   template <class T>
@@ -3590,9 +3638,9 @@ class causal_buffer {
     // Do all the work that can throw (allocation, the user's clock) before evicting, so
     // that a throw leaves the buffer as before the call; evicting does not throw.
     result.evicted.reserve(result.evicted.size() + *evictions);
-    insert_held(
-        sender, counter,
-        held_item{std::move(clock), std::move(message), next_sequence_, options_.now(), bytes});
+    const time_point arrived = options_.now();  // the user's clock may throw: before any move
+    insert_held(sender, counter,
+                held_item{std::move(clock), std::move(message), next_sequence_, bytes}, arrived);
     ++next_sequence_;
     for (std::size_t k = 0; k < *evictions; ++k) {
       result.evicted.push_back(take_oldest());  // never the new message: it is the newest
@@ -3613,7 +3661,7 @@ class causal_buffer {
       if (options_.when_full == overflow_policy::reject_new || oldest == arrival_.end()) {
         return std::nullopt;
       }
-      total -= held_at(oldest->second.first, oldest->second.second).bytes;
+      total -= oldest->second.bytes;
       --count;
       ++evictions;
       ++oldest;
@@ -3623,12 +3671,13 @@ class causal_buffer {
 
   // Adds `item` to the held messages. On a throw (allocation, copying the sender id)
   // the buffer is unchanged.
-  void insert_held(const NodeId& sender, counter_type counter, held_item&& item) {
+  void insert_held(const NodeId& sender, counter_type counter, held_item&& item,
+                   time_point arrived) {
     const std::uint64_t sequence = item.sequence;
     const std::size_t bytes = item.bytes;
     auto& queue = held_[sender];
     try {
-      arrival_.emplace(sequence, std::pair{sender, counter});
+      arrival_.emplace(sequence, arrival_record{sender, counter, arrived, bytes});
       queue.emplace(counter, std::move(item));
     } catch (...) {
       arrival_.erase(sequence);
@@ -3696,14 +3745,6 @@ class causal_buffer {
     return queue != held_.end() && queue->second.contains(counter);
   }
 
-  const held_item& held_at(const NodeId& sender, counter_type counter) const {
-    const auto queue = held_.find(sender);
-    INTERLOCK_ASSERT(queue != held_.end(), "causal_buffer: held message missing");
-    const auto item = queue->second.find(counter);
-    INTERLOCK_ASSERT(item != queue->second.end(), "causal_buffer: held message missing");
-    return item->second;
-  }
-
   // Removes the held message `item` of `queue` and returns it with `sender`. Only
   // moves and erases: no throw (given non-throwing moves).
   envelope take(typename held_map::iterator queue, typename held_queue::iterator item,
@@ -3720,12 +3761,12 @@ class causal_buffer {
   // Removes the longest-held message and returns it. No throw: the sender id is moved
   // out of its arrival record, which take() erases.
   envelope take_oldest() {
-    auto& [node, counter] = arrival_.begin()->second;
-    const auto queue = held_.find(node);
+    arrival_record& oldest = arrival_.begin()->second;
+    const auto queue = held_.find(oldest.sender);
     INTERLOCK_ASSERT(queue != held_.end(), "causal_buffer: held message missing");
-    const auto item = queue->second.find(counter);
+    const auto item = queue->second.find(oldest.counter);
     INTERLOCK_ASSERT(item != queue->second.end(), "causal_buffer: held message missing");
-    return take(queue, item, std::move(node));
+    return take(queue, item, std::move(oldest.sender));
   }
 
   void expire_locked(std::vector<envelope>& out) {
@@ -3741,8 +3782,8 @@ class causal_buffer {
   // How many of the oldest held messages have outlived the time to live at `now`.
   std::size_t expired_count(time_point now) const {
     std::size_t count = 0;
-    for (const auto& [sequence, held] : arrival_) {
-      if (now - held_at(held.first, held.second).arrived < *options_.time_to_live) break;
+    for (const auto& [sequence, record] : arrival_) {
+      if (now - record.arrived < *options_.time_to_live) break;
       ++count;
     }
     return count;
@@ -3751,8 +3792,8 @@ class causal_buffer {
   mutable std::mutex mutex_;
   clock_type local_;
   options options_;
-  held_map held_;                                                     // sender -> counter -> item
-  std::map<std::uint64_t, std::pair<NodeId, counter_type>> arrival_;  // arrival order
+  held_map held_;                                    // sender -> counter -> item
+  std::map<std::uint64_t, arrival_record> arrival_;  // sequence -> record
   std::uint64_t next_sequence_ = 0;
   bool drain_pending_ = false;  // a callback threw: held messages may be deliverable
   // Deliveries a batch offer collected before it threw: handed out first by the next call.
@@ -4607,7 +4648,6 @@ INTERLOCK_NAMESPACE_END
 
 #include <atomic>
 #include <chrono>
-#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -4802,29 +4842,7 @@ class retained_table {
 
   /// `now` (in Clock ticks) + time_to_live, as expiry_from_now.
   [[nodiscard]] std::int64_t expiry_from(std::int64_t now) const noexcept {
-    using period = typename Clock::duration::period;
-    constexpr std::int64_t max = std::numeric_limits<std::int64_t>::max();
-    constexpr std::int64_t min = std::numeric_limits<std::int64_t>::min();
-    if constexpr (std::is_same_v<period, std::nano>) {
-      // Nanosecond ticks (steady_clock, the default coarse clock): no conversion, no
-      // rounding; an integer add that saturates (`now` may be negative when injected).
-      const std::int64_t ttl = options_.time_to_live.count();
-      if (ttl > 0 && now > max - ttl) return max;
-      if (ttl < 0 && now < min - ttl) return min;
-      return now + ttl;
-    } else {
-      // In long double, so that no conversion overflows whatever the clock's period
-      // (1/1024 s multiplies nanoseconds by 128, a GHz clock by more) and whatever the
-      // time to live (nanoseconds::max() means "never"). Where long double has a
-      // 64-bit mantissa (x86) it holds every tick count exactly; where it is a double,
-      // the result still saturates but may round by a few hundred ticks.
-      const long double ttl =
-          std::ceil(std::chrono::duration<long double, period>(options_.time_to_live).count());
-      const long double sum = static_cast<long double>(now) + ttl;
-      if (sum >= static_cast<long double>(max)) return max;
-      if (sum <= static_cast<long double>(min)) return min;
-      return static_cast<std::int64_t>(sum);
-    }
+    return add_ticks_saturating<typename Clock::duration::period>(now, options_.time_to_live);
   }
 
   static bool expired(const Entry& e, std::int64_t now) noexcept { return now >= e.expires_at; }

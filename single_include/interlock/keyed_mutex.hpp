@@ -337,13 +337,20 @@ INTERLOCK_NAMESPACE_END
 // another clock): the sum wraps to the past and the call gives up at once. These
 // helpers saturate at steady_clock::time_point::max() instead.
 //
-// Thread-safety: stateless; both read the clock once (twice for a foreign clock) and
+// add_ticks_saturating is the one saturating "time point + duration" of the library:
+// deadline_after uses it on the steady clock, and idempotency_guard and unique_claims
+// for an expiry on their own clock.
+//
+// Thread-safety: stateless; they read the clock once (twice for a foreign clock) and
 // never throw.
 #ifndef INTERLOCK_DETAIL_DEADLINE_HPP
 #define INTERLOCK_DETAIL_DEADLINE_HPP
 
 
 #include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <limits>
 #include <type_traits>
 
 INTERLOCK_NAMESPACE_BEGIN
@@ -351,18 +358,45 @@ namespace detail {
 
 using steady_deadline = std::chrono::steady_clock::time_point;
 
+/// `ticks` (a count of `Period`) + `d`, with `d` rounded up to a whole tick (a
+/// deadline or an expiry is never earlier than asked): exact where the sum fits in
+/// int64, saturated at the ends of the int64 range where it does not. `ticks` may be
+/// negative (an injected clock).
+template <class Period, class Rep, class DPeriod>
+std::int64_t add_ticks_saturating(std::int64_t ticks,
+                                  std::chrono::duration<Rep, DPeriod> d) noexcept {
+  constexpr std::int64_t max = std::numeric_limits<std::int64_t>::max();
+  constexpr std::int64_t min = std::numeric_limits<std::int64_t>::min();
+  if constexpr (std::is_same_v<Period, DPeriod> && std::is_integral_v<Rep> &&
+                sizeof(Rep) <= sizeof(std::int64_t)) {
+    // The same period (nanoseconds on steady_clock): an integer add, no rounding.
+    const auto add = static_cast<std::int64_t>(d.count());
+    if (add > 0 && ticks > max - add) return max;
+    if (add < 0 && ticks < min - add) return min;
+    return ticks + add;
+  } else {
+    // In long double, so that no conversion overflows whatever the periods (1/1024 s
+    // multiplies nanoseconds by 128, a GHz clock by more) and whatever `d`
+    // (hours::max() means "never"). Where long double has a 64-bit mantissa (x86) it
+    // holds every tick count exactly; where it is a double, the result still
+    // saturates but may round by a few hundred ticks.
+    const long double add = std::ceil(std::chrono::duration<long double, Period>(d).count());
+    const long double sum = static_cast<long double>(ticks) + add;
+    if (sum >= static_cast<long double>(max)) return max;
+    if (sum <= static_cast<long double>(min)) return min;
+    return static_cast<std::int64_t>(sum);
+  }
+}
+
 /// now + timeout on the steady clock, saturating at time_point::max(); a zero or
 /// negative timeout gives now (already expired).
 template <class Rep, class Period>
 steady_deadline deadline_after(std::chrono::duration<Rep, Period> timeout) {
   const steady_deadline now = std::chrono::steady_clock::now();
   if (timeout <= timeout.zero()) return now;
-  // Compared in long double: exact enough at these magnitudes, and no integer
-  // conversion of `timeout` (which is what overflows) happens before the test.
-  const std::chrono::duration<long double> wanted = timeout;
-  const std::chrono::duration<long double> room = steady_deadline::max() - now;
-  if (wanted >= room) return steady_deadline::max();
-  return now + std::chrono::duration_cast<steady_deadline::duration>(timeout);
+  using ticks = steady_deadline::duration;
+  return steady_deadline(ticks(add_ticks_saturating<ticks::period>(
+      static_cast<std::int64_t>(now.time_since_epoch().count()), timeout)));
 }
 
 /// The time from now (on `deadline`'s own clock) until `deadline`, in nanoseconds:
