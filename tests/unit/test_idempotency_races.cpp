@@ -214,3 +214,41 @@ TEST_CASE("claims racing with releases by their owner and by strangers have one 
   CHECK(stats.released == granted.load());
   CHECK(stats.entries == 0);
 }
+
+TEST_CASE("with failure_policy::store every concurrent caller receives the one failure",
+          "[idempotency][threads]") {
+  constexpr int callers = 8;
+  interlock::idempotency_options options;
+  options.on_failure = interlock::failure_policy::store;
+  interlock::idempotency_guard<std::string, int> guard(options);
+  std::atomic<int> runs{0};
+  std::atomic<int> received_failure{0};
+  std::atomic<int> other_outcomes{0};
+  std::latch start(callers);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < callers; ++i) {
+    threads.emplace_back([&] {
+      start.arrive_and_wait();
+      try {
+        (void)guard.run("charge:7", "amount=10", [&]() -> int {
+          runs.fetch_add(1);
+          std::this_thread::yield();  // duplicates arrive while it runs, or after: both count
+          throw std::runtime_error("card declined");
+        });
+        other_outcomes.fetch_add(1);
+      } catch (const std::runtime_error& e) {
+        if (std::string(e.what()) == "card declined") received_failure.fetch_add(1);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  // Joined while it ran, or replayed the stored failure after: the same exception.
+  CHECK(runs.load() == 1);
+  CHECK(received_failure.load() == callers);
+  CHECK(other_outcomes.load() == 0);
+  const auto stats = guard.stats();
+  CHECK(stats.failures == 1);
+  CHECK(stats.executed == 0);
+  CHECK(stats.joined + stats.replayed == callers - 1);
+  CHECK(stats.entries == 1);  // the stored failure
+}
