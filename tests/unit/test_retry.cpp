@@ -407,3 +407,34 @@ TEST_CASE("retry: extreme policies stay within bounds", "[retry]") {
     CHECK(all_zero);
   }
 }
+
+TEST_CASE("a loop that never conflicts reads no clock and draws no random number", "[retry]") {
+  int clock_reads = 0;
+  int sleeps = 0;
+  int draws = 0;
+  const interlock::retry_environment counting{[&] {
+                                                ++clock_reads;
+                                                return std::chrono::steady_clock::time_point{};
+                                              },
+                                              [&](nanoseconds) { ++sleeps; },
+                                              [&] {
+                                                ++draws;
+                                                return std::uint64_t{1} << 63;  // half of base
+                                              }};
+  auto policy = policy_of(jitter_kind::full, 1ms, 1s);
+  policy.max_elapsed = 10s;  // a bound: still no clock read before the first conflict
+  const auto result = interlock::retry_on_conflict(
+      policy, [] { return std::optional<int>(3); }, counting);
+  CHECK(result.attempts == 1);
+  CHECK(clock_reads == 0);
+  CHECK(sleeps == 0);
+  CHECK(draws == 0);
+  // One conflict: now the loop does read the clock and draws for its jittered delay.
+  int calls = 0;
+  const auto retried = interlock::retry_on_conflict(
+      policy, [&] { return ++calls < 2 ? std::nullopt : std::optional<int>(calls); }, counting);
+  CHECK(retried.attempts == 2);
+  CHECK(clock_reads > 0);
+  CHECK(sleeps == 1);
+  CHECK(draws > 0);
+}
