@@ -43,44 +43,62 @@ struct free_at_thread_exit {
 }  // namespace
 
 TEST_CASE("block_cache hands a freed block to the next allocation", "[block_cache]") {
-  std::thread([] {
+  // Catch2's assertions are not thread-safe: the thread records, the main thread checks.
+  std::size_t kept_after_free = 99;
+  std::size_t kept_after_reuse = 99;
+  bool same_address = false;
+  std::uint64_t reused_word = 99;
+  std::thread([&] {
     auto* first = new small_node;
     first->words[0] = 1;
     void* const address = first;
     delete first;
-    CHECK(small_cache::cached_blocks() == 1);
+    kept_after_free = small_cache::cached_blocks();
     auto* second = new small_node;  // value-initialized again by its constructor
-    CHECK(static_cast<void*>(second) == address);
-    CHECK(second->words[0] == 0);
-    CHECK(small_cache::cached_blocks() == 0);
+    same_address = static_cast<void*>(second) == address;
+    reused_word = second->words[0];
+    kept_after_reuse = small_cache::cached_blocks();
     delete second;
   }).join();
+  CHECK(kept_after_free == 1);
+  CHECK(same_address);
+  CHECK(reused_word == 0);
+  CHECK(kept_after_reuse == 0);
 }
 
 TEST_CASE("block_cache keeps at most capacity blocks per thread", "[block_cache]") {
-  std::thread([] {
+  std::size_t small_kept = 0;
+  std::size_t aligned_kept = 99;
+  std::thread([&] {
     std::vector<std::unique_ptr<small_node>> nodes;
     for (std::size_t i = 0; i < 3 * small_cache::capacity; ++i) {
       nodes.push_back(std::make_unique<small_node>());
     }
     nodes.clear();
-    CHECK(small_cache::cached_blocks() == small_cache::capacity);
-    // Each node type has its own cache.
-    CHECK(aligned_cache::cached_blocks() == 0);
+    small_kept = small_cache::cached_blocks();
+    aligned_kept = aligned_cache::cached_blocks();
   }).join();
+  CHECK(small_kept == small_cache::capacity);
+  // Each node type has its own cache.
+  CHECK(aligned_kept == 0);
 }
 
 TEST_CASE("block_cache keeps the alignment of over-aligned nodes", "[block_cache]") {
-  std::thread([] {
+  int checked = 0;
+  int misaligned = 0;
+  std::thread([&] {
     std::vector<std::unique_ptr<aligned_node>> nodes;
     for (int round = 0; round < 3; ++round) {
       for (int i = 0; i < 20; ++i) nodes.push_back(std::make_unique<aligned_node>());
       for (const auto& n : nodes) {
-        CHECK(reinterpret_cast<std::uintptr_t>(n.get()) % alignof(aligned_node) == 0);
+        ++checked;
+        if (reinterpret_cast<std::uintptr_t>(n.get()) % alignof(aligned_node) != 0) ++misaligned;
       }
       nodes.clear();
     }
   }).join();
+  CHECK(checked == 60);
+  CHECK(misaligned == 0);
 }
 
 TEST_CASE("block_cache blocks freed by another thread are reused by it", "[block_cache]") {
@@ -88,18 +106,23 @@ TEST_CASE("block_cache blocks freed by another thread are reused by it", "[block
   std::thread([&] {
     for (int i = 0; i < 4; ++i) made.push_back(new small_node);
   }).join();
+  std::size_t kept = 0;
+  bool reused_last = false;
   std::thread([&] {
     for (small_node* n : made) delete n;  // allocated by the other (exited) thread
-    CHECK(small_cache::cached_blocks() == 4);
+    kept = small_cache::cached_blocks();
     auto* reused = new small_node;
-    CHECK(static_cast<void*>(reused) == static_cast<void*>(made.back()));
+    reused_last = static_cast<void*>(reused) == static_cast<void*>(made.back());
     delete reused;
   }).join();
+  CHECK(kept == 4);
+  CHECK(reused_last);
 }
 
 TEST_CASE("block_cache does not keep blocks freed after the thread's cache closed",
           "[block_cache]") {
   std::size_t kept_after_exit_free = 99;
+  std::size_t kept_before_exit = 99;
   std::thread([&] {
     // Constructed before the first free on this thread registers the closer, so it
     // is destroyed after the closer ran.
@@ -107,7 +130,8 @@ TEST_CASE("block_cache does not keep blocks freed after the thread's cache close
     late.report = &kept_after_exit_free;
     late.node = new small_node;
     delete new small_node;  // registers the closer; one block kept
-    CHECK(small_cache::cached_blocks() == 1);
+    kept_before_exit = small_cache::cached_blocks();
   }).join();
+  CHECK(kept_before_exit == 1);
   CHECK(kept_after_exit_free == 0);  // freed to the allocator, not kept (and leaked)
 }

@@ -670,88 +670,6 @@ TEST_CASE("many waiters all wake after one commit", "[cas_slot][wait]") {
   CHECK(committed.stamp() > seen);
 }
 
-TEST_CASE("a timeout too long to represent waits for the change", "[cas_slot][wait]") {
-  // hours::max() and time_point::max() mean "as long as it takes": the deadline
-  // saturates instead of overflowing into the past (which returned nullopt at once).
-  cas_slot<int> slot(1);
-  const auto seen = slot.load().stamp();
-  std::optional<cas_slot<int>::snapshot> for_max, until_max;
-  std::thread waiter([&] {
-    for_max = slot.wait_for_change_for(seen, std::chrono::hours::max());
-    until_max = slot.wait_for_change_until(seen, std::chrono::system_clock::time_point::max());
-  });
-  std::this_thread::sleep_for(20ms);
-  const auto committed = slot.store(2);
-  waiter.join();
-  REQUIRE(for_max.has_value());
-  CHECK(for_max->stamp() == committed.stamp());
-  REQUIRE(until_max.has_value());
-  CHECK(until_max->stamp() == committed.stamp());
-}
-
-TEST_CASE("deadlines at the ends of a clock's range neither overflow nor hang",
-          "[cas_slot][wait]") {
-  // A deadline counted in hours does not fit in nanoseconds, and time_point::min()
-  // minus now wraps to the far future: a max() deadline used to give up at once and a
-  // min() one to sleep until the next commit.
-  using coarse_steady = std::chrono::time_point<std::chrono::steady_clock, std::chrono::hours>;
-  using coarse_system = std::chrono::time_point<std::chrono::system_clock, std::chrono::hours>;
-  cas_slot<int> slot(1);
-  const auto seen = slot.load().stamp();
-  std::optional<cas_slot<int>::snapshot> steady_min, system_min, steady_max, system_max;
-  std::atomic<bool> min_done{false};
-  std::thread waiter([&] {
-    steady_min = slot.wait_for_change_until(seen, std::chrono::steady_clock::time_point::min());
-    system_min = slot.wait_for_change_until(seen, coarse_system::min());
-    min_done = true;
-    steady_max = slot.wait_for_change_until(seen, coarse_steady::max());
-    system_max = slot.wait_for_change_until(seen, coarse_system::max());
-  });
-  // The commit comes after the min() waits gave up (or, where they would sleep, after
-  // a generous bound), and while (or before) the max() waits sleep.
-  const auto bound = std::chrono::steady_clock::now() + 2s;
-  while (!min_done && std::chrono::steady_clock::now() < bound) std::this_thread::sleep_for(1ms);
-  std::this_thread::sleep_for(20ms);
-  const auto committed = slot.store(2);
-  waiter.join();
-  CHECK(min_done.load());
-  CHECK_FALSE(steady_min.has_value());
-  CHECK_FALSE(system_min.has_value());
-  REQUIRE(steady_max.has_value());
-  CHECK(steady_max->stamp() == committed.stamp());
-  REQUIRE(system_max.has_value());
-  CHECK(system_max->stamp() == committed.stamp());
-}
-
-TEST_CASE("timed waiters return nullopt when nothing changes", "[cas_slot][wait]") {
-  constexpr int waiters = 8;
-  cas_slot<int> slot(1);
-  const auto seen = slot.load().stamp();
-  std::atomic<int> timed_out{0};
-  std::atomic<int> too_early{0};
-  run_threads(waiters, [&](int i) {
-    const auto start = std::chrono::steady_clock::now();
-    std::optional<cas_slot<int>::snapshot> changed;
-    if (i % 2 == 0) {
-      changed = slot.wait_for_change_for(seen, 30ms);
-    } else {  // a deadline on another clock
-      changed = slot.wait_for_change_until(seen, std::chrono::system_clock::now() + 30ms);
-    }
-    if (!changed) timed_out.fetch_add(1);
-    // A timeout is reported only once the deadline has passed.
-    if (std::chrono::steady_clock::now() - start < 29ms) too_early.fetch_add(1);
-  });
-  CHECK(timed_out.load() == waiters);
-  CHECK(too_early.load() == 0);
-  // A waiter that timed out left nothing behind: a commit still works, and a
-  // zero timeout on a changed stamp returns the change at once.
-  const auto next = slot.store(2);
-  const auto changed = slot.wait_for_change_for(seen, 0ms);
-  REQUIRE(changed.has_value());
-  CHECK(changed->stamp() == next.stamp());
-  CHECK_FALSE(slot.wait_for_change_for(next.stamp(), 0ms).has_value());
-}
-
 namespace {
 
 /// Waiter threads sharing a State (with an atomic<int> `finished`) that outlives
@@ -798,7 +716,148 @@ class waiter_group {
   std::vector<std::thread> threads_;
 };
 
+/// What wait_then_commit saw.
+struct change_wait_outcome {
+  bool returned_before_commit = true;  ///< the wait returned while the slot was unchanged
+  bool finished = false;               ///< the waiter returned after the commit (joined)
+  bool saw_commit = false;             ///< and returned the committed snapshot
+};
+
+/// Runs `wait(slot, seen)` (a timed wait for change) on a waiter thread while the slot
+/// is unchanged, and commits only once the waiter has run for a grace period, or has
+/// returned. A correct wait never returns before the commit, however the threads are
+/// scheduled; one whose deadline wrongly lies in the past returns at once, which the
+/// grace period (a bound on detection only, never on passing) lets it do before the
+/// commit. A lost wake-up fails the test instead of hanging it (waiter_group).
+template <class Wait>
+change_wait_outcome wait_then_commit(Wait wait) {
+  struct shared_state {
+    cas_slot<int> slot{1};
+    std::atomic<bool> started{false};
+    std::atomic<bool> returned{false};
+    std::atomic<cas_slot<int>::stamp_type> woke_with{0};
+    std::atomic<int> finished{0};
+  };
+  waiter_group<shared_state> group;
+  auto& s = group.state();
+  const auto seen = s.slot.load().stamp();
+  group.spawn(1, [wait, seen](shared_state& st, int) {
+    st.started.store(true);
+    const std::optional<cas_slot<int>::snapshot> changed = wait(st.slot, seen);
+    if (changed) st.woke_with.store(changed->stamp());
+    st.returned.store(true);
+  });
+  while (!s.started.load()) std::this_thread::yield();
+  const auto grace = std::chrono::steady_clock::now() + 100ms;
+  while (!s.returned.load() && std::chrono::steady_clock::now() < grace) {
+    std::this_thread::sleep_for(1ms);
+  }
+  change_wait_outcome out;
+  out.returned_before_commit = s.returned.load();
+  const auto committed = s.slot.store(2);
+  out.finished = group.finish_within(10s);
+  out.saw_commit = out.finished && s.woke_with.load() == committed.stamp();
+  return out;
+}
+
 }  // namespace
+
+TEST_CASE("a timeout too long to represent waits for the change", "[cas_slot][wait]") {
+  // hours::max() and time_point::max() mean "as long as it takes": the deadline
+  // saturates instead of overflowing into the past (which returned nullopt at once).
+  // Each wait starts on an unchanged slot; the commit comes after it.
+  const auto for_max = wait_then_commit([](const cas_slot<int>& slot, auto seen) {
+    return slot.wait_for_change_for(seen, std::chrono::hours::max());
+  });
+  CHECK_FALSE(for_max.returned_before_commit);
+  REQUIRE(for_max.finished);
+  CHECK(for_max.saw_commit);
+  const auto until_max = wait_then_commit([](const cas_slot<int>& slot, auto seen) {
+    return slot.wait_for_change_until(seen, std::chrono::system_clock::time_point::max());
+  });
+  CHECK_FALSE(until_max.returned_before_commit);
+  REQUIRE(until_max.finished);
+  CHECK(until_max.saw_commit);
+}
+
+TEST_CASE("deadlines at the ends of a clock's range neither overflow nor hang",
+          "[cas_slot][wait]") {
+  // A deadline counted in hours does not fit in nanoseconds, and time_point::min()
+  // minus now wraps to the far future: a max() deadline used to give up at once and a
+  // min() one to sleep until the next commit.
+  using coarse_steady = std::chrono::time_point<std::chrono::steady_clock, std::chrono::hours>;
+  using coarse_system = std::chrono::time_point<std::chrono::system_clock, std::chrono::hours>;
+  struct shared_state {
+    cas_slot<int> slot{1};
+    cas_slot<int>::stamp_type seen = slot.load().stamp();
+    std::atomic<bool> steady_min{true};
+    std::atomic<bool> system_min{true};
+    std::atomic<int> finished{0};
+  };
+  waiter_group<shared_state> group;
+  auto& s = group.state();
+  group.spawn(1, [](shared_state& st, int) {
+    st.steady_min.store(
+        st.slot.wait_for_change_until(st.seen, std::chrono::steady_clock::time_point::min())
+            .has_value());
+    st.system_min.store(st.slot.wait_for_change_until(st.seen, coarse_system::min()).has_value());
+  });
+  // The min() waits must give up on the unchanged slot; where they would sleep, a
+  // commit after a generous bound wakes them (and a lost wake-up fails, not hangs).
+  const auto bound = std::chrono::steady_clock::now() + 2s;
+  while (s.finished.load() == 0 && std::chrono::steady_clock::now() < bound) {
+    std::this_thread::sleep_for(1ms);
+  }
+  const bool min_done = s.finished.load() == 1;
+  if (!min_done) s.slot.store(2);
+  REQUIRE(group.finish_within(10s));
+  CHECK(min_done);
+  CHECK_FALSE(s.steady_min.load());
+  CHECK_FALSE(s.system_min.load());
+
+  // The max() waits each start on an unchanged slot; the commit comes after them.
+  const auto steady_max = wait_then_commit([](const cas_slot<int>& slot, auto seen) {
+    return slot.wait_for_change_until(seen, coarse_steady::max());
+  });
+  CHECK_FALSE(steady_max.returned_before_commit);
+  REQUIRE(steady_max.finished);
+  CHECK(steady_max.saw_commit);
+  const auto system_max = wait_then_commit([](const cas_slot<int>& slot, auto seen) {
+    return slot.wait_for_change_until(seen, coarse_system::max());
+  });
+  CHECK_FALSE(system_max.returned_before_commit);
+  REQUIRE(system_max.finished);
+  CHECK(system_max.saw_commit);
+}
+
+TEST_CASE("timed waiters return nullopt when nothing changes", "[cas_slot][wait]") {
+  constexpr int waiters = 8;
+  cas_slot<int> slot(1);
+  const auto seen = slot.load().stamp();
+  std::atomic<int> timed_out{0};
+  std::atomic<int> too_early{0};
+  run_threads(waiters, [&](int i) {
+    const auto start = std::chrono::steady_clock::now();
+    std::optional<cas_slot<int>::snapshot> changed;
+    if (i % 2 == 0) {
+      changed = slot.wait_for_change_for(seen, 30ms);
+    } else {  // a deadline on another clock
+      changed = slot.wait_for_change_until(seen, std::chrono::system_clock::now() + 30ms);
+    }
+    if (!changed) timed_out.fetch_add(1);
+    // A timeout is reported only once the deadline has passed.
+    if (std::chrono::steady_clock::now() - start < 29ms) too_early.fetch_add(1);
+  });
+  CHECK(timed_out.load() == waiters);
+  CHECK(too_early.load() == 0);
+  // A waiter that timed out left nothing behind: a commit still works, and a
+  // zero timeout on a changed stamp returns the change at once.
+  const auto next = slot.store(2);
+  const auto changed = slot.wait_for_change_for(seen, 0ms);
+  REQUIRE(changed.has_value());
+  CHECK(changed->stamp() == next.stamp());
+  CHECK_FALSE(slot.wait_for_change_for(next.stamp(), 0ms).has_value());
+}
 
 TEST_CASE("timed waiters wake on a commit before their deadline", "[cas_slot][wait]") {
   constexpr int waiters = 8;
@@ -913,7 +972,7 @@ struct tracked {
     constructed.fetch_add(1, std::memory_order_relaxed);
   }
   tracked& operator=(const tracked&) = default;
-  tracked& operator=(tracked&&) = default;
+  [[maybe_unused]] tracked& operator=(tracked&&) = default;
   ~tracked() { destroyed.fetch_add(1, std::memory_order_relaxed); }
 
   std::uint64_t value;

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <iostream>
+#include <latch>
 #include <mutex>
 #include <random>
 #include <stdexcept>
@@ -48,6 +49,27 @@ bool eventually(Condition condition, int tries = 20000) {
   return condition();
 }
 
+struct wait_outcome {
+  bool seen_waiting = false;  ///< the attempt was registered as a waiter while the key was held
+  bool granted = false;       ///< and then got the lock
+};
+
+/// Holds `key`, makes `attempt` (a lock call on `key` that returns a guard) on another
+/// thread, and releases the key only once that thread is registered as a waiter: an
+/// attempt whose deadline wrongly lies in the past gives up before the release (or is
+/// never seen waiting), so it cannot pass by finding the key already free.
+template <class Attempt>
+wait_outcome attempt_while_held(keyed_mutex<std::string>& locks, const std::string& key,
+                                Attempt attempt) {
+  auto held = locks.lock(key);
+  std::atomic<bool> granted{false};
+  std::thread waiter([&] { granted = attempt().owns_lock(); });
+  const bool seen = eventually([&] { return locks.stats().waiters == 1; });
+  held.unlock();
+  waiter.join();
+  return {seen, granted.load()};
+}
+
 }  // namespace
 
 TEST_CASE("keyed_mutex: signups under the key's lock never exceed the role's capacity",
@@ -58,17 +80,33 @@ TEST_CASE("keyed_mutex: signups under the key's lock never exceed the role's cap
 
   keyed_mutex<std::string> locks;
   std::vector<int> signups;  // guarded by the lock of "signup:42:lead"
+  // All threads start together (or the first could fill every seat before the second
+  // exists), and the critical section counts holders that overlap: a keyed_mutex
+  // without mutual exclusion fails here, whether or not it happens to overbook.
+  std::latch start(threads);
+  std::atomic<int> inside{0};
+  std::atomic<int> overlaps{0};
+  std::atomic<std::size_t> taken{0};  // seats granted, counted outside the vector
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t) {
     pool.emplace_back([&, t] {
+      start.arrive_and_wait();
       for (int i = 0; i < attempts; ++i) {
         locks.with_lock("signup:42:lead", [&] {
-          if (signups.size() < capacity) signups.push_back(t * attempts + i);
+          if (inside.fetch_add(1) != 0) overlaps.fetch_add(1);
+          if (signups.size() < capacity) {
+            std::this_thread::yield();  // widens the check-then-insert window
+            signups.push_back(t * attempts + i);
+            taken.fetch_add(1);
+          }
+          inside.fetch_sub(1);
         });
       }
     });
   }
   for (auto& th : pool) th.join();
+  CHECK(overlaps.load() == 0);
+  CHECK(taken.load() == capacity);
   CHECK(signups.size() == capacity);
   CHECK(locks.size() == 0);
   CHECK(locks.stats().acquisitions == static_cast<std::uint64_t>(threads * attempts));
@@ -264,28 +302,30 @@ TEST_CASE("keyed_mutex: timeouts return an empty guard or throw lock_timeout", "
 TEST_CASE("keyed_mutex: a timeout too long to represent waits for the lock", "[keyed_mutex]") {
   // hours::max() and time_point::max() mean "as long as it takes": the deadline
   // saturates instead of overflowing into the past (which gave up at once).
+  // Each call starts while the key is held, and the key is released only once the
+  // call is asleep waiting for it.
   keyed_mutex<std::string> locks;
-  auto held = locks.lock("busy");
-  std::atomic<bool> for_max{false}, shared_for_max{false}, many_for_max{false};
-  std::atomic<bool> until_max{false};
-  std::thread waiter([&] {
-    for_max = locks.try_lock_for("busy", std::chrono::hours::max()).owns_lock();
-    shared_for_max = locks.try_lock_shared_for("busy", std::chrono::hours::max()).owns_lock();
-    many_for_max = locks
-                       .try_lock_many_for({std::string("busy"), std::string("other")},
-                                          std::chrono::hours::max())
-                       .owns_lock();
-    until_max =
-        locks.try_lock_until("busy", std::chrono::system_clock::time_point::max()).owns_lock();
+  const auto for_max = attempt_while_held(
+      locks, "busy", [&] { return locks.try_lock_for("busy", std::chrono::hours::max()); });
+  CHECK(for_max.seen_waiting);
+  CHECK(for_max.granted);
+  const auto shared_for_max = attempt_while_held(
+      locks, "busy", [&] { return locks.try_lock_shared_for("busy", std::chrono::hours::max()); });
+  CHECK(shared_for_max.seen_waiting);
+  CHECK(shared_for_max.granted);
+  const auto many_for_max = attempt_while_held(locks, "busy", [&] {
+    return locks.try_lock_many_for({std::string("busy"), std::string("other")},
+                                   std::chrono::hours::max());
   });
-  CHECK(eventually([&] { return locks.stats().waiters == 1; }));
-  held.unlock();
-  waiter.join();
-  CHECK(for_max.load());
-  CHECK(shared_for_max.load());
-  CHECK(many_for_max.load());
-  CHECK(until_max.load());
+  CHECK(many_for_max.seen_waiting);
+  CHECK(many_for_max.granted);
+  const auto until_max = attempt_while_held(locks, "busy", [&] {
+    return locks.try_lock_until("busy", std::chrono::system_clock::time_point::max());
+  });
+  CHECK(until_max.seen_waiting);
+  CHECK(until_max.granted);
   CHECK(locks.stats().timeouts == 0);
+  CHECK(locks.size() == 0);
 }
 
 TEST_CASE("keyed_mutex: deadlines at the ends of a clock's range neither overflow nor hang",
@@ -298,7 +338,7 @@ TEST_CASE("keyed_mutex: deadlines at the ends of a clock's range neither overflo
   keyed_mutex<std::string> locks;
   auto held = locks.lock("busy");
   std::atomic<bool> steady_min{true}, system_min{true}, shared_min{true};
-  std::atomic<bool> min_done{false}, steady_max{false}, system_max{false};
+  std::atomic<bool> min_done{false}, steady_max{false};
   std::thread waiter([&] {
     steady_min =
         locks.try_lock_until("busy", std::chrono::steady_clock::time_point::min()).owns_lock();
@@ -307,10 +347,10 @@ TEST_CASE("keyed_mutex: deadlines at the ends of a clock's range neither overflo
     shared_min = locks.try_lock_shared_until("busy", coarse_system::min()).owns_lock();
     min_done = true;
     steady_max = locks.try_lock_until("busy", coarse_steady::max()).owns_lock();
-    system_max = locks.try_lock_shared_until("busy", coarse_system::max()).owns_lock();
   });
   // The min() attempts must give up while the key is still held; the release comes
-  // after them (or, where they would sleep, after a generous bound).
+  // after them (or, where they would sleep, after a generous bound), once the max()
+  // attempt that follows them is asleep waiting for the key.
   const auto bound = std::chrono::steady_clock::now() + 2s;
   while (!min_done && std::chrono::steady_clock::now() < bound) std::this_thread::sleep_for(1ms);
   CHECK(eventually([&] { return locks.stats().waiters == 1; }));
@@ -321,7 +361,11 @@ TEST_CASE("keyed_mutex: deadlines at the ends of a clock's range neither overflo
   CHECK_FALSE(system_min.load());
   CHECK_FALSE(shared_min.load());
   CHECK(steady_max.load());
-  CHECK(system_max.load());
+  // The shared form with a coarse system_clock max(), also started while the key is held.
+  const auto system_max = attempt_while_held(
+      locks, "busy", [&] { return locks.try_lock_shared_until("busy", coarse_system::max()); });
+  CHECK(system_max.seen_waiting);
+  CHECK(system_max.granted);
   CHECK(locks.stats().timeouts == 3);
 }
 
