@@ -60,6 +60,7 @@ TEST_CASE("redis connection: nothing listening is a redis_error, never a success
   CHECK_THROWS_AS(c.command({"PING"}), r::redis_error);
   try {
     (void)c.command({"SET", "a", "b"});
+    FAIL("a command with nothing listening succeeded");
   } catch (const r::redis_error& e) {
     CHECK(e.kind() == r::redis_error::error_kind::io);
     CHECK(std::string(e.what()).find("connect 127.0.0.1") != std::string::npos);
@@ -206,12 +207,14 @@ TEST_CASE("redis keyed_mutex: renewal keeps a lease alive past its lease time", 
   auto opts = redis_test::server("renew");
   if (!opts) return;
   r::lock_options lo;
-  lo.lease_time = 600ms;  // renewed every 200 ms
+  // Renewed every 500 ms: a renewal may come up to 1 s late (a loaded machine, a
+  // sanitizer) before the lease lapses.
+  lo.lease_time = 1500ms;
   r::keyed_mutex m(*opts, lo);
   int refused = 0;
   m.with_lock("slow", [&](r::keyed_mutex::guard& g) {
     for (int i = 0; i < 6; ++i) {
-      std::this_thread::sleep_for(250ms);  // 1.5 s in all: 2.5 leases
+      std::this_thread::sleep_for(600ms);  // 3.6 s in all: 2.4 leases
       if (!m.try_lock("slow") && !g.lease_lost()) ++refused;
     }
   });  // throws lease_lost if a renewal had failed
@@ -291,7 +294,9 @@ TEST_CASE("redis idempotency_guard: an in-progress key, a crashed executor's key
   const auto fp = interlock::content_digest(std::string("req"));
   {
     r::connection c(*opts);
-    (void)c.command({"SET", guard.record_key("k"), "P" + fp.to_hex() + "dead-token", "PX", "300"});
+    // Long enough to outlive the checks below on a slow machine; expired by hand after.
+    (void)c.command(
+        {"SET", guard.record_key("k"), "P" + fp.to_hex() + "dead-token", "PX", "60000"});
   }
   auto waiting = guard.run_for("k", std::string("req"), 1ms, [] { return std::string("x"); });
   CHECK(waiting.status == interlock::run_status::in_progress);
@@ -303,6 +308,10 @@ TEST_CASE("redis idempotency_guard: an in-progress key, a crashed executor's key
   CHECK(rejecting.run("k", std::string("req"), [] { return std::string("x"); }).status ==
         interlock::run_status::in_progress);
   // run() waits; the dead executor's record expires and this call executes.
+  {
+    r::connection c(*opts);
+    (void)c.command({"PEXPIRE", guard.record_key("k"), "200"});
+  }
   auto after = guard.run("k", std::string("req"), [] { return std::string("second"); });
   CHECK(after.status == interlock::run_status::executed);
   CHECK(*after == "second");

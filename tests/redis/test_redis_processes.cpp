@@ -115,19 +115,38 @@ TEST_CASE("redis keyed_mutex: a SIGKILLed holder's lease expires, its late write
   auto opts = redis_test::server("sigkill");
   if (!opts) return;
   r::lock_options lo;
-  lo.lease_time = 400ms;
+  lo.lease_time = 2000ms;  // long enough that the lease outlives a slow check below
   int pipe_fds[2];
   REQUIRE(::pipe(pipe_fds) == 0);
   std::fflush(nullptr);
   const pid_t child = ::fork();
   if (child == 0) {
-    ::close(pipe_fds[0]);
-    r::keyed_mutex locks(*opts, lo);
-    auto g = locks.try_lock_for("ledger", 5s);
-    const std::uint64_t token = g.fencing_token();
-    if (::write(pipe_fds[1], &token, sizeof token) != sizeof token) ::_exit(1);
-    for (;;) ::pause();  // holds the lease until killed, never renewing it
+    // The child never returns into the test runner: any failure ends it at once.
+    try {
+      ::close(pipe_fds[0]);
+      r::keyed_mutex locks(*opts, lo);
+      auto g = locks.try_lock_for("ledger", 5s);
+      const std::uint64_t token = g ? g.fencing_token() : 0;
+      if (::write(pipe_fds[1], &token, sizeof token) != sizeof token) ::_exit(1);
+      for (;;) ::pause();  // holds the lease until killed, never renewing it
+    } catch (...) {
+      ::_exit(2);
+    }
   }
+  // Whatever fails below, the child does not outlive the test (it would hold ctest's
+  // output pipe open, pausing forever).
+  struct child_reaper {
+    pid_t pid;
+    int status = 0;
+    bool reaped = false;
+    void kill_and_wait() {
+      if (reaped) return;
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      reaped = true;
+    }
+    ~child_reaper() { kill_and_wait(); }
+  } reaper{child};
   ::close(pipe_fds[1]);
   std::uint64_t dead_token = 0;
   REQUIRE(::read(pipe_fds[0], &dead_token, sizeof dead_token) == sizeof dead_token);
@@ -136,10 +155,8 @@ TEST_CASE("redis keyed_mutex: a SIGKILLed holder's lease expires, its late write
 
   r::keyed_mutex locks(*opts, lo);
   CHECK_FALSE(locks.try_lock("ledger"));  // the child holds it
-  ::kill(child, SIGKILL);
-  int status = 0;
-  ::waitpid(child, &status, 0);
-  CHECK(WIFSIGNALED(status));
+  reaper.kill_and_wait();
+  CHECK(WIFSIGNALED(reaper.status));
 
   auto g = locks.try_lock_for("ledger", 10s);  // granted once the lease expires
   REQUIRE(g);
