@@ -1104,3 +1104,34 @@ TEST_CASE("idempotency_guard: a Result with an overloaded operator& is handed ou
   CHECK(again.status == run_status::replayed);
   CHECK(again.result.get() == out.result.get());
 }
+
+namespace {
+struct unhashable_request {
+  int amount;
+};
+}  // namespace
+
+template <>
+struct interlock::content_codec<unhashable_request> {
+  template <interlock::byte_sink Sink>
+  static void encode(const unhashable_request& r, Sink& sink) {
+    interlock::encode_field(sink, r.amount);
+    throw std::runtime_error("request cannot be encoded");
+  }
+};
+
+TEST_CASE("a request whose fingerprint cannot be computed records nothing", "[idempotency]") {
+  interlock::idempotency_guard<std::string, int> guard;
+  int runs = 0;
+  auto op = [&runs] { return ++runs; };
+  CHECK_THROWS_AS(guard.run("pay:1", unhashable_request{10}, op), std::runtime_error);
+  CHECK_THROWS_AS(guard.run_for("pay:1", unhashable_request{10}, 5ms, op), std::runtime_error);
+  CHECK(runs == 0);
+  CHECK(guard.size() == 0);
+  const auto stats = guard.stats();
+  CHECK(stats.executed + stats.joined + stats.replayed + stats.failures + stats.mismatches == 0);
+  // The key is untouched: a request that hashes runs normally.
+  const auto out = guard.run("pay:1", std::string("amount=10"), op);
+  CHECK(out.status == interlock::run_status::executed);
+  CHECK(*out.result == 1);
+}
