@@ -793,3 +793,69 @@ TEST_CASE("keyed_mutex: multi_guard::fencing_token compares keys with the map's 
   other.join();
   CHECK_FALSE(other_got_it);  // the same key for the map
 }
+
+TEST_CASE("keyed_mutex: overlapping shared holders do not starve a writer", "[keyed_mutex][fair]") {
+  // Readers keep the key shared-held at every moment (their holds overlap), so a
+  // reader-preferring lock would never grant the writer. The hand-off bit stops new
+  // readers once the writer has waited handoff_after, and the writer gets in.
+  constexpr int readers = 4;
+  keyed_mutex<std::string> locks;
+  std::atomic<bool> writer_done{false};
+  std::atomic<std::uint64_t> shared_grants{0};
+  std::latch start(readers + 1);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < readers; ++r) {
+    threads.emplace_back([&] {
+      start.arrive_and_wait();
+      const auto give_up = std::chrono::steady_clock::now() + 60s;  // a bound, never a pass
+      while (!writer_done.load() && std::chrono::steady_clock::now() < give_up) {
+        auto g = locks.try_lock_shared_for("report", 10ms);
+        if (!g) continue;
+        shared_grants.fetch_add(1);
+        for (int spin = 0; spin < 50; ++spin) std::this_thread::yield();  // overlap others
+      }
+    });
+  }
+  start.arrive_and_wait();
+  // Let the readers' holds overlap before the writer asks.
+  while (shared_grants.load() < 100) std::this_thread::yield();
+  auto writer = locks.try_lock_for("report", 30s);
+  const bool granted = static_cast<bool>(writer);
+  const std::uint64_t grants_before_release = shared_grants.load();
+  writer = {};
+  writer_done.store(true);
+  for (auto& t : threads) t.join();
+  CHECK(granted);
+  CHECK(grants_before_release >= 100);
+}
+
+TEST_CASE("keyed_mutex: a starving writer's hand-off refuses new shared lockers",
+          "[keyed_mutex][fair]") {
+  // Only a shared holder holds the key, so without a hand-off a new shared locker
+  // would always get in. Once the waiting writer has waited handoff_after, try_lock
+  // and try_lock_shared are refused although no exclusive holder exists.
+  keyed_mutex<std::string> locks;
+  auto reader = locks.lock_shared("ledger");
+  std::atomic<bool> writer_granted{false};
+  std::thread writer([&] {
+    auto g = locks.try_lock_for("ledger", 60s);
+    writer_granted.store(static_cast<bool>(g));
+  });
+  while (locks.stats().waiters == 0) std::this_thread::yield();
+  bool shared_refused = false;
+  bool exclusive_refused_with_readers = true;
+  const auto give_up = std::chrono::steady_clock::now() + 20s;
+  while (!shared_refused && std::chrono::steady_clock::now() < give_up) {
+    if (auto other = locks.try_lock_shared("ledger")) {
+      std::this_thread::sleep_for(1ms);  // the hand-off is set after handoff_after
+    } else {
+      shared_refused = true;
+    }
+  }
+  if (locks.try_lock("ledger")) exclusive_refused_with_readers = false;
+  reader = {};  // the release hands the key to the writer
+  writer.join();
+  CHECK(shared_refused);
+  CHECK(exclusive_refused_with_readers);
+  CHECK(writer_granted.load());
+}
