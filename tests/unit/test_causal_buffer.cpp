@@ -1,7 +1,8 @@
 // causal_buffer: delivery order, missing-message reports, duplicates, invalid stamps,
 // bounded policies, expiry with a fake clock, a throwing callback, a 5-node simulation
 // of 10,000 messages with delays, duplicates and reordering checked against the
-// simulation's own happens-before, and concurrent offers.
+// simulation's own happens-before, concurrent offers, and concurrent offers (callback
+// and batch forms) of interdependent senders racing expire and deliver_ready.
 #include <interlock/causal_buffer.hpp>
 
 #include <catch2/catch.hpp>
@@ -9,14 +10,20 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <exception>
+#include <latch>
 #include <map>
+#include <mutex>
+#include <optional>
 #include <ostream>
 #include <random>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -535,4 +542,291 @@ TEST_CASE(
   CHECK(seen == std::vector<std::string>{"a1", "a2", "b1"});
   CHECK(buffer.local().get("a") == 2);
   CHECK(buffer.stats().expired == 0);
+}
+
+namespace {
+
+#if INTERLOCK_TSAN || defined(__SANITIZE_ADDRESS__)
+constexpr bool sanitized = true;
+#else
+constexpr bool sanitized = false;
+#endif
+
+// Three senders whose messages depend on each other: b's i-th message depends on a's
+// i-th, c's i-th on b's i-th, and a's i-th on c's (i - 2)-th, so every message but a1
+// waits for another sender's.
+constexpr std::uint64_t sender_count = 3;
+constexpr std::uint64_t node_a = 0;
+constexpr std::uint64_t node_b = 1;
+constexpr std::uint64_t node_c = 2;
+
+struct chained_messages {
+  std::uint64_t per_sender;
+
+  [[nodiscard]] std::uint64_t total() const { return sender_count * per_sender; }
+  [[nodiscard]] std::uint64_t id(std::uint64_t sender, std::uint64_t counter) const {
+    return sender * per_sender + counter - 1;
+  }
+  [[nodiscard]] std::uint64_t sender(std::uint64_t id) const { return id / per_sender; }
+  [[nodiscard]] std::uint64_t counter(std::uint64_t id) const { return id % per_sender + 1; }
+
+  // The stamp of a message (counters of 0 are dropped by the clock).
+  [[nodiscard]] clock64 clock(std::uint64_t id) const {
+    const std::uint64_t i = counter(id);
+    switch (sender(id)) {
+      case node_a:
+        return clock64{{node_a, i}, {node_c, i > 2 ? i - 2 : 0}};
+      case node_b:
+        return clock64{{node_a, i}, {node_b, i}};
+      default:
+        return clock64{{node_b, i}, {node_c, i}};
+    }
+  }
+
+  // The messages this one directly depends on; the rest follows by transitivity.
+  [[nodiscard]] std::vector<std::uint64_t> predecessors(std::uint64_t id) const {
+    const std::uint64_t s = sender(id);
+    const std::uint64_t i = counter(id);
+    std::vector<std::uint64_t> out;
+    if (i > 1) out.push_back(this->id(s, i - 1));
+    if (s == node_a && i > 2) out.push_back(this->id(node_c, i - 2));
+    if (s == node_b) out.push_back(this->id(node_a, i));
+    if (s == node_c) out.push_back(this->id(node_b, i));
+    return out;
+  }
+};
+
+}  // namespace
+
+TEST_CASE(
+    "causal_buffer: concurrent shuffled offers of interdependent senders, batch offers, "
+    "expire and deliver_ready deliver every message once, in causal order",
+    "[causal_buffer][stress]") {
+  using buffer_type = interlock::causal_buffer<std::uint64_t>;
+  const chained_messages messages{sanitized ? 1000U : 3000U};
+  const std::uint64_t total = messages.total();
+  constexpr int callback_offerers = 3;  // threads 0..2: callback form; thread 3: batch form
+  constexpr int offerers = callback_offerers + 1;
+  // No thread runs more than this many offers ahead of another, so the offers of
+  // every thread interleave whatever the scheduler does.
+  constexpr std::uint64_t window = 8;
+
+  // Time is the number of first offers made so far: held messages expire after
+  // `time_to_live` of them and are retransmitted by the test, so expiry races the
+  // offers (in offer() and in a thread calling expire()). Retransmissions do not move
+  // time, which bounds how often a message can expire.
+  constexpr std::int64_t time_to_live = 160;
+  std::atomic<std::int64_t> ticks{0};
+  buffer_type::options opts;
+  opts.time_to_live = std::chrono::steady_clock::duration(time_to_live);
+  opts.now = [&ticks] {
+    return std::chrono::steady_clock::time_point(
+        std::chrono::steady_clock::duration(ticks.load(std::memory_order_relaxed)));
+  };
+  buffer_type buffer({}, opts);
+
+  // Which thread offers what: every message once, some twice (by two threads). Each
+  // thread's list is in causal order shuffled in windows of `shuffle_window`, so that
+  // messages arrive before their predecessors (from other threads or the same one) but
+  // most are delivered while the offers run.
+  constexpr std::size_t shuffle_window = 32;
+  std::vector<std::vector<std::uint64_t>> lists(offerers);
+  std::mt19937_64 random(20240611);
+  for (std::uint64_t i = 1; i <= messages.per_sender; ++i) {
+    for (const std::uint64_t sender : {node_a, node_b, node_c}) {  // a causal order
+      const std::uint64_t id = messages.id(sender, i);
+      const auto first = static_cast<std::size_t>(random() % offerers);
+      lists[first].push_back(id);
+      if (random() % 8 == 0)
+        lists[(first + 1 + random() % (offerers - 1)) % offerers].push_back(id);
+    }
+  }
+  for (auto& list : lists) {
+    for (std::size_t w = 0; w < list.size(); w += shuffle_window) {
+      std::shuffle(
+          list.begin() + static_cast<std::ptrdiff_t>(w),
+          list.begin() + static_cast<std::ptrdiff_t>(std::min(w + shuffle_window, list.size())),
+          random);
+    }
+  }
+
+  // The delivery log, in the test's own mutex. A callback delivery runs under the
+  // buffer's lock, so its `event` places it exactly among the other callback
+  // deliveries. A batch is handed out after the buffer unlocks: it took the buffer's
+  // lock after event `lo` and before event `hi` (bracketing events of the offer call).
+  struct delivery {
+    std::uint64_t id = 0;
+    std::uint64_t sender = 0;
+    std::uint64_t counter = 0;
+    std::uint64_t event = 0;  // callback: when; batch: its place in the batch
+    std::ptrdiff_t batch = -1;
+  };
+  struct batch_span {
+    std::uint64_t lo = 0;
+    std::uint64_t hi = 0;
+  };
+  std::mutex log_mutex;
+  std::vector<delivery> log;
+  std::vector<batch_span> batches;
+  std::uint64_t event = 0;
+  auto record = [&](const buffer_type::delivered& d) {
+    const std::lock_guard lock(log_mutex);
+    log.push_back({d.message, d.sender, d.clock.get(d.sender), ++event, -1});
+  };
+
+  // Retransmissions of expired messages, in a second mutex (never held across a buffer
+  // call).
+  std::mutex queue_mutex;
+  std::deque<buffer_type::envelope> retransmit;
+  std::uint64_t expired_reported = 0;
+  auto requeue = [&](std::vector<buffer_type::envelope>&& expired) {
+    if (expired.empty()) return;
+    const std::lock_guard lock(queue_mutex);
+    expired_reported += expired.size();
+    for (auto& e : expired) retransmit.push_back(std::move(e));
+  };
+  auto next_retransmission = [&]() -> std::optional<buffer_type::envelope> {
+    const std::lock_guard lock(queue_mutex);
+    if (retransmit.empty()) return std::nullopt;
+    auto e = std::move(retransmit.front());
+    retransmit.pop_front();
+    return e;
+  };
+
+  std::atomic<int> lists_left{offerers};
+  std::vector<std::atomic<std::uint64_t>> progress(offerers);  // first offers made, per thread
+  std::atomic<bool> expiry_over{false};
+  std::atomic<std::uint64_t> refused{0};  // invalid or rejected: none expected
+  std::latch start(offerers + 1);
+
+  auto offer = [&](int thread, std::uint64_t sender, clock64 clock, std::uint64_t id) {
+    buffer_type::offer_result result;
+    if (thread < callback_offerers) {
+      result = buffer.offer(sender, std::move(clock), id, record);
+    } else {
+      std::uint64_t lo = 0;
+      {
+        const std::lock_guard lock(log_mutex);
+        lo = ++event;
+      }
+      result = buffer.offer(sender, std::move(clock), id);
+      const std::lock_guard lock(log_mutex);
+      const auto batch = static_cast<std::ptrdiff_t>(batches.size());
+      batches.push_back({lo, ++event});
+      for (std::size_t k = 0; k < result.deliveries.size(); ++k) {
+        const auto& d = result.deliveries[k];
+        log.push_back({d.message, d.sender, d.clock.get(d.sender), k, batch});
+      }
+    }
+    if (result.status == offer_status::invalid || result.status == offer_status::rejected) {
+      refused.fetch_add(1, std::memory_order_relaxed);
+    }
+    requeue(std::move(result.expired));
+  };
+
+  std::vector<std::thread> threads;
+  for (int t = 0; t < offerers; ++t) {
+    threads.emplace_back([&, t] {
+      start.arrive_and_wait();
+      const auto& list = lists[static_cast<std::size_t>(t)];
+      for (std::uint64_t j = 0; j < list.size(); ++j) {
+        // Wait while another thread lags more than `window` offers behind.
+        while (
+            std::any_of(progress.begin(), progress.end(), [j](const std::atomic<std::uint64_t>& p) {
+              return p.load(std::memory_order_acquire) + window < j;
+            })) {
+          std::this_thread::yield();
+        }
+        // Retransmit what expired as it comes, as a network would.
+        if (auto e = next_retransmission()) offer(t, e->sender, std::move(e->clock), e->message);
+        ticks.fetch_add(1, std::memory_order_relaxed);
+        const std::uint64_t id = list[j];
+        offer(t, messages.sender(id), messages.clock(id), id);
+        progress[static_cast<std::size_t>(t)].fetch_add(1, std::memory_order_release);
+      }
+      progress[static_cast<std::size_t>(t)].store(total, std::memory_order_release);  // done
+      lists_left.fetch_sub(1, std::memory_order_release);
+      // Retransmit what expired until expiry is over and nothing is left to resend (an
+      // offer that expires messages after that requeues them on the thread that made
+      // it, which then resends them itself).
+      for (;;) {
+        const bool over = expiry_over.load(std::memory_order_acquire);  // before the queue
+        if (auto e = next_retransmission()) {
+          offer(t, e->sender, std::move(e->clock), e->message);
+        } else if (over) {
+          break;
+        } else {
+          std::this_thread::yield();
+        }
+      }
+    });
+  }
+  // Expires and calls deliver_ready while the offers run.
+  threads.emplace_back([&] {
+    start.arrive_and_wait();
+    while (lists_left.load(std::memory_order_acquire) != 0) {
+      requeue(buffer.expire());
+      buffer.deliver_ready(record);
+      std::this_thread::yield();
+    }
+    expiry_over.store(true, std::memory_order_release);
+  });
+  for (auto& thread : threads) thread.join();
+
+  // Every message delivered exactly once, with its own stamp.
+  std::vector<std::ptrdiff_t> where(total, -1);
+  std::uint64_t twice = 0;
+  std::uint64_t never = 0;
+  std::uint64_t wrong_stamp = 0;
+  for (std::size_t k = 0; k < log.size(); ++k) {
+    const auto& d = log[k];
+    if (d.id >= total) {
+      ++wrong_stamp;
+      continue;
+    }
+    if (d.sender != messages.sender(d.id) || d.counter != messages.counter(d.id)) ++wrong_stamp;
+    if (where[d.id] != -1) ++twice;
+    where[d.id] = static_cast<std::ptrdiff_t>(k);
+  }
+  for (const auto w : where) never += w == -1 ? 1 : 0;
+
+  // No message delivered before one of its predecessors: `later` says when the order
+  // of two deliveries is known and wrong (a batch's place among callback deliveries is
+  // only known to within its bracket, so some pairs cannot be judged).
+  auto later = [&](const delivery& x, const delivery& y) {  // x certainly after y
+    if (x.batch < 0 && y.batch < 0) return x.event > y.event;
+    if (x.batch >= 0 && x.batch == y.batch) return x.event > y.event;
+    if (x.batch < 0) return x.event > batches[static_cast<std::size_t>(y.batch)].hi;
+    if (y.batch < 0) return batches[static_cast<std::size_t>(x.batch)].lo > y.event;
+    return batches[static_cast<std::size_t>(x.batch)].lo >
+           batches[static_cast<std::size_t>(y.batch)].hi;
+  };
+  std::uint64_t before_predecessor = 0;
+  for (std::uint64_t id = 0; id < total; ++id) {
+    if (where[id] == -1) continue;
+    const auto& m = log[static_cast<std::size_t>(where[id])];
+    for (const std::uint64_t p : messages.predecessors(id)) {
+      if (where[p] == -1) {
+        ++before_predecessor;  // delivered, but its predecessor never was
+        continue;
+      }
+      const auto& d = log[static_cast<std::size_t>(where[p])];
+      if (later(d, m)) ++before_predecessor;
+    }
+  }
+
+  CHECK(twice == 0);
+  CHECK(never == 0);
+  CHECK(wrong_stamp == 0);
+  CHECK(before_predecessor == 0);
+  CHECK(refused.load() == 0);
+  CHECK(log.size() == total);
+  const auto stats = buffer.stats();
+  CHECK(stats.delivered == total);
+  CHECK(stats.held == 0);
+  CHECK(stats.expired == expired_reported);  // every expiry reported exactly once
+  CHECK(buffer.missing().empty());
+  CHECK(buffer.local() == (clock64{{node_a, messages.per_sender},
+                                   {node_b, messages.per_sender},
+                                   {node_c, messages.per_sender}}));
 }

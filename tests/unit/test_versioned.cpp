@@ -2,7 +2,9 @@
 // hazard-pointer snapshots otherwise). Concurrent increments lose nothing and every
 // commit adds exactly one version; the two-tabs conflict; seqlock readers never see a
 // torn value; validate; try_update declining; giving up under a bounded policy;
-// exception safety.
+// exception safety; committers racing on one version (one winner each), conflicts
+// racing commits (value and version from one read), and optimistic reads validated
+// while writers commit.
 #include <interlock/versioned.hpp>
 
 #include <catch2/catch.hpp>
@@ -11,7 +13,9 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
+#include <latch>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -431,4 +435,315 @@ TEST_CASE("versioned: seqlock readers racing a writer never see a torn value",
 TEST_CASE("versioned: snapshot readers racing a writer never see a torn value",
           "[versioned][stress]") {
   no_torn_reads<sixteen_words>(sanitized ? 50'000 : 300'000);
+}
+
+namespace {
+
+/// A value that carries its own version, so a reader can tell whether a value and a
+/// version came from one commit: version_copy must equal the version reported with it.
+/// 64 bytes, trivially copyable: the seqlock representation.
+struct stamped {
+  std::uint64_t version_copy = 1;
+  std::uint64_t writer = 0;
+  // echo[i] == version_copy * (i + 2) + writer
+  std::array<std::uint64_t, 6> echo{2, 3, 4, 5, 6, 7};
+};
+static_assert(versioned<stamped>::uses_seqlock);
+
+/// The same for the snapshot representation (a heap-allocated string).
+struct stamped_text {
+  std::uint64_t version_copy = 1;
+  std::uint64_t writer = 0;
+  std::string text = text_for(1, 0);
+
+  static std::string text_for(std::uint64_t version, std::uint64_t writer) {
+    return "version " + std::to_string(version) + " by writer " + std::to_string(writer) +
+           ", long enough to live on the heap";
+  }
+};
+static_assert(!versioned<stamped_text>::uses_seqlock);
+
+template <class T>
+T stamp(std::uint64_t version, std::uint64_t writer);
+
+template <>
+stamped stamp<stamped>(std::uint64_t version, std::uint64_t writer) {
+  stamped s;
+  s.version_copy = version;
+  s.writer = writer;
+  for (std::size_t i = 0; i < s.echo.size(); ++i) s.echo[i] = version * (i + 2) + writer;
+  return s;
+}
+
+template <>
+stamped_text stamp<stamped_text>(std::uint64_t version, std::uint64_t writer) {
+  return {version, writer, stamped_text::text_for(version, writer)};
+}
+
+/// True when the value is one writer's whole value (not a mix of two commits).
+bool intact(const stamped& s) {
+  for (std::size_t i = 0; i < s.echo.size(); ++i) {
+    if (s.echo[i] != s.version_copy * (i + 2) + s.writer) return false;
+  }
+  return true;
+}
+bool intact(const stamped_text& s) {
+  return s.text == stamped_text::text_for(s.version_copy, s.writer);
+}
+
+/// Raises `target` to at least `value`.
+void raise_to(std::atomic<version_type>& target, version_type value) {
+  version_type current = target.load(std::memory_order_relaxed);
+  while (current < value && !target.compare_exchange_weak(current, value, std::memory_order_release,
+                                                          std::memory_order_relaxed)) {
+  }
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE(
+    "versioned: committers racing on the same version: exactly one wins each version, "
+    "the others see it",
+    "[versioned][stress]", stamped, stamped_text) {
+  // Round r: every committer calls try_commit on top of version r + 1 at once (they spin
+  // on the round counter, so they leave it together), and no one starts round r + 1
+  // before all have tried. Exactly one must win each round; the others must conflict
+  // with the winner's version r + 2 and value (no other commit can happen meanwhile).
+  constexpr int committers = 3;
+  const version_type rounds = sanitized ? 5'000 : 40'000;
+  versioned<TestType> value;
+  std::vector<std::atomic<std::uint32_t>> winners(static_cast<std::size_t>(rounds));
+  std::atomic<std::uint64_t> tried{0};              // attempts finished, all rounds
+  std::atomic<std::uint64_t> wrong_new_version{0};  // committed, but not as expected + 1
+  std::atomic<std::uint64_t> wrong_conflict{0};     // conflict not with the winner's commit
+  std::latch start(committers);
+
+  std::vector<std::thread> threads;
+  for (int t = 0; t < committers; ++t) {
+    threads.emplace_back([&, t] {
+      const auto writer = static_cast<std::uint64_t>(t);
+      start.arrive_and_wait();
+      for (version_type round = 0; round < rounds; ++round) {
+        // Wait until every committer has finished round - 1.
+        for (unsigned spins = 0; tried.load(std::memory_order_acquire) < committers * round;) {
+          if (++spins % 64 == 0) std::this_thread::yield();
+        }
+        const version_type expected = round + versioned<TestType>::initial_version;
+        const auto result = value.try_commit(expected, stamp<TestType>(expected + 1, writer));
+        if (result.committed) {
+          winners[static_cast<std::size_t>(round)].fetch_add(1, std::memory_order_relaxed);
+          if (result.version != expected + 1) {
+            wrong_new_version.fetch_add(1, std::memory_order_relaxed);
+          }
+        } else if (result.version != expected + 1 || !result.current ||
+                   result.current->version_copy != expected + 1 || !intact(*result.current)) {
+          wrong_conflict.fetch_add(1, std::memory_order_relaxed);
+        }
+        tried.fetch_add(1, std::memory_order_acq_rel);
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+
+  std::uint64_t no_winner = 0;
+  std::uint64_t several_winners = 0;
+  for (const auto& w : winners) {
+    if (w.load() == 0) ++no_winner;
+    if (w.load() > 1) ++several_winners;
+  }
+  CHECK(several_winners == 0);
+  CHECK(no_winner == 0);
+  CHECK(wrong_new_version.load() == 0);
+  CHECK(wrong_conflict.load() == 0);
+  const auto final_snapshot = value.read();
+  CHECK(final_snapshot.version == rounds + versioned<TestType>::initial_version);
+  CHECK(final_snapshot.value.version_copy == final_snapshot.version);
+  CHECK(intact(final_snapshot.value));
+}
+
+TEMPLATE_TEST_CASE(
+    "versioned: free-running committers commit each version once, and conflicts racing "
+    "commits carry a value and version from one read",
+    "[versioned][stress]", stamped, stamped_text) {
+  // Committers race try_commit on the version they last saw (from their own commit or
+  // from a conflict, never from a separate read). None stops before every one of them
+  // has won `min_wins` times, so they run side by side whatever the scheduler does. A
+  // stale committer keeps offering versions that are no longer current, so its
+  // conflicts race the commits.
+  constexpr int committers = 3;
+  const std::uint32_t min_wins = sanitized ? 5'000 : 25'000;
+  const version_type max_version = sanitized ? 200'000 : 2'000'000;  // bounds a starved run
+  versioned<TestType> value;
+  // successes[v]: commits made on top of expected version v.
+  std::vector<std::atomic<std::uint32_t>> successes(static_cast<std::size_t>(max_version) + 2);
+  std::array<std::atomic<std::uint32_t>, committers> wins{};
+  std::atomic<std::uint64_t> out_of_range{0};       // a commit on top of max_version + 2 or later
+  std::atomic<std::uint64_t> wrong_new_version{0};  // committed, but not as expected + 1
+  std::atomic<std::uint64_t> torn_conflict{0};      // conflict value not from conflict version
+  std::atomic<std::uint64_t> no_value{0};           // conflict without a current value
+  std::atomic<std::uint64_t> not_newer{0};          // conflict version <= the expected one
+  std::atomic<std::uint64_t> stale_conflicts{0};
+  std::atomic<bool> done{false};
+  std::latch start(committers + 1);
+
+  // One try_commit on top of `expected`, checked; returns the result's version.
+  auto attempt = [&](version_type expected, std::uint64_t writer, bool& committed) {
+    const auto result = value.try_commit(expected, stamp<TestType>(expected + 1, writer));
+    committed = result.committed;
+    if (result.committed) {
+      if (expected < successes.size()) {
+        successes[static_cast<std::size_t>(expected)].fetch_add(1, std::memory_order_relaxed);
+      } else {
+        out_of_range.fetch_add(1, std::memory_order_relaxed);
+      }
+      if (result.version != expected + 1) wrong_new_version.fetch_add(1, std::memory_order_relaxed);
+      return result.version;
+    }
+    if (!result.current) {
+      no_value.fetch_add(1, std::memory_order_relaxed);
+    } else if (result.current->version_copy != result.version || !intact(*result.current)) {
+      torn_conflict.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (result.version <= expected) not_newer.fetch_add(1, std::memory_order_relaxed);
+    return result.version;
+  };
+  auto everyone_won_enough = [&] {
+    return std::all_of(wins.begin(), wins.end(), [&](const std::atomic<std::uint32_t>& w) {
+      return w.load(std::memory_order_relaxed) >= min_wins;
+    });
+  };
+
+  std::vector<std::thread> threads;
+  for (int t = 0; t < committers; ++t) {
+    threads.emplace_back([&, t] {
+      start.arrive_and_wait();
+      version_type expected = versioned<TestType>::initial_version;
+      bool committed = false;
+      while (expected <= max_version && !everyone_won_enough()) {
+        expected = attempt(expected, static_cast<std::uint64_t>(t), committed);
+        if (committed) wins[static_cast<std::size_t>(t)].fetch_add(1, std::memory_order_relaxed);
+      }
+    });
+  }
+  threads.emplace_back([&] {
+    start.arrive_and_wait();
+    version_type seen = versioned<TestType>::initial_version;
+    bool committed = false;
+    for (std::uint64_t i = 0; i < 1'000 || !done.load(std::memory_order_acquire); ++i) {
+      // The initial version, or one behind what it last saw: never current.
+      const version_type stale = (i % 2 == 0 || seen < 2) ? 1 : seen - 1;
+      seen = std::max(seen, attempt(stale, committers, committed));
+      stale_conflicts.fetch_add(committed ? 0 : 1, std::memory_order_relaxed);
+    }
+  });
+  for (int t = 0; t < committers; ++t) threads[static_cast<std::size_t>(t)].join();
+  done.store(true, std::memory_order_release);
+  threads.back().join();
+
+  // Exactly one commit on top of each version 1 .. last - 1, and none on top of later ones.
+  const auto final_snapshot = value.read();
+  const version_type last = final_snapshot.version;
+  REQUIRE(last <= successes.size());
+  std::uint64_t twice = 0;
+  std::uint64_t skipped = 0;
+  std::uint64_t beyond = 0;
+  for (std::size_t v = 0; v < successes.size(); ++v) {
+    const auto n = successes[v].load();
+    if (v == 0 || v >= last) {
+      beyond += n;  // version 0 never exists; nothing was committed on top of `last`
+    } else if (n == 0) {
+      ++skipped;
+    } else if (n > 1) {
+      ++twice;
+    }
+  }
+  CHECK(twice == 0);
+  CHECK(skipped == 0);
+  CHECK(beyond == 0);
+  CHECK(out_of_range.load() == 0);
+  CHECK(wrong_new_version.load() == 0);
+  CHECK(no_value.load() == 0);
+  CHECK(torn_conflict.load() == 0);
+  CHECK(not_newer.load() == 0);
+  CHECK(stale_conflicts.load() > 0);
+  CHECK(final_snapshot.value.version_copy == last);
+  CHECK(intact(final_snapshot.value));
+}
+
+TEMPLATE_TEST_CASE(
+    "versioned: validate racing commits never vouches for a superseded version, and "
+    "optimistic reads stay consistent",
+    "[versioned][stress]", stamped, stamped_text) {
+  // Writers commit through try_commit, merging conflicts, and raise `published` after
+  // each commit. Readers make StampedLock-style optimistic reads: v = version(), read,
+  // validate(v). Each reader keeps reading until it has seen `min_changes` distinct
+  // versions, and the writers commit until the readers are done, so reads and commits
+  // overlap whatever the scheduler does.
+  constexpr int writers = 2;
+  constexpr int readers = 2;
+  const int reads_per_reader = sanitized ? 20'000 : 60'000;
+  constexpr std::uint64_t min_changes = 100;
+  versioned<TestType> value;
+  std::atomic<version_type> published{versioned<TestType>::initial_version};
+  std::atomic<int> readers_left{readers};
+  std::atomic<std::uint64_t> torn{0};               // read value not from its version
+  std::atomic<std::uint64_t> went_back{0};          // older than a completed commit or than v
+  std::atomic<std::uint64_t> stale_validated{0};    // validate(v) true after v was superseded
+  std::atomic<std::uint64_t> changed_validated{0};  // validate(v) true, but the read saw later
+  std::latch start(writers + readers);
+
+  std::vector<std::thread> threads;
+  for (int w = 0; w < writers; ++w) {
+    threads.emplace_back([&, w] {
+      start.arrive_and_wait();
+      version_type seen = value.version();
+      while (readers_left.load(std::memory_order_acquire) != 0) {
+        const auto result =
+            value.try_commit(seen, stamp<TestType>(seen + 1, static_cast<std::uint64_t>(w)));
+        seen = result.version;  // committed: the new version; conflict: the current one
+        if (result.committed) raise_to(published, result.version);
+      }
+    });
+  }
+  for (int r = 0; r < readers; ++r) {
+    threads.emplace_back([&] {
+      start.arrive_and_wait();
+      version_type last = 0;
+      std::uint64_t changes = 0;
+      for (int i = 0; i < reads_per_reader || changes < min_changes; ++i) {
+        const version_type before = published.load(std::memory_order_acquire);
+        const version_type v = value.version();
+        const auto s = value.read();
+        const version_type before_check = published.load(std::memory_order_acquire);
+        const bool still_current = value.validate(v);
+        if (s.value.version_copy != s.version || !intact(s.value)) {
+          torn.fetch_add(1, std::memory_order_relaxed);
+        }
+        if (v < before || s.version < v) went_back.fetch_add(1, std::memory_order_relaxed);
+        if (still_current) {
+          // v was current at the check, and versions only grow: the read in between
+          // saw exactly v, and no commit after v had completed before the check.
+          if (s.version != v) changed_validated.fetch_add(1, std::memory_order_relaxed);
+          if (before_check > v) stale_validated.fetch_add(1, std::memory_order_relaxed);
+        }
+        // A version from an earlier round: once a later commit completed, never current.
+        if (last != 0 && before_check > last && value.validate(last)) {
+          stale_validated.fetch_add(1, std::memory_order_relaxed);
+        }
+        if (s.version != last) ++changes;
+        last = s.version;
+      }
+      readers_left.fetch_sub(1, std::memory_order_release);
+    });
+  }
+  for (auto& thread : threads) thread.join();
+
+  CHECK(torn.load() == 0);
+  CHECK(went_back.load() == 0);
+  CHECK(stale_validated.load() == 0);
+  CHECK(changed_validated.load() == 0);
+  const auto final_snapshot = value.read();
+  CHECK(published.load() == final_snapshot.version);
+  CHECK(final_snapshot.value.version_copy == final_snapshot.version);
+  CHECK(value.validate(final_snapshot.version));  // quiescent: the current version validates
 }
