@@ -361,14 +361,15 @@ using steady_deadline = std::chrono::steady_clock::time_point;
 /// `ticks` (a count of `Period`) + `d`, with `d` rounded up to a whole tick (a
 /// deadline or an expiry is never earlier than asked): exact where the sum fits in
 /// int64, saturated at the ends of the int64 range where it does not. `ticks` may be
-/// negative (an injected clock).
+/// negative (an injected clock). An unsigned count beyond int64 saturates; a NaN
+/// (floating-point) duration adds nothing.
 template <class Period, class Rep, class DPeriod>
 std::int64_t add_ticks_saturating(std::int64_t ticks,
                                   std::chrono::duration<Rep, DPeriod> d) noexcept {
   constexpr std::int64_t max = std::numeric_limits<std::int64_t>::max();
   constexpr std::int64_t min = std::numeric_limits<std::int64_t>::min();
   if constexpr (std::is_same_v<Period, DPeriod> && std::is_integral_v<Rep> &&
-                sizeof(Rep) <= sizeof(std::int64_t)) {
+                std::is_signed_v<Rep> && sizeof(Rep) <= sizeof(std::int64_t)) {
     // The same period (nanoseconds on steady_clock): an integer add, no rounding.
     const auto add = static_cast<std::int64_t>(d.count());
     if (add > 0 && ticks > max - add) return max;
@@ -381,6 +382,7 @@ std::int64_t add_ticks_saturating(std::int64_t ticks,
     // holds every tick count exactly; where it is a double, the result still
     // saturates but may round by a few hundred ticks.
     const long double add = std::ceil(std::chrono::duration<long double, Period>(d).count());
+    if (std::isnan(add)) return ticks;  // a NaN duration adds nothing (never undefined)
     const long double sum = static_cast<long double>(ticks) + add;
     if (sum >= static_cast<long double>(max)) return max;
     if (sum <= static_cast<long double>(min)) return min;

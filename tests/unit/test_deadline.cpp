@@ -103,4 +103,17 @@ TEST_CASE("add_ticks_saturating adds exactly, rounds up to a tick and saturates"
   CHECK(add_ticks_saturating<tick_1024>(0, hours::max()) == max);
   CHECK(add_ticks_saturating<tick_1024>(0, hours::min()) == min);
   CHECK(add_ticks_saturating<nano>(max - 10, 1ms) == max);
+
+  // Counts that an integer add would get wrong, and a NaN.
+  using unsigned_ns = std::chrono::duration<std::uint64_t, std::nano>;
+  CHECK(add_ticks_saturating<nano>(0, unsigned_ns(std::numeric_limits<std::uint64_t>::max())) ==
+        max);
+  CHECK(add_ticks_saturating<nano>(5, unsigned_ns(7)) == 12);
+  const std::chrono::duration<double> not_a_number(std::numeric_limits<double>::quiet_NaN());
+  CHECK(add_ticks_saturating<nano>(42, not_a_number) == 42);
+  const auto before = steady_clock::now();
+  const auto nan_deadline = deadline_after(not_a_number);  // now: no undefined conversion
+  const auto after = steady_clock::now();
+  CHECK(nan_deadline >= before);
+  CHECK(nan_deadline <= after);
 }
