@@ -280,7 +280,8 @@ std::chrono::nanoseconds time_left(const std::chrono::time_point<Clock, Duration
   using exact = std::chrono::duration<long double, std::nano>;
   const exact left = exact(deadline.time_since_epoch()) - exact(Clock::now().time_since_epoch());
   if (left >= exact(nanoseconds::max())) return nanoseconds::max();
-  if (left <= exact(nanoseconds::min())) return nanoseconds::min();
+  // A NaN (floating-point) deadline counts as passed: no undefined conversion.
+  if (left <= exact(nanoseconds::min()) || std::isnan(left.count())) return nanoseconds::min();
   return std::chrono::duration_cast<nanoseconds>(left);
 }
 

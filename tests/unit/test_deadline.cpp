@@ -116,4 +116,7 @@ TEST_CASE("add_ticks_saturating adds exactly, rounds up to a tick and saturates"
   const auto after = steady_clock::now();
   CHECK(nan_deadline >= before);
   CHECK(nan_deadline <= after);
+  const std::chrono::time_point<steady_clock, std::chrono::duration<double>> nan_point(
+      not_a_number);
+  CHECK(time_left(nan_point) == nanoseconds::min());  // passed
 }
