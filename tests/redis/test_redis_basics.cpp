@@ -9,6 +9,9 @@
 #include <catch2/catch.hpp>
 
 #include <cstddef>
+#include <exception>
+#include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -315,6 +318,158 @@ TEST_CASE("redis idempotency_guard: an in-progress key, a crashed executor's key
   auto after = guard.run("k", std::string("req"), [] { return std::string("second"); });
   CHECK(after.status == interlock::run_status::executed);
   CHECK(*after == "second");
+}
+
+TEST_CASE(
+    "redis idempotency_guard: an op that outlives in_progress_ttl: a duplicate runs, "
+    "the late completion is not stored",
+    "[redis]") {
+  auto opts = redis_test::server("idem_outlived");
+  if (!opts) return;
+  r::idempotency_options io;
+  io.in_progress_ttl = 60000ms;  // the records below expire by hand (PEXPIRE), not by the clock
+  r::idempotency_guard<std::string> guard(*opts, io);
+  r::connection admin(*opts);
+  // Makes `key`'s record expire now, as if op had run past in_progress_ttl, and waits
+  // (at most 10 s) until it is gone.
+  auto expire_record = [&](const std::string& key) {
+    const std::string rk = guard.record_key(key);
+    (void)admin.command({"PEXPIRE", rk, "1"});
+    for (int i = 0; i < 1000; ++i) {
+      if (admin.command({"EXISTS", rk}).integer() == 0) return true;
+      std::this_thread::sleep_for(10ms);
+    }
+    return false;
+  };
+  const std::string req("charge 100 EUR");
+
+  // A duplicate that arrives after the record expired executes too and stores its result;
+  // the first op's late completion does not overwrite it, yet its call returns executed.
+  int runs = 0;
+  bool expired = false;
+  std::optional<r::idempotency_guard<std::string>::outcome> duplicate;
+  auto late = guard.run("pay", req, [&] {
+    ++runs;
+    expired = expire_record("pay");
+    duplicate.emplace(guard.run("pay", req, [&] {
+      ++runs;
+      return std::string("by the duplicate");
+    }));
+    return std::string("by the late op");
+  });
+  REQUIRE(expired);
+  CHECK(runs == 2);
+  CHECK(late.status == interlock::run_status::executed);
+  REQUIRE(late.has_result());
+  CHECK(*late == "by the late op");
+  REQUIRE(duplicate);
+  CHECK(duplicate->status == interlock::run_status::executed);
+  REQUIRE(duplicate->has_result());
+  CHECK(**duplicate == "by the duplicate");
+  auto after = guard.run("pay", req, [&] {
+    ++runs;
+    return std::string("third");
+  });
+  CHECK(after.status == interlock::run_status::replayed);
+  REQUIRE(after.has_result());
+  CHECK(*after == "by the duplicate");
+  CHECK(runs == 2);
+
+  // With no duplicate in between, the late completion stores nothing: the next call runs.
+  auto alone = guard.run("refund", req, [&] {
+    expired = expire_record("refund");
+    return std::string("late refund");
+  });
+  REQUIRE(expired);
+  CHECK(alone.status == interlock::run_status::executed);
+  REQUIRE(alone.has_result());
+  CHECK(*alone == "late refund");
+  CHECK(admin.command({"EXISTS", guard.record_key("refund")}).integer() == 0);
+  auto retry = guard.run("refund", req, [] { return std::string("refund again"); });
+  CHECK(retry.status == interlock::run_status::executed);
+  REQUIRE(retry.has_result());
+  CHECK(*retry == "refund again");
+}
+
+namespace {
+
+/// The CLIENT LIST line of client `id` ("" when no such client is connected).
+std::string client_list_line(r::connection& admin, long long id) {
+  const std::string list(admin.command({"CLIENT", "LIST"}).str());
+  const std::string field = "id=" + std::to_string(id) + " ";
+  std::size_t start = 0;
+  while (start < list.size()) {
+    std::size_t end = list.find('\n', start);
+    if (end == std::string::npos) end = list.size();
+    if (list.compare(start, field.size(), field) == 0) return list.substr(start, end - start);
+    start = end + 1;
+  }
+  return {};
+}
+
+}  // namespace
+
+TEST_CASE("redis idempotency_guard: a waiter whose executor throws claims the key and executes",
+          "[redis]") {
+  auto opts = redis_test::server("idem_waiter");
+  if (!opts) return;
+  // in_progress_ttl stays at 30 s: only the failed executor's abandon frees the key
+  // within the waiter's 10 s.
+  r::idempotency_guard<std::string> executor(*opts);
+  auto waiter_pool = std::make_shared<r::connection_pool>(*opts);
+  r::idempotency_guard<std::string> waiter(waiter_pool);
+  long long waiter_id = 0;
+  {
+    auto c = waiter_pool->acquire();  // back to the pool: the waiter's call reuses it
+    waiter_id = c->command({"CLIENT", "ID"}).integer();
+  }
+  r::connection admin(*opts);
+  const std::string req("order 7");
+
+  // Written by the waiter thread, read after it is joined (no assertions in it).
+  std::optional<r::idempotency_guard<std::string>::outcome> waited;
+  std::exception_ptr waiter_error;
+  int waiter_runs = 0;
+  std::thread waiter_thread;
+  bool waiter_polled = false;
+  int executor_runs = 0;
+  auto failing_op = [&]() -> std::string {
+    ++executor_runs;
+    waiter_thread = std::thread([&] {
+      try {
+        waited.emplace(waiter.run_for("order", req, 10s, [&] {
+          ++waiter_runs;
+          return std::string("by the waiter");
+        }));
+      } catch (...) {
+        waiter_error = std::current_exception();
+      }
+    });
+    // Fails only once the waiter's claim script has run (its connection's last
+    // command) and found this call's in-progress record: the waiter is polling.
+    for (int i = 0; i < 1000 && !waiter_polled; ++i) {
+      const std::string line = client_list_line(admin, waiter_id);
+      waiter_polled = line.find(" cmd=evalsha ") != std::string::npos ||
+                      line.find(" cmd=eval ") != std::string::npos;
+      if (!waiter_polled) std::this_thread::sleep_for(10ms);
+    }
+    throw std::runtime_error("card declined");
+  };
+  CHECK_THROWS_AS(executor.run("order", req, failing_op), std::runtime_error);
+  if (waiter_thread.joinable()) waiter_thread.join();
+  CHECK(executor_runs == 1);
+  REQUIRE(waiter_polled);
+  REQUIRE_FALSE(waiter_error);
+  REQUIRE(waited);
+  CHECK(waited->status == interlock::run_status::executed);
+  REQUIRE(waited->has_result());
+  CHECK(**waited == "by the waiter");
+  CHECK(waiter_runs == 1);
+  // The waiter's completion was stored.
+  auto again = executor.run("order", req, [] { return std::string("third"); });
+  CHECK(again.status == interlock::run_status::replayed);
+  REQUIRE(again.has_result());
+  CHECK(*again == "by the waiter");
 }
 
 TEST_CASE("redis unique_claims: one winner, owners, expiry", "[redis]") {

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <numeric>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace r = interlock::redis;
@@ -212,4 +213,76 @@ TEST_CASE("redis unique_claims: 8 processes claim the same keys: one winner each
     return wins;  // at most 200: fits an exit status
   });
   CHECK(std::accumulate(statuses.begin(), statuses.end(), 0) == keys);
+}
+
+TEST_CASE(
+    "redis idempotency_guard: 8 processes start together on the same keys in the same "
+    "order: each runs once, duplicates join or replay",
+    "[redis][processes]") {
+  auto opts = redis_test::server("idem_lockstep");
+  if (!opts) return;
+  const int keys = redis_test::sanitized ? 40 : 200;
+  r::connection parent(*opts);
+  const std::string arrived = parent.key("barrier");
+  const auto statuses = redis_test::run_workers(processes, [&](int worker) {
+    r::idempotency_options io;
+    io.poll_policy = interlock::retry_policy::exponential(50us, 2ms, interlock::jitter_kind::full);
+    r::idempotency_guard<std::string> guard(*opts, io);
+    r::connection c(*opts);
+    // Barrier: nobody starts before every worker is connected and ready (at most 30 s).
+    (void)c.command({"INCR", arrived});
+    bool all_here = false;
+    for (int i = 0; i < 30000 && !all_here; ++i) {
+      all_here = std::stoi(std::string(c.command({"GET", arrived}).str())) >= processes;
+      if (!all_here) std::this_thread::sleep_for(1ms);
+    }
+    if (!all_here) return 3;
+    int bad = 0;
+    for (int k = 0; k < keys; ++k) {  // every worker: the same keys, in the same order
+      const std::string id = std::to_string(k);
+      auto out = guard.run("invoice-" + id, "request-" + id, [&] {
+        (void)c.command({"INCR", c.key("executions:" + id)});
+        std::string result = "invoice-" + id + "-by-" + std::to_string(worker);
+        (void)c.command({"SET", c.key("result:" + id), result});
+        std::this_thread::sleep_for(200us);  // a window for the others to arrive
+        return result;
+      });
+      const char* status = "other";
+      switch (out.status) {
+        case interlock::run_status::executed:
+          status = "executed";
+          break;
+        case interlock::run_status::joined:
+          status = "joined";
+          break;
+        case interlock::run_status::replayed:
+          status = "replayed";
+          break;
+        default:
+          ++bad;
+          break;
+      }
+      (void)c.command({"INCR", c.key(std::string("status:") + status)});
+      if (!out.has_result() || *out != c.command({"GET", c.key("result:" + id)}).str()) ++bad;
+    }
+    return std::min(bad, 99);
+  });
+  CHECK(all_zero(statuses));
+  auto count = [&](const std::string& name) {
+    const r::reply v = parent.command({"GET", parent.key(name)});
+    return v.is_nil() ? 0 : std::stoi(std::string(v.str()));
+  };
+  int not_once = 0;
+  for (int k = 0; k < keys; ++k) {
+    if (count("executions:" + std::to_string(k)) != 1) ++not_once;
+  }
+  CHECK(not_once == 0);
+  const int executed = count("status:executed");
+  const int joined = count("status:joined");
+  const int replayed = count("status:replayed");
+  CAPTURE(executed, joined, replayed);
+  CHECK(executed == keys);
+  CHECK(count("status:other") == 0);
+  CHECK(joined + replayed == (processes - 1) * keys);
+  CHECK(joined + replayed >= 1);
 }
