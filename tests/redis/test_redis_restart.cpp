@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace r = interlock::redis;
@@ -77,5 +78,63 @@ TEST_CASE("redis: a server restart gives errors while down, no double runs, then
   CHECK(executed == keys / 2);
   for (int k = 0; k < keys; ++k) CHECK(runs[static_cast<std::size_t>(k)] == 1);
   CHECK(locks.try_lock("shared"));
+  server.stop();
+}
+
+TEST_CASE("redis keyed_mutex: Redis unreachable for a whole lease: with_lock's lease is lost",
+          "[redis][restart]") {
+  const auto exe = redis_test::server_executable();
+  if (!exe) {
+    WARN("no redis-server executable (PATH or INTERLOCK_REDIS_SERVER): test skipped");
+    return;
+  }
+  redis_test::private_server server(*exe);
+  if (!server.start()) {
+    WARN("the private redis-server did not start: test skipped");
+    return;
+  }
+  r::connection_options o;
+  o.port = server.port();
+  o.connect_timeout = 300ms;
+  o.command_timeout = 1000ms;
+  o.key_prefix = "unreachable:";
+  r::lock_options lo;
+  lo.lease_time = 1500ms;  // renewed every 500 ms while Redis answers
+  r::keyed_mutex m(o, lo);
+
+  bool lost_before_stop = true;
+  bool lost_while_down = false;
+  bool restarted = false;
+  auto fn = [&](r::keyed_mutex::guard& g) {
+    lost_before_stop = g.lease_lost();
+    server.stop();  // connections are refused from now on: every renewal fails
+    // Only the renewal thread's "unreachable for a whole lease" rule can set the flag
+    // while Redis is down (at most 15 s; about 1.5 s when it works).
+    for (int i = 0; i < 1500 && !lost_while_down; ++i) {
+      lost_while_down = g.lease_lost();
+      if (!lost_while_down) std::this_thread::sleep_for(10ms);
+    }
+    restarted = server.start();  // so that with_lock's release can reach Redis again
+    return 1;
+  };
+  CHECK_THROWS_AS(m.with_lock("ledger", fn), r::lease_lost);
+  CHECK_FALSE(lost_before_stop);
+  CHECK(lost_while_down);
+  REQUIRE(restarted);
+  CHECK(m.try_lock("ledger"));  // the lease expired while Redis was down
+
+  // Still down when fn returns: the release cannot reach Redis, and with_lock still
+  // reports the lost lease (not the release's connection error).
+  bool lost_at_return = false;
+  auto fn_down = [&](r::keyed_mutex::guard& g) {
+    server.stop();
+    for (int i = 0; i < 1500 && !lost_at_return; ++i) {
+      lost_at_return = g.lease_lost();
+      if (!lost_at_return) std::this_thread::sleep_for(10ms);
+    }
+    return 2;
+  };
+  CHECK_THROWS_AS(m.with_lock("ledger:2", fn_down), r::lease_lost);
+  CHECK(lost_at_return);
   server.stop();
 }

@@ -505,14 +505,19 @@ class keyed_mutex {
     std::optional<renewer> r;
     r.emplace(*this, g);
     auto finish = [&]() {
-      r.reset();  // joins the renewal thread
-      const bool lost = g.lease_lost();
+      r.reset();                        // joins the renewal thread
       const std::string key = g.key();  // unlock() empties the guard
-      const bool released = g.unlock();
-      if (lost || !released) {
-        throw lease_lost("interlock::redis::keyed_mutex: the lease of '" + key +
-                         "' was lost while fn ran");
+      auto lost = [&key] {
+        return lease_lost("interlock::redis::keyed_mutex: the lease of '" + key +
+                          "' was lost while fn ran");
+      };
+      if (g.lease_lost()) {
+        // Already lost (perhaps because Redis is unreachable): releasing is best
+        // effort, and what the caller learns is lease_lost, not the release's error.
+        g.release_quietly();
+        throw lost();
       }
+      if (!g.unlock()) throw lost();  // gone by the time of the release
     };
     try {
       if constexpr (std::is_void_v<result_type>) {
