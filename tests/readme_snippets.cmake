@@ -1,6 +1,7 @@
 # No snippet in the README that is not compiled somewhere.
 #
-#   cmake -DREADME=<README.md> -DEXAMPLES_DIR=<examples/> -P readme_snippets.cmake
+#   cmake -DREADME=<README.md> -DEXAMPLES_DIR=<examples/> [-DREDIS_TESTS_DIR=<tests/redis/>]
+#         -P readme_snippets.cmake
 #
 # Every ```cpp block of README.md must equal, line for line, a region of one of the
 # examples (examples/*.cpp, which CTest builds and runs) marked with
@@ -11,8 +12,10 @@
 #
 # The marker lines are not part of the excerpt; the excerpt is compared after removing
 # the common leading indentation of its non-blank lines. Trailing whitespace is ignored
-# on both sides. Blocks under a heading that contains "Redis" (and its subsections) are
-# skipped: that code needs a Redis server and is compiled by the Redis tests.
+# on both sides. Blocks under a heading that contains "Redis" (and its subsections) need
+# a Redis server and hiredis: they must be regions of the Redis tests
+# (REDIS_TESTS_DIR/*.cpp, built where hiredis is found) and are skipped when
+# REDIS_TESTS_DIR is not given.
 #
 # Fails naming the first README block (its first line and line number) that matches
 # no region, with the closest region and where they differ; also fails on a malformed
@@ -91,6 +94,10 @@ endfunction()
 
 # ---- The marked regions of the examples ------------------------------------------
 file(GLOB example_sources "${EXAMPLES_DIR}/*.cpp")
+if(DEFINED REDIS_TESTS_DIR)
+  file(GLOB redis_test_sources "${REDIS_TESTS_DIR}/*.cpp")
+  list(APPEND example_sources ${redis_test_sources})
+endif()
 list(SORT example_sources)
 set(region_count 0)
 set(region_names "")
@@ -184,7 +191,7 @@ foreach(line IN LISTS readme_lines)
     set(in_block TRUE)
     set(body "")
     math(EXPR block_line "${line_no} + 1")
-    if(redis_level GREATER 0)
+    if(redis_level GREATER 0 AND NOT DEFINED REDIS_TESTS_DIR)
       set(skip_block TRUE)
     else()
       set(skip_block FALSE)
@@ -261,5 +268,10 @@ foreach(b RANGE ${last_block})
   message(FATAL_ERROR "${msg}")
 endforeach()
 
-message(STATUS "readme_snippets: all ${block_count} ```cpp blocks of the README are compiled excerpts of the examples "
-               "(${region_count} regions; ${skipped} block(s) in the Redis section skipped: the Redis tests compile those)")
+if(DEFINED REDIS_TESTS_DIR)
+  set(redis_note "the Redis section's blocks included")
+else()
+  set(redis_note "${skipped} block(s) in the Redis section skipped: no Redis tests here")
+endif()
+message(STATUS "readme_snippets: all ${block_count} ```cpp blocks of the README are compiled excerpts "
+               "(${region_count} regions; ${redis_note})")

@@ -9,6 +9,7 @@
 #include <catch2/catch.hpp>
 
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -19,6 +20,25 @@
 
 namespace r = interlock::redis;
 using namespace std::chrono_literals;
+
+namespace {
+
+void take_seat(std::uint64_t fencing_token) { (void)fencing_token; }
+
+// The README's Redis example, compiled here (tests/readme_snippets.cmake checks that it
+// is verbatim) and never run: it names a server that does not exist on a test machine.
+[[maybe_unused]] void readme_example_with_lock() {
+  // [readme:redis_with_lock]
+  interlock::redis::connection_options server{
+      .host = "10.0.0.5", .port = 6379, .key_prefix = "signup-service:"};
+  interlock::redis::keyed_mutex locks(server);
+  locks.with_lock("signup:42:lead", [&](auto& lease) {
+    take_seat(lease.fencing_token());  // a store that checks tokens rejects a stale holder
+  });
+  // [/readme:redis_with_lock]
+}
+
+}  // namespace
 
 TEST_CASE("redis connection: binary-safe commands, error replies, scripts", "[redis]") {
   auto opts = redis_test::server("connection");
