@@ -1,6 +1,7 @@
 # Packaging tests: build a tiny consumer the three ways a user integrates interlock.
 #   MODE=find_package   install into a staging prefix, then find_package(interlock CONFIG REQUIRED)
-#                       (and, when pkg-config is present, compile through interlock.pc)
+#                       (and, when pkg-config is present, compile through interlock.pc;
+#                       with WITH_REDIS, also the `redis` component and interlock::redis)
 #   MODE=subdirectory   add_subdirectory(<interlock source>)
 #   MODE=single_header  compile against single_include/ alone (plus -lcrypto), and every
 #                       per-header single file alone; files that need no OpenSSL link without it
@@ -27,7 +28,14 @@ endfunction()
 
 if(MODE STREQUAL "find_package")
   run("${CMAKE_COMMAND}" --install "${INTERLOCK_BINARY_DIR}" --prefix "${work}/prefix")
-  build_consumer(-DCONSUMER_MODE=find_package "-DCMAKE_PREFIX_PATH=${work}/prefix")
+  if(WITH_REDIS)
+    # Also find_package(interlock COMPONENTS redis) and link interlock::redis.
+    build_consumer(-DCONSUMER_MODE=find_package "-DCMAKE_PREFIX_PATH=${work}/prefix"
+                   -DCONSUMER_REDIS=ON)
+    run("${work}/build/redis_consumer")
+  else()
+    build_consumer(-DCONSUMER_MODE=find_package "-DCMAKE_PREFIX_PATH=${work}/prefix")
+  endif()
   find_program(PKG_CONFIG pkg-config)
   if(PKG_CONFIG)
     set(ENV{PKG_CONFIG_PATH} "${work}/prefix/share/pkgconfig")
