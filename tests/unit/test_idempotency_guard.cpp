@@ -10,6 +10,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <functional>
 #include <latch>
@@ -52,17 +54,31 @@ struct fake_clock {
   }
 };
 
-/// Starts `count` threads together (a latch) and joins them.
+/// Starts `count` threads together (a latch) and joins them. A thread still running
+/// after a generous limit (a lost wake-up: run has no deadline) aborts the test binary
+/// with a message, so the test fails at once instead of hanging until ctest's timeout;
+/// the threads use this frame, so none may be left running past it.
 template <class Body>
 void run_threads(int count, Body body) {
   std::latch start(count);
+  std::atomic<int> finished{0};
   std::vector<std::thread> threads;
   threads.reserve(static_cast<std::size_t>(count));
   for (int t = 0; t < count; ++t) {
-    threads.emplace_back([&start, &body, t] {
+    threads.emplace_back([&start, &body, &finished, t] {
       start.arrive_and_wait();
       body(t);
+      finished.fetch_add(1);
     });
+  }
+  const auto limit = std::chrono::steady_clock::now() + (sanitized ? 300s : 60s);
+  while (finished.load() < count) {
+    if (std::chrono::steady_clock::now() > limit) {
+      std::fprintf(stderr, "run_threads: %d of %d threads still running after the limit\n",
+                   count - finished.load(), count);
+      std::abort();
+    }
+    std::this_thread::sleep_for(1ms);
   }
   for (auto& thread : threads) thread.join();
 }
