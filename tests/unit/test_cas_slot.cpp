@@ -10,6 +10,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "support/bounded_thread_group.hpp"
+
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -672,49 +674,9 @@ TEST_CASE("many waiters all wake after one commit", "[cas_slot][wait]") {
 
 namespace {
 
-/// Waiter threads sharing a State (with an atomic<int> `finished`) that outlives
-/// them: when a wake-up is lost, the test stops waiting after a limit, detaches the
-/// sleepers and fails instead of hanging. Waiters use deadlines far beyond that
-/// limit, so a timeout cannot stand in for the missing wake-up.
+/// Waiter threads that a lost wake-up cannot hang (see tests/support).
 template <class State>
-class waiter_group {
- public:
-  State& state() { return *state_; }
-
-  template <class Fn>
-  void spawn(int count, Fn fn) {
-    for (int i = 0; i < count; ++i) {
-      threads_.emplace_back([shared = state_, fn, i] {
-        fn(*shared, i);
-        shared->finished.fetch_add(1);
-      });
-    }
-  }
-
-  /// True when every waiter finished within `limit` (all joined); false otherwise
-  /// (all detached).
-  bool finish_within(std::chrono::milliseconds limit) {
-    const auto deadline = std::chrono::steady_clock::now() + limit;
-    const int count = static_cast<int>(threads_.size());
-    while (state_->finished.load() < count && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(1ms);
-    }
-    const bool all = state_->finished.load() == count;
-    for (auto& t : threads_) {
-      if (all) {
-        t.join();
-      } else {
-        t.detach();
-      }
-    }
-    threads_.clear();
-    return all;
-  }
-
- private:
-  std::shared_ptr<State> state_ = std::make_shared<State>();
-  std::vector<std::thread> threads_;
-};
+using waiter_group = interlock_test::bounded_thread_group<State>;
 
 /// What wait_then_commit saw.
 struct change_wait_outcome {

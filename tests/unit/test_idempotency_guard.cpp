@@ -6,6 +6,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "support/bounded_thread_group.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -120,51 +122,9 @@ class held_call {
   std::thread thread_;
 };
 
-/// Threads sharing a State (with an atomic<int> `finished`) that outlives them: when a
-/// wake-up is lost, the test stops waiting after a limit, detaches the threads still
-/// blocked and fails instead of hanging (no joinable std::thread is destroyed).
+/// Threads that a lost wake-up cannot hang (see tests/support).
 template <class State>
-class thread_group {
- public:
-  thread_group() = default;
-  thread_group(const thread_group&) = delete;
-  thread_group& operator=(const thread_group&) = delete;
-  ~thread_group() { (void)finish_within(60s); }
-
-  State& state() { return *state_; }
-
-  template <class Fn>
-  void spawn(Fn fn) {
-    threads_.emplace_back([shared = state_, fn] {
-      fn(*shared);
-      shared->finished.fetch_add(1);
-    });
-  }
-
-  /// True when every thread finished within `limit` (all joined); false otherwise
-  /// (all detached).
-  bool finish_within(std::chrono::milliseconds limit) {
-    const auto deadline = std::chrono::steady_clock::now() + limit;
-    const int count = static_cast<int>(threads_.size());
-    while (state_->finished.load() < count && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(1ms);
-    }
-    const bool all = state_->finished.load() == count;
-    for (auto& t : threads_) {
-      if (all) {
-        t.join();
-      } else {
-        t.detach();
-      }
-    }
-    threads_.clear();
-    return all;
-  }
-
- private:
-  std::shared_ptr<State> state_ = std::make_shared<State>();
-  std::vector<std::thread> threads_;
-};
+using thread_group = interlock_test::bounded_thread_group<State>;
 
 }  // namespace
 
