@@ -17,6 +17,8 @@
 
 #include <benchmark/benchmark.h>
 
+#include "bench_threads.hpp"
+
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -197,32 +199,38 @@ void locked_mixed(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(interlock_load)->Name("cas_slot_load/interlock")->ThreadRange(1, 8)->UseRealTime();
+BENCHMARK(interlock_load)
+    ->Name("cas_slot_load/interlock")
+    ->ThreadRange(1, interlock_bench::max_threads)
+    ->UseRealTime();
 BENCHMARK(atomic_shared_ptr_load)
     ->Name("cas_slot_load/atomic_shared_ptr")
-    ->ThreadRange(1, 8)
+    ->ThreadRange(1, interlock_bench::max_threads)
     ->UseRealTime();
-BENCHMARK(locked_load<std::mutex>)->Name("cas_slot_load/mutex")->ThreadRange(1, 8)->UseRealTime();
+BENCHMARK(locked_load<std::mutex>)
+    ->Name("cas_slot_load/mutex")
+    ->ThreadRange(1, interlock_bench::max_threads)
+    ->UseRealTime();
 BENCHMARK(locked_load<std::shared_mutex>)
     ->Name("cas_slot_load/shared_mutex")
-    ->ThreadRange(1, 8)
+    ->ThreadRange(1, interlock_bench::max_threads)
     ->UseRealTime();
 
 BENCHMARK(interlock_mixed)
     ->Name("cas_slot_mixed_90_10/interlock")
-    ->ThreadRange(1, 8)
+    ->ThreadRange(1, interlock_bench::max_threads)
     ->UseRealTime();
 BENCHMARK(atomic_shared_ptr_mixed)
     ->Name("cas_slot_mixed_90_10/atomic_shared_ptr")
-    ->ThreadRange(1, 8)
+    ->ThreadRange(1, interlock_bench::max_threads)
     ->UseRealTime();
 BENCHMARK(locked_mixed<std::mutex>)
     ->Name("cas_slot_mixed_90_10/mutex")
-    ->ThreadRange(1, 8)
+    ->ThreadRange(1, interlock_bench::max_threads)
     ->UseRealTime();
 BENCHMARK(locked_mixed<std::shared_mutex>)
     ->Name("cas_slot_mixed_90_10/shared_mutex")
-    ->ThreadRange(1, 8)
+    ->ThreadRange(1, interlock_bench::max_threads)
     ->UseRealTime();
 
 BENCHMARK(interlock_update)->Name("cas_slot_update/interlock")->Threads(1)->UseRealTime();

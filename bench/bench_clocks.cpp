@@ -19,6 +19,8 @@
 
 #include <benchmark/benchmark.h>
 
+#include "bench_threads.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
@@ -203,16 +205,19 @@ BENCHMARK(vector_clock_merge_16_std_map)->Name("vector_clock_merge_16/std_map");
 BENCHMARK(vector_clock_merge_64_interlock)->Name("vector_clock_merge_64/interlock");
 BENCHMARK(vector_clock_merge_64_std_map)->Name("vector_clock_merge_64/std_map");
 BENCHMARK(causal_buffer_deliver_interlock)->Name("causal_buffer_deliver/interlock");
-BENCHMARK(lamport_tick_interlock)->Name("lamport_tick/interlock")->ThreadRange(1, 8)->UseRealTime();
+BENCHMARK(lamport_tick_interlock)
+    ->Name("lamport_tick/interlock")
+    ->ThreadRange(1, interlock_bench::max_threads)
+    ->UseRealTime();
 BENCHMARK(atomic_fetch_add)
     ->Name("lamport_tick/atomic_fetch_add")
-    ->ThreadRange(1, 8)
+    ->ThreadRange(1, interlock_bench::max_threads)
     ->UseRealTime();
 BENCHMARK(hybrid_clock_now_interlock)
     ->Name("hybrid_clock_now/interlock")
-    ->ThreadRange(1, 8)
+    ->ThreadRange(1, interlock_bench::max_threads)
     ->UseRealTime();
 BENCHMARK(atomic_fetch_add)
     ->Name("hybrid_clock_now/atomic_fetch_add")
-    ->ThreadRange(1, 8)
+    ->ThreadRange(1, interlock_bench::max_threads)
     ->UseRealTime();

@@ -18,6 +18,8 @@
 
 #include <benchmark/benchmark.h>
 
+#include "bench_threads.hpp"
+
 #include <array>
 #include <atomic>
 #include <charconv>
@@ -333,24 +335,27 @@ void first_run_baseline(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(replay_interlock)->Name("idempotency_replay/interlock")->ThreadRange(1, 8)->UseRealTime();
+BENCHMARK(replay_interlock)
+    ->Name("idempotency_replay/interlock")
+    ->ThreadRange(1, interlock_bench::max_threads)
+    ->UseRealTime();
 BENCHMARK_TEMPLATE(replay_baseline, global_map)
     ->Name("idempotency_replay/global_map")
-    ->ThreadRange(1, 8)
+    ->ThreadRange(1, interlock_bench::max_threads)
     ->UseRealTime();
 BENCHMARK_TEMPLATE(replay_baseline, sharded_map_64)
     ->Name("idempotency_replay/sharded_map_64")
-    ->ThreadRange(1, 8)
+    ->ThreadRange(1, interlock_bench::max_threads)
     ->UseRealTime();
 BENCHMARK(first_run_interlock)
     ->Name("idempotency_first_run/interlock")
-    ->ThreadRange(1, 8)
+    ->ThreadRange(1, interlock_bench::max_threads)
     ->UseRealTime();
 BENCHMARK_TEMPLATE(first_run_baseline, global_map)
     ->Name("idempotency_first_run/global_map")
-    ->ThreadRange(1, 8)
+    ->ThreadRange(1, interlock_bench::max_threads)
     ->UseRealTime();
 BENCHMARK_TEMPLATE(first_run_baseline, sharded_map_64)
     ->Name("idempotency_first_run/sharded_map_64")
-    ->ThreadRange(1, 8)
+    ->ThreadRange(1, interlock_bench::max_threads)
     ->UseRealTime();

@@ -14,6 +14,8 @@
 
 #include <benchmark/benchmark.h>
 
+#include "bench_threads.hpp"
+
 #include <cstdint>
 #include <cstdio>
 #include <functional>
@@ -166,21 +168,27 @@ const bool keys_built = (keys(), true);
 
 BENCHMARK(distinct_interlock)
     ->Name("keyed_mutex_distinct/interlock")
-    ->ThreadRange(1, 8)
+    ->ThreadRange(1, interlock_bench::max_threads)
     ->UseRealTime();
 BENCHMARK(distinct_global_map)
     ->Name("keyed_mutex_distinct/global_map")
-    ->ThreadRange(1, 8)
+    ->ThreadRange(1, interlock_bench::max_threads)
     ->UseRealTime();
 BENCHMARK(distinct_striped_4096)
     ->Name("keyed_mutex_distinct/striped_4096")
-    ->ThreadRange(1, 8)
+    ->ThreadRange(1, interlock_bench::max_threads)
     ->UseRealTime();
 #if INTERLOCK_BENCH_HAVE_TBB
 BENCHMARK(distinct_tbb_accessor)
     ->Name("keyed_mutex_distinct/tbb_accessor")
-    ->ThreadRange(1, 8)
+    ->ThreadRange(1, interlock_bench::max_threads)
     ->UseRealTime();
 #endif
-BENCHMARK(hot_interlock)->Name("keyed_mutex_hot/interlock")->ThreadRange(1, 8)->UseRealTime();
-BENCHMARK(hot_std_mutex)->Name("keyed_mutex_hot/std_mutex")->ThreadRange(1, 8)->UseRealTime();
+BENCHMARK(hot_interlock)
+    ->Name("keyed_mutex_hot/interlock")
+    ->ThreadRange(1, interlock_bench::max_threads)
+    ->UseRealTime();
+BENCHMARK(hot_std_mutex)
+    ->Name("keyed_mutex_hot/std_mutex")
+    ->ThreadRange(1, interlock_bench::max_threads)
+    ->UseRealTime();

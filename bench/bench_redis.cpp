@@ -15,6 +15,8 @@
 
 #include <benchmark/benchmark.h>
 
+#include "bench_threads.hpp"
+
 #include <cstdlib>
 #include <optional>
 #include <string>
@@ -109,15 +111,21 @@ void redis_idempotency_replay_bare_get(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(redis_lock_interlock)->Name("redis_lock/interlock")->ThreadRange(1, 8)->UseRealTime();
-BENCHMARK(redis_lock_set_nx_del)->Name("redis_lock/set_nx_del")->ThreadRange(1, 8)->UseRealTime();
+BENCHMARK(redis_lock_interlock)
+    ->Name("redis_lock/interlock")
+    ->ThreadRange(1, interlock_bench::max_threads)
+    ->UseRealTime();
+BENCHMARK(redis_lock_set_nx_del)
+    ->Name("redis_lock/set_nx_del")
+    ->ThreadRange(1, interlock_bench::max_threads)
+    ->UseRealTime();
 BENCHMARK(redis_idempotency_replay_interlock)
     ->Name("redis_idempotency_replay/interlock")
-    ->ThreadRange(1, 8)
+    ->ThreadRange(1, interlock_bench::max_threads)
     ->UseRealTime();
 BENCHMARK(redis_idempotency_replay_bare_get)
     ->Name("redis_idempotency_replay/bare_get")
-    ->ThreadRange(1, 8)
+    ->ThreadRange(1, interlock_bench::max_threads)
     ->UseRealTime();
 
 #endif  // INTERLOCK_BENCH_HAVE_REDIS

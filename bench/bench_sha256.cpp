@@ -4,6 +4,8 @@
 
 #include <benchmark/benchmark.h>
 
+#include "bench_threads.hpp"
+
 #include <openssl/evp.h>
 
 #include <cstddef>
@@ -47,10 +49,19 @@ void sha256_16KiB_openssl_evp(benchmark::State& s) { run_openssl_evp(s, 16 * 102
 
 }  // namespace
 
-BENCHMARK(sha256_64B_interlock)->Name("sha256_64B/interlock")->ThreadRange(1, 8)->UseRealTime();
-BENCHMARK(sha256_64B_openssl_evp)->Name("sha256_64B/openssl_evp")->ThreadRange(1, 8)->UseRealTime();
-BENCHMARK(sha256_16KiB_interlock)->Name("sha256_16KiB/interlock")->ThreadRange(1, 8)->UseRealTime();
+BENCHMARK(sha256_64B_interlock)
+    ->Name("sha256_64B/interlock")
+    ->ThreadRange(1, interlock_bench::max_threads)
+    ->UseRealTime();
+BENCHMARK(sha256_64B_openssl_evp)
+    ->Name("sha256_64B/openssl_evp")
+    ->ThreadRange(1, interlock_bench::max_threads)
+    ->UseRealTime();
+BENCHMARK(sha256_16KiB_interlock)
+    ->Name("sha256_16KiB/interlock")
+    ->ThreadRange(1, interlock_bench::max_threads)
+    ->UseRealTime();
 BENCHMARK(sha256_16KiB_openssl_evp)
     ->Name("sha256_16KiB/openssl_evp")
-    ->ThreadRange(1, 8)
+    ->ThreadRange(1, interlock_bench::max_threads)
     ->UseRealTime();

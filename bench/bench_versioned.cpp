@@ -8,6 +8,8 @@
 
 #include <benchmark/benchmark.h>
 
+#include "bench_threads.hpp"
+
 #include <array>
 #include <chrono>
 #include <cstdint>
@@ -130,28 +132,37 @@ void read_64B_mutex(benchmark::State& s) { read_mutex<payload_64>(s); }
 
 BENCHMARK(read_16B_interlock)
     ->Name("versioned_read_16B/interlock")
-    ->ThreadRange(1, 8)
+    ->ThreadRange(1, interlock_bench::max_threads)
     ->UseRealTime();
 BENCHMARK(read_16B_shared_mutex)
     ->Name("versioned_read_16B/shared_mutex")
-    ->ThreadRange(1, 8)
+    ->ThreadRange(1, interlock_bench::max_threads)
     ->UseRealTime();
-BENCHMARK(read_16B_mutex)->Name("versioned_read_16B/mutex")->ThreadRange(1, 8)->UseRealTime();
+BENCHMARK(read_16B_mutex)
+    ->Name("versioned_read_16B/mutex")
+    ->ThreadRange(1, interlock_bench::max_threads)
+    ->UseRealTime();
 BENCHMARK(read_64B_interlock)
     ->Name("versioned_read_64B/interlock")
-    ->ThreadRange(1, 8)
+    ->ThreadRange(1, interlock_bench::max_threads)
     ->UseRealTime();
 BENCHMARK(read_64B_shared_mutex)
     ->Name("versioned_read_64B/shared_mutex")
-    ->ThreadRange(1, 8)
+    ->ThreadRange(1, interlock_bench::max_threads)
     ->UseRealTime();
-BENCHMARK(read_64B_mutex)->Name("versioned_read_64B/mutex")->ThreadRange(1, 8)->UseRealTime();
+BENCHMARK(read_64B_mutex)
+    ->Name("versioned_read_64B/mutex")
+    ->ThreadRange(1, interlock_bench::max_threads)
+    ->UseRealTime();
 BENCHMARK(update_interlock_backoff)
     ->Name("versioned_update_contended/interlock_backoff")
-    ->ThreadRange(1, 8)
+    ->ThreadRange(1, interlock_bench::max_threads)
     ->UseRealTime();
 BENCHMARK(update_interlock_no_backoff)
     ->Name("versioned_update_contended/interlock_no_backoff")
-    ->ThreadRange(1, 8)
+    ->ThreadRange(1, interlock_bench::max_threads)
     ->UseRealTime();
-BENCHMARK(update_mutex)->Name("versioned_update_contended/mutex")->ThreadRange(1, 8)->UseRealTime();
+BENCHMARK(update_mutex)
+    ->Name("versioned_update_contended/mutex")
+    ->ThreadRange(1, interlock_bench::max_threads)
+    ->UseRealTime();

@@ -9,7 +9,7 @@ scenario (throughput against threads).
 
 A ratio is interlock throughput / baseline throughput: above 1 means interlock is
 faster. Throughput is items per second when a benchmark reports it, otherwise
-iterations per second of real time, summed over threads. Each benchmark runs
+iterations per second of real time (all threads together). Each benchmark runs
 --repetitions times (5 by default), interleaved in random order so that a slow spell
 of the machine does not land on one implementation, and the table shows the median.
 """
@@ -36,13 +36,18 @@ NAME = re.compile(r"^(?P<scenario>[^/]+)/(?P<impl>[^/]+)(?P<rest>.*)$")
 
 
 def throughput(entry):
-    """Operations per second for the whole run, all threads together."""
+    """Operations per second for the whole run, all threads together.
+
+    Google Benchmark reports real_time per iteration of the whole run: the run's wall
+    time divided by the iterations of all its threads together (for a threaded
+    benchmark, items_per_second is exactly 1 / real_time). So one iteration per
+    real_time is already the rate of all threads; multiplying by the thread count would
+    count every thread twice."""
     if "items_per_second" in entry:
         return float(entry["items_per_second"])
     real = float(entry["real_time"])
     unit = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}[entry.get("time_unit", "ns")]
-    threads = int(entry.get("threads", 1))
-    return threads / (real * unit) if real > 0 else 0.0
+    return 1.0 / (real * unit) if real > 0 else 0.0
 
 
 def collect(data):
