@@ -36,12 +36,19 @@
 // same after two changes should count as unchanged (cas_slot compares content).
 //
 // Progress.
-//  - Seqlock: try_commit's claim is one CAS and never waits. A read (and the copy of
-//    the current value in a conflict result) retries while writes overlap it: it
-//    completes as soon as it runs between two writes, so it is obstruction-free with
-//    respect to other readers, and it waits for a writer that is descheduled in the
-//    middle of its few word stores (spinning, then yielding the CPU). Writers never
-//    wait for readers.
+//  - Seqlock: try_commit's claim is one CAS. A read (and the copy of the current
+//    value in a conflict result) retries while writes overlap it: it completes as
+//    soon as it runs between two writes, so it is obstruction-free with respect to
+//    other readers, and it waits for a writer that is descheduled in the middle of its
+//    few word stores (spinning, then yielding the CPU). A writer committing back to
+//    back on another core can leave no such gap: on a 16-core machine a reader racing
+//    one did not finish in minutes. So a reader that has failed
+//    `starvation_threshold` (16) times in a row says so, and while one does, every
+//    writer pauses before its claim until that reader is through, for at most
+//    `reader_window_pauses` (256) CPU pauses (about 1 to 20 microseconds, depending
+//    on the CPU's pause instruction): readers then make progress, and a writer never
+//    waits longer than that bound, even for a reader that was descheduled. Otherwise
+//    writers never wait for readers.
 //  - Snapshot publication: reads are lock-free (a hazard-pointer protect retries only
 //    when a commit replaced the node in between); try_commit is lock-free (one CAS;
 //    a failed CAS is a conflict, not a retry).
@@ -172,6 +179,8 @@ class seqlock_cell {
   bool commit(version_type expected, const T& desired) noexcept {
     if (expected == 0 || expected > max_version) return false;  // 2 * expected must not wrap
     const words bits = to_words(desired);  // before the claim: nothing can fail after it
+    // Relaxed: a progress hint only; which write pauses first does not matter.
+    if (starving_readers_.load(std::memory_order_relaxed) != 0) let_starving_readers_through();
     std::uint64_t seq = 2 * expected;
     // (W1) acquire: pairs with the previous writer's publishing store (W3), so its
     // word stores happen before ours (ours come later in every word's modification
@@ -202,6 +211,21 @@ class seqlock_cell {
 
  private:
   static constexpr version_type max_version = std::numeric_limits<std::uint64_t>::max() / 2 - 1;
+  /// Failed attempts in a row after which a reader asks writers to pause.
+  static constexpr unsigned starvation_threshold = 16;
+  /// The longest a writer pauses for starving readers before each claim.
+  static constexpr unsigned reader_window_pauses = 256;
+
+  /// Before a claim, while a reader is starving: wait until no reader is, or for at
+  /// most reader_window_pauses CPU pauses (so a descheduled reader cannot stall a
+  /// writer for longer). The pause is the gap between two writes that the reader
+  /// needs; it copies a few words, far less than the bound.
+  void let_starving_readers_through() const noexcept {
+    for (unsigned i = 0; i < reader_window_pauses; ++i) {
+      if (starving_readers_.load(std::memory_order_relaxed) == 0) return;  // a hint, as above
+      cpu_relax();
+    }
+  }
 
   /// Copies the bytes of one stable state into `out`; returns its version. Each word
   /// is stored straight into `out` (no staging buffer that a wider copy would re-read
@@ -210,6 +234,7 @@ class seqlock_cell {
   version_type read_into(T& out) const noexcept {
     auto* const bytes = reinterpret_cast<unsigned char*>(std::addressof(out));
     unsigned spins = 0;
+    unsigned failures = 0;
     for (;;) {
       // (R1) acquire: pairs with the publishing store (W3): the words we load below
       // are at least as new as the commit that made seq `before`.
@@ -229,8 +254,15 @@ class seqlock_cell {
         std::atomic_thread_fence(std::memory_order_acquire);
 #endif
         // (R3) relaxed: ordered after the word loads by (R2) / (R2').
-        if (seq_.load(std::memory_order_relaxed) == before) return before / 2;
+        if (seq_.load(std::memory_order_relaxed) == before) {
+          if (failures >= starvation_threshold)
+            starving_readers_.fetch_sub(1, std::memory_order_relaxed);
+          return before / 2;
+        }
       }
+      // Relaxed: a progress hint (see let_starving_readers_through), ordered with nothing.
+      if (++failures == starvation_threshold)
+        starving_readers_.fetch_add(1, std::memory_order_relaxed);
       spin_pause(spins);
     }
   }
@@ -252,9 +284,12 @@ class seqlock_cell {
   /// copyable, any object representation copied from a T is a valid T).
   static T blank() noexcept { return std::bit_cast<T>(std::array<std::byte, sizeof(T)>{}); }
 
-  // The sequence and the payload share a line: a reader touches nothing else.
+  // The sequence and the payload share a line: a reader touches nothing else (unless
+  // it starves).
   alignas(detail::cache_line_size) std::atomic<std::uint64_t> seq_{0};
   std::atomic<std::uint64_t> data_[word_count];
+  // Readers that have failed starvation_threshold times in a row and not yet read.
+  mutable std::atomic<std::uint32_t> starving_readers_{0};
 };
 
 /// The snapshot-publication representation: an immutable node behind an atomic
@@ -406,11 +441,13 @@ class versioned {
 
   /// Commits `desired` as version expected_version + 1 if the current version is
   /// `expected_version`. Thread-safe. Progress: the commit itself is one CAS (seqlock:
-  /// wait-free; otherwise lock-free); the copy of the current value in a conflict is a
-  /// read (see read()). Returns committed with the new version, or a conflict with the
-  /// current version and value (a version other than expected_version, unless the
-  /// caller passed a version that was never current). Throws what T's copy/move or an
-  /// allocation throws, the value and version then unchanged.
+  /// wait-free, apart from a bounded pause before the claim while a reader is starving,
+  /// see the design note; otherwise lock-free); the copy of the current value in a
+  /// conflict is a read (see read()). Returns committed with the new version, or a
+  /// conflict with the current version and value (a version other than
+  /// expected_version, unless the caller passed a version that was never current).
+  /// Throws what T's copy/move or an allocation throws, the value and version then
+  /// unchanged.
   [[nodiscard]] commit_result try_commit(version_type expected_version, T desired) {
     if (cell_.commit(expected_version, std::move(desired))) {
       return commit_result{true, expected_version + 1, std::nullopt};

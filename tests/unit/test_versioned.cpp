@@ -9,6 +9,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "support/bounded_thread_group.hpp"
+
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -430,6 +432,46 @@ static_assert(!versioned<sixteen_words>::uses_seqlock);
 TEST_CASE("versioned: seqlock readers racing a writer never see a torn value",
           "[versioned][stress]") {
   no_torn_reads<eight_words>(sanitized ? 200'000 : 1'000'000);  // 3 readers: millions of reads
+}
+
+TEST_CASE("versioned: seqlock readers finish while a writer commits back to back",
+          "[versioned][stress]") {
+  // One writer commits as fast as it can, with no gap between its writes, and every
+  // other hardware thread reads. A seqlock read needs two equal even sequence numbers
+  // around its copy; on a 16-core machine such a writer kept a reader from ever
+  // getting them (the torn-value test above hung for minutes) until starving readers
+  // made writers pause. A reader that never finishes fails this test after a minute.
+  struct state {
+    versioned<eight_words> value;
+    std::atomic<int> readers_finished{0};
+    std::atomic<bool> stop{false};
+    std::atomic<int> torn{0};
+    std::atomic<int> finished{0};  // bounded_thread_group's count
+  };
+  const int readers = std::clamp(static_cast<int>(std::thread::hardware_concurrency()) - 1, 1, 15);
+  const int reads_per_reader = sanitized ? 2'000 : 20'000;
+  interlock_test::bounded_thread_group<state> group;
+  group.spawn([readers](state& s) {
+    for (std::uint64_t n = 1; s.readers_finished.load() < readers && !s.stop.load(); ++n) {
+      eight_words next;
+      next.word.fill(n);
+      if (!s.value.try_commit(n, next).committed) s.torn.fetch_add(1);  // the only writer
+    }
+  });
+  group.spawn(readers, [reads_per_reader](state& s, int) {
+    for (int i = 0; i < reads_per_reader; ++i) {
+      const auto snap = s.value.read();
+      const std::uint64_t first = snap.value.word[0];
+      const bool whole = std::all_of(snap.value.word.begin(), snap.value.word.end(),
+                                     [first](std::uint64_t w) { return w == first; });
+      if (!whole || snap.version != first + 1) s.torn.fetch_add(1);
+    }
+    s.readers_finished.fetch_add(1);
+  });
+  const bool all_finished = group.finish_within(std::chrono::seconds(sanitized ? 300 : 60));
+  group.state().stop.store(true);  // lets a detached writer (and so its readers) end
+  CHECK(all_finished);
+  CHECK(group.state().torn.load() == 0);
 }
 
 TEST_CASE("versioned: snapshot readers racing a writer never see a torn value",
