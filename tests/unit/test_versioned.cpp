@@ -449,7 +449,7 @@ TEST_CASE("versioned: seqlock readers finish while a writer commits back to back
     std::atomic<int> finished{0};  // bounded_thread_group's count
   };
   const int readers = std::clamp(static_cast<int>(std::thread::hardware_concurrency()) - 1, 1, 15);
-  const int reads_per_reader = sanitized ? 2'000 : 20'000;
+  constexpr int reads_per_reader = sanitized ? 2'000 : 20'000;
   interlock_test::bounded_thread_group<state> group;
   group.spawn([readers](state& s) {
     for (std::uint64_t n = 1; s.readers_finished.load() < readers && !s.stop.load(); ++n) {
@@ -458,7 +458,7 @@ TEST_CASE("versioned: seqlock readers finish while a writer commits back to back
       if (!s.value.try_commit(n, next).committed) s.torn.fetch_add(1);  // the only writer
     }
   });
-  group.spawn(readers, [reads_per_reader](state& s, int) {
+  group.spawn(readers, [](state& s, int) {
     for (int i = 0; i < reads_per_reader; ++i) {
       const auto snap = s.value.read();
       const std::uint64_t first = snap.value.word[0];
