@@ -350,6 +350,7 @@ INTERLOCK_NAMESPACE_END
 #include <cstddef>
 #include <cstdlib>
 #include <new>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -459,21 +460,27 @@ inline thread_local hazard_thread_state hazard_tls{};
 
 class hazard_domain {
  public:
-  /// The process-wide domain. Never destroyed: a cas_slot or table with static
-  /// storage duration may retire nodes during static destruction, after any
-  /// function-local static would be gone. What is retired after the last thread's
-  /// exit scan is released with the process.
-  static hazard_domain& instance() noexcept {
-    static hazard_domain* const domain = new hazard_domain;
-    return *domain;
-  }
+  /// The process-wide domain. Constant-initialized and trivially destructible, so it
+  /// exists before any dynamic initialization and is never torn down: a cas_slot or
+  /// table with static storage duration may retire nodes during static destruction.
+  /// Reaching it costs no initialization check on the read path. What is retired
+  /// after the last thread's exit scan is released with the process.
+  static hazard_domain& instance() noexcept { return process_domain_; }
 
   hazard_domain(const hazard_domain&) = delete;
   hazard_domain& operator=(const hazard_domain&) = delete;
+  ~hazard_domain() = default;  // trivial: the process's domain is never torn down
 
   /// A record owned by the caller until release_record. Throws std::bad_alloc only
   /// when every record is taken and a new one cannot be allocated.
   hazard_record* acquire_record() {
+    hazard_record* record = acquire_record(std::nothrow);
+    if (record == nullptr) throw std::bad_alloc();
+    return record;
+  }
+
+  /// As acquire_record, but nullptr where that throws.
+  hazard_record* acquire_record(std::nothrow_t) noexcept {
     hazard_thread_state& state = hazard_tls;
     if (state.cached > 0) return state.cache[--state.cached];
     return acquire_shared_record();
@@ -507,10 +514,6 @@ class hazard_domain {
     if (state.retired_count >= scan_threshold()) scan(state);
   }
 
-  /// As retire, but frees nothing now and never scans: for a caller holding a lock
-  /// that a destructor run by a reclaim might need (keyed_table growing a shard).
-  void retire_without_reclaim(retirable* node) noexcept { (void)push_retired(hazard_tls, node); }
-
   /// Reclaims now every node retired by this thread or by exited threads that no
   /// record protects, including what those frees retire in turn. For tests and
   /// orderly shutdown; never needed for correctness. Does nothing when called from a
@@ -539,8 +542,7 @@ class hazard_domain {
   }
 
  private:
-  hazard_domain() = default;
-  ~hazard_domain() = default;
+  constexpr hazard_domain() = default;
 
   /// A thread scans after this many retirements. Each scan costs a membarrier (an
   /// inter-processor interrupt to every CPU running the process, expensive in a VM),
@@ -578,7 +580,9 @@ class hazard_domain {
     } while (reclaim_all(state) > 0 && state.retired != nullptr);
   }
 
-  hazard_record* acquire_shared_record() {
+  /// A free record of any thread, or a new one; nullptr when none is free and
+  /// allocating one failed.
+  hazard_record* acquire_shared_record() noexcept {
     // (3) acquire: pairs with the release (2) of the thread that gave it back.
     for (hazard_record* r = records_.load(std::memory_order_acquire); r != nullptr; r = r->next) {
       bool expected = false;
@@ -588,7 +592,8 @@ class hazard_domain {
         return r;
       }
     }
-    auto* record = new hazard_record;
+    auto* record = new (std::nothrow) hazard_record;
+    if (record == nullptr) return nullptr;
     record->in_use.store(true, std::memory_order_relaxed);  // not yet shared
     record->next = records_.load(std::memory_order_relaxed);
     // (5) release: publishes the record's fields to scanners' acquire loads (4).
@@ -689,7 +694,13 @@ class hazard_domain {
   std::atomic<hazard_record*> records_{nullptr};
   std::atomic<std::size_t> record_count_{0};
   std::atomic<retirable*> orphans_{nullptr};
+
+  static hazard_domain process_domain_;
 };
+
+inline constinit hazard_domain hazard_domain::process_domain_{};
+static_assert(std::is_trivially_destructible_v<hazard_domain>,
+              "hazard_domain: never torn down, see instance()");
 
 /// Runs hazard_domain::thread_exit when the owning thread ends.
 struct hazard_thread_flusher {
@@ -708,6 +719,9 @@ inline void hazard_domain::register_thread_flush(hazard_thread_state& state) noe
 class hazard_guard {
  public:
   hazard_guard() : record_(hazard_domain::instance().acquire_record()) {}
+  /// A guard with a record if one can be had without throwing; check has_record().
+  explicit hazard_guard(std::nothrow_t) noexcept
+      : record_(hazard_domain::instance().acquire_record(std::nothrow)) {}
   /// A guard without a record (protects nothing; cannot protect until assigned).
   explicit hazard_guard(std::nullptr_t) noexcept : record_(nullptr) {}
   hazard_guard(hazard_guard&& other) noexcept : record_(std::exchange(other.record_, nullptr)) {}
@@ -745,6 +759,10 @@ class hazard_guard {
   /// not yet published it (the publishing release orders this store first), or it
   /// holds the lock under which the node would be unlinked (the unlock orders it).
   void protect_stable(const void* node) noexcept { set(node); }
+
+  /// False for a guard made from nullptr or std::nothrow without a record, or moved
+  /// from: such a guard cannot protect.
+  [[nodiscard]] bool has_record() const noexcept { return record_ != nullptr; }
 
   void clear() noexcept {
     if (record_ == nullptr) return;

@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <random>
@@ -128,4 +129,167 @@ TEST_CASE("keyed_table: lock-free readers never see a wrong or freed entry",
   CHECK(found.load() > 0);
   for (const auto& key : keys) erase_if_present(table, key);
   CHECK(table.size() == 0);
+}
+
+namespace {
+
+/// Sixteen hash values for all keys: chains many entries long, so lookups step past
+/// entries (the stepping hazard guard) and compare keys of equal hashes.
+struct colliding_hash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view key) const noexcept {
+    return std::hash<std::string_view>{}(key) % 16;
+  }
+};
+
+using colliding_table = interlock::detail::keyed_table<std::string, test_entry, colliding_hash>;
+
+}  // namespace
+
+TEST_CASE("keyed_table: lookups step along long chains", "[keyed_table]") {
+  colliding_table table(4);
+  constexpr int count = 400;  // 25 per hash value on average
+  for (int i = 0; i < count; ++i) {
+    const std::string key = "k" + std::to_string(i);
+    const auto h = table.hash_of(key);
+    auto shard = table.lock_shard(h);
+    shard.insert(new test_entry(key, h, payload_of(key)));
+  }
+  colliding_table::lookup_guards guards;
+  for (int i = 0; i < count; ++i) {
+    const std::string key = "k" + std::to_string(i);
+    test_entry* e = table.find(guards, key, table.hash_of(key));
+    REQUIRE(e != nullptr);
+    CHECK(e->key == key);
+  }
+  CHECK(table.find(guards, std::string("absent"), table.hash_of(std::string("absent"))) == nullptr);
+}
+
+TEST_CASE("keyed_table: readers on replaced bucket arrays never see a freed entry",
+          "[keyed_table][stress]") {
+  // Each round fills a fresh table from empty (every shard grows, replacing its
+  // bucket array several times) while a second writer erases behind the first and
+  // readers look keys up; with sixteen hash values readers also walk long chains.
+#if INTERLOCK_TSAN || defined(__SANITIZE_ADDRESS__)
+  constexpr int rounds = 4;
+  constexpr int keys_per_round = 2000;
+#else
+  constexpr int rounds = 20;
+  constexpr int keys_per_round = 5000;
+#endif
+  for (int round = 0; round < rounds; ++round) {
+    colliding_table table(2);
+    std::atomic<int> inserted{0};
+    std::atomic<bool> stop{false};
+    std::atomic<std::uint64_t> wrong{0};
+    std::atomic<std::uint64_t> found{0};
+    auto key_of = [](int i) { return "order:" + std::to_string(i); };
+    std::vector<std::thread> threads;
+    threads.emplace_back([&] {  // inserts every key in order
+      for (int i = 0; i < keys_per_round; ++i) {
+        const std::string key = key_of(i);
+        const auto h = table.hash_of(key);
+        {
+          auto shard = table.lock_shard(h);
+          shard.insert(new test_entry(key, h, payload_of(key)));
+        }
+        inserted.store(i + 1, std::memory_order_release);
+      }
+    });
+    threads.emplace_back([&] {  // erases every third key once it is in
+      for (int i = 0; i < keys_per_round; i += 3) {
+        while (inserted.load(std::memory_order_acquire) <= i) std::this_thread::yield();
+        const std::string key = key_of(i);
+        const auto h = table.hash_of(key);
+        test_entry* victim = nullptr;
+        {
+          auto shard = table.lock_shard(h);
+          victim = shard.find(key);
+          if (victim != nullptr) shard.erase(victim);
+        }
+        if (victim != nullptr) colliding_table::retire(victim);
+      }
+    });
+    for (int r = 0; r < 2; ++r) {
+      threads.emplace_back([&, r] {
+        std::mt19937_64 random(static_cast<std::uint64_t>(round * 2 + r));
+        colliding_table::lookup_guards guards;
+        while (!stop.load(std::memory_order_relaxed)) {
+          // Mostly keys near the insertion front: the ones being erased, in the
+          // chains that growing moves.
+          const int front = inserted.load(std::memory_order_relaxed);
+          const int i = random() % 4 != 0 && front > 0
+                            ? std::max(0, front - 1 - static_cast<int>(random() % 32))
+                            : static_cast<int>(random() % keys_per_round);
+          const std::string key = key_of(i);
+          if (test_entry* e = table.find(guards, key, table.hash_of(key))) {
+            found.fetch_add(1, std::memory_order_relaxed);
+            if (e->key != key || e->payload != payload_of(key)) wrong.fetch_add(1);
+          }
+        }
+      });
+    }
+    threads[0].join();
+    threads[1].join();
+    stop = true;
+    threads[2].join();
+    threads[3].join();
+    CHECK(wrong.load() == 0);
+    CHECK(found.load() > 0);
+    // Every key not erased is there, found lock-free.
+    colliding_table::lookup_guards guards;
+    for (int i = 0; i < keys_per_round; ++i) {
+      const std::string key = key_of(i);
+      REQUIRE((table.find(guards, key, table.hash_of(key)) != nullptr) == (i % 3 != 0));
+    }
+  }
+  interlock::reclaim_retired();
+}
+
+namespace {
+
+char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
+
+struct case_insensitive_hash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view key) const {
+    std::string folded(key);
+    for (char& c : folded) c = lower(c);
+    return std::hash<std::string>{}(folded);
+  }
+};
+
+struct case_insensitive_equal {
+  using is_transparent = void;
+  bool operator()(std::string_view a, std::string_view b) const {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      if (lower(a[i]) != lower(b[i])) return false;
+    }
+    return true;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("keyed_table: a custom key equality is what lookups use", "[keyed_table]") {
+  // String keys are compared byte by byte only under std::equal_to; any other
+  // equality is called as given, by lock-free and locked lookups alike.
+  interlock::detail::keyed_table<std::string, test_entry, case_insensitive_hash,
+                                 case_insensitive_equal>
+      table(2);
+  const std::string stored = "Signup:42:Lead";
+  const auto h = table.hash_of(stored);
+  {
+    auto shard = table.lock_shard(h);
+    shard.insert(new test_entry(stored, h, 7));
+  }
+  const std::string asked = "SIGNUP:42:lead";
+  decltype(table)::lookup_guards guards;
+  test_entry* found = table.find(guards, asked, table.hash_of(asked));
+  REQUIRE(found != nullptr);
+  CHECK(found->key == stored);
+  CHECK(table.lock_shard(table.hash_of(asked)).find(asked) == found);
+  CHECK(table.find(guards, std::string("signup:42:leaf"),
+                   table.hash_of(std::string("signup:42:leaf"))) == nullptr);
 }

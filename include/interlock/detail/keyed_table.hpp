@@ -6,7 +6,17 @@
 // entries are sharded by hash; each shard has a mutex that serializes inserting,
 // erasing and growing, and a bucket array of singly linked chains that readers walk
 // without any lock, protected by hazard pointers (detail/hazard_pointer.hpp). Erased
-// entries and replaced bucket arrays are retired, never freed under a reader.
+// entries are retired, never freed under a reader.
+//
+// A lookup holds one hazard pointer (on the entry it stands on), and a second only
+// while it steps along a chain. Bucket arrays need none: an array replaced by a
+// larger one is kept, unused, until the table is destroyed. Arrays only double, so
+// the kept ones together are smaller than the current one: at most one more pointer
+// per bucket, in exchange for a hazard record on every lookup. Measured on
+// idempotency replays over 100,000 keys (one thread, 2-core AMD VM, medians of 6
+// alternating runs): 282 -> 226 ns per call, on top of the shorter string hash. With
+// many stored keys a lookup waits on cache misses, and every instruction saved lets
+// the processor reach the next call's independent loads sooner.
 //
 // The lock-free lookup is an optimistic fast path: while a shard grows, a reader may
 // miss an entry that exists (never find a wrong one). Callers treat a miss as "ask
@@ -21,11 +31,14 @@
 // it (1); a reader's acquire load of a link (hazard_guard::protect) sees its
 // contents. Erasing clears `linked` (2, release) and unlinks the entry before it is
 // retired, so a reader standing on an erased entry notices (3, acquire) and restarts
-// before following a link that may lead to freed memory.
+// before following a link that may lead to freed memory. A reader still walking a
+// replaced array notices (4, acquire) after protecting each entry and restarts: that
+// array's heads are no longer maintained and may name entries erased since.
 #ifndef INTERLOCK_DETAIL_KEYED_TABLE_HPP
 #define INTERLOCK_DETAIL_KEYED_TABLE_HPP
 
 #include <interlock/config.hpp>
+#include <interlock/detail/hash_bytes.hpp>
 #include <interlock/detail/hazard_pointer.hpp>
 #include <interlock/detail/spin.hpp>
 
@@ -43,19 +56,49 @@
 
 INTERLOCK_NAMESPACE_BEGIN
 
-/// The default hash for keyed primitives: std::hash, made transparent for string
-/// keys so that a std::string-keyed table accepts std::string_view and const char*
-/// lookups without allocating.
+/// The default hash for keyed primitives: std::hash, except for strings. String keys
+/// (std::basic_string and std::basic_string_view with std::char_traits) are hashed
+/// by detail::hash_bytes, about four times fewer instructions than libstdc++'s
+/// std::hash for short keys, and transparently: a std::string-keyed table accepts
+/// std::string_view and const char* lookups without allocating. The values are for
+/// one process only (see detail/hash_bytes.hpp).
 template <class Key>
 struct key_hash : std::hash<Key> {};
 
-template <class CharT, class Traits, class Alloc>
-struct key_hash<std::basic_string<CharT, Traits, Alloc>> {
+namespace detail {
+template <class CharT>
+struct string_key_hash {
   using is_transparent = void;
-  std::size_t operator()(std::basic_string_view<CharT, Traits> key) const noexcept {
-    return std::hash<std::basic_string_view<CharT, Traits>>{}(key);
+  std::size_t operator()(std::basic_string_view<CharT> key) const noexcept {
+    return static_cast<std::size_t>(hash_bytes(key.data(), key.size() * sizeof(CharT)));
   }
 };
+
+/// The character type of a std::basic_string or std::basic_string_view with
+/// std::char_traits; void for any other type.
+template <class T>
+struct std_string_char {
+  using type = void;
+};
+template <class CharT, class Alloc>
+struct std_string_char<std::basic_string<CharT, std::char_traits<CharT>, Alloc>> {
+  using type = CharT;
+};
+template <class CharT>
+struct std_string_char<std::basic_string_view<CharT, std::char_traits<CharT>>> {
+  using type = CharT;
+};
+template <class T>
+using std_string_char_t = typename std_string_char<T>::type;
+}  // namespace detail
+
+template <class CharT, class Alloc>
+struct key_hash<std::basic_string<CharT, std::char_traits<CharT>, Alloc>>
+    : detail::string_key_hash<CharT> {};
+
+template <class CharT>
+struct key_hash<std::basic_string_view<CharT, std::char_traits<CharT>>>
+    : detail::string_key_hash<CharT> {};
 
 namespace detail {
 
@@ -90,18 +133,20 @@ class keyed_table {
                 "keyed_table: Entry must derive from detail::keyed_entry<Key>");
   using link = std::atomic<keyed_entry<Key>*>;
 
-  struct bucket_array : retirable {
-    explicit bucket_array(std::size_t n) : mask(n - 1), heads(new link[n]) {
-      reclaim = [](retirable* self) noexcept { delete static_cast<bucket_array*>(self); };
-    }
+  struct bucket_array {
+    explicit bucket_array(std::size_t n) : mask(n - 1), heads(new link[n]) {}
     const std::size_t mask;
     const std::unique_ptr<link[]> heads;
+    bucket_array* replaced_before = nullptr;  // the array this one replaced, if kept
   };
 
   struct alignas(cache_line_size) shard {
     spin_mutex mutex;
     std::atomic<bucket_array*> buckets{nullptr};
     std::size_t size = 0;  // guarded by mutex
+    // Arrays replaced by growing, newest first through replaced_before (guarded by
+    // mutex): readers may still walk them, so they are freed with the table.
+    bucket_array* replaced = nullptr;
   };
 
  public:
@@ -135,6 +180,11 @@ class keyed_table {
         }
       }
       delete array;
+      for (bucket_array* old = shards_[i].replaced; old != nullptr;) {
+        bucket_array* before = old->replaced_before;
+        delete old;
+        old = before;
+      }
     }
   }
 
@@ -144,38 +194,49 @@ class keyed_table {
     return mix_hash(static_cast<std::uint64_t>(hash_(key)));
   }
 
-  /// Lock-free lookup: three hazard guards for walking a chain. The found entry is
-  /// protected by `guards.found` until the caller lets go of it.
+  /// Lock-free lookup: the hazard guard that protects the entry found, and one for
+  /// stepping along a chain, taken only when a lookup steps past an entry. The found
+  /// entry is protected by `found` until the caller lets go of it. Construction may
+  /// throw std::bad_alloc (see hazard_guard).
   struct lookup_guards {
-    hazard_guard array;
-    hazard_guard previous;
     hazard_guard found;
+    hazard_guard stepping{nullptr};
   };
 
   /// Returns the linked entry for `key`, protected by guards.found, or nullptr.
-  /// A nullptr may be a false miss while the shard grows (ask again under the lock).
+  /// A nullptr may be a false miss while the shard grows, or when no hazard record
+  /// for stepping could be allocated: ask again under the lock.
   /// Lock-free: restarts only when a writer changed the chain being walked.
   template <class K>
   Entry* find(lookup_guards& guards, const K& key, std::uint64_t h) const noexcept {
     shard& s = shard_for(h);
   restart:
-    bucket_array* array = guards.array.protect(s.buckets);
+    // (4) acquire: pairs with the release publication of a grown array (5). The array
+    // is never freed while the table lives, so it needs no protection.
+    bucket_array* array = s.buckets.load(std::memory_order_acquire);
     const link* source = &array->heads[h & array->mask];
     const keyed_entry<Key>* owner = nullptr;  // the entry whose `next` is `source`
     for (;;) {
       keyed_entry<Key>* current = guards.found.protect(*source);
-      // The array must still be current: an old array's chains are not maintained.
-      // (4) acquire: pairs with the release publication of a grown array (5).
+      // The array must still be current: a replaced array's heads are not maintained,
+      // and may name an entry erased (and freed) since. Checked after the protection,
+      // as `linked` below: a reader still on the old array here has published its
+      // hazard before the entry could be retired.
+      // (4) acquire: as above.
       if (s.buckets.load(std::memory_order_acquire) != array) goto restart;
       // (3) acquire: pairs with (2). If the entry we stepped from was erased, its
       // `next` may lead to an entry already freed: check before touching `current`.
       if (owner != nullptr && !owner->linked.load(std::memory_order_acquire)) goto restart;
       if (current == nullptr) return nullptr;
-      if (current->hash == h && equal_(current->key, key) &&
+      if (current->hash == h && keys_equal(current->key, key) &&
           current->linked.load(std::memory_order_acquire)) {  // (3) as above
         return static_cast<Entry*>(current);
       }
-      std::swap(guards.previous, guards.found);  // keep `current` protected while we step
+      if (!guards.stepping.has_record()) {
+        guards.stepping = hazard_guard(std::nothrow);
+        if (!guards.stepping.has_record()) return nullptr;  // a false miss, as documented
+      }
+      std::swap(guards.stepping, guards.found);  // keep `current` protected while we step
       owner = current;
       source = &current->next;
     }
@@ -189,7 +250,7 @@ class keyed_table {
       bucket_array* array = s_->buckets.load(std::memory_order_relaxed);  // we hold the lock
       for (auto* e = array->heads[h_ & array->mask].load(std::memory_order_relaxed); e != nullptr;
            e = e->next.load(std::memory_order_relaxed)) {  // relaxed: writers hold the lock
-        if (e->hash == h_ && table_->equal_(e->key, key)) return static_cast<Entry*>(e);
+        if (e->hash == h_ && table_->keys_equal(e->key, key)) return static_cast<Entry*>(e);
       }
       return nullptr;
     }
@@ -267,11 +328,12 @@ class keyed_table {
           e = next;
         }
       }
-      // (5) release: pairs with (4) and with hazard_guard::protect of the array.
+      // (5) release: pairs with (4).
       s_->buckets.store(fresh, std::memory_order_release);
-      // Under the shard lock: retire without freeing anything now, so no entry's
-      // destructor (a user's Result or key) runs while the lock is held.
-      hazard_domain::instance().retire_without_reclaim(old_array);
+      // Readers may still walk the old array (they notice it was replaced and
+      // restart): kept until the table is destroyed, see the design note.
+      old_array->replaced_before = s_->replaced;
+      s_->replaced = old_array;
     }
 
     const keyed_table* table_;
@@ -326,6 +388,28 @@ class keyed_table {
   static void retire(Entry* entry) noexcept { hazard_domain::instance().retire(entry); }
 
  private:
+  /// Whether keys_equal may compare the bytes of a stored `Key` and a `K` instead of
+  /// calling Equal: Equal is std::equal_to (which compares strings character by
+  /// character) and both are standard strings of one character type.
+  template <class K>
+  static constexpr bool compares_bytes =
+      (std::is_same_v<Equal, std::equal_to<>> ||
+       std::is_same_v<Equal, std::equal_to<Key>>)&&!std::is_void_v<std_string_char_t<Key>> &&
+      std::is_same_v<std_string_char_t<Key>, std_string_char_t<K>>;
+
+  /// Equal(stored, key), with short string keys compared inline (equal_bytes).
+  template <class K>
+  bool keys_equal(const Key& stored, const K& key) const {
+    if constexpr (compares_bytes<K>) {
+      using char_type = std_string_char_t<Key>;
+      const std::basic_string_view<char_type> a(stored);
+      const std::basic_string_view<char_type> b(key);
+      return a.size() == b.size() && equal_bytes(a.data(), b.data(), a.size() * sizeof(char_type));
+    } else {
+      return equal_(stored, key);
+    }
+  }
+
   std::size_t shard_count_() const noexcept { return std::size_t{1} << shard_bits_; }
   shard& shard_for(std::uint64_t h) const noexcept {
     return shards_[shard_bits_ == 0 ? 0 : (h >> (64 - shard_bits_))];
