@@ -2672,7 +2672,7 @@ class idempotency_guard {
   /// hashing the request or allocating a record throws (before anything is recorded).
   template <class K, class Request, class Op>
   outcome run(const K& key, const Request& request, Op&& op) {
-    return run_impl(key, request_fingerprint(request), op, nullptr);
+    return run_impl(key, fingerprint_of(request), op, nullptr);
   }
 
   /// As run, but a concurrent duplicate waits at most `timeout`, then returns
@@ -2681,13 +2681,13 @@ class idempotency_guard {
   outcome run_for(const K& key, const Request& request, std::chrono::duration<Rep, Period> timeout,
                   Op&& op) {
     const steady_deadline deadline = detail::deadline_after(timeout);
-    return run_impl(key, request_fingerprint(request), op, &deadline);
+    return run_impl(key, fingerprint_of(request), op, &deadline);
   }
 
   /// As run_for, with a deadline on the steady clock.
   template <class K, class Request, class Op>
   outcome run_until(const K& key, const Request& request, steady_deadline deadline, Op&& op) {
-    return run_impl(key, request_fingerprint(request), op, &deadline);
+    return run_impl(key, fingerprint_of(request), op, &deadline);
   }
 
   /// Drops the completed (or stored failed) record for `key`, so the next call runs.
@@ -2732,6 +2732,18 @@ class idempotency_guard {
   [[nodiscard]] std::size_t size() const { return store_.table().size(); }
 
  private:
+  /// The request's fingerprint (request_fingerprint), as a reference when the request
+  /// already is a digest: no 32-byte copy on every call. Lives to the end of the
+  /// caller's full expression.
+  template <class Request>
+  static decltype(auto) fingerprint_of(const Request& request) {
+    if constexpr (std::is_same_v<Request, digest>) {
+      return (request);  // parenthesized: decltype(auto) deduces const digest&
+    } else {
+      return request_fingerprint(request);
+    }
+  }
+
   static idempotency_record_state state_of(const entry& e) noexcept {
     // (2) acquire: pairs with the publication (1); the result and failure written
     // before it are visible.
@@ -2761,6 +2773,10 @@ class idempotency_guard {
     typename retained::table_type::lookup_guards guards;
     // Fast path, no lock: replay, mismatch, join or reject on a live record.
     if (entry* e = table.find(guards, key, h)) {
+      if (is_replayable(*e, fingerprint)) {
+        counters_.bump(replayed);
+        return outcome{run_status::replayed, shared_result(*e)};
+      }
       if (auto answered = answer(*e, fingerprint, deadline)) return std::move(*answered);
     }
     // Slow path: under the shard lock, find the record again or create ours.
@@ -2787,6 +2803,17 @@ class idempotency_guard {
       if (auto answered = answer(*existing, fingerprint, deadline)) return std::move(*answered);
       // It expired or a forgotten failure was removed meanwhile: try again.
     }
+  }
+
+  /// The common case, decided first and inline: `e` completed for this fingerprint and
+  /// has not expired, so decide_idempotent says replay. (Every other case, including a
+  /// stored failure, goes through answer.) Measured on replays over 100,000 keys,
+  /// together with fingerprint_of: 309 -> 265 instructions per call (callgrind); the
+  /// time it saves is within the 2-core VM's noise (two sets of 6 alternating runs at
+  /// 2 threads: 4.8x -> 5.4x and 5.6x -> 5.3x a global map).
+  bool is_replayable(const entry& e, const digest& fingerprint) const {
+    return state_of(e) == idempotency_record_state::completed && e.fingerprint == fingerprint &&
+           !retained::expired(e, store_.now_ticks());
   }
 
   /// The answer for a call that found record `e`, or empty when this call must execute.
