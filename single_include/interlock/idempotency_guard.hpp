@@ -795,8 +795,9 @@ INTERLOCK_NAMESPACE_END
 // without any lock, protected by hazard pointers (detail/hazard_pointer.hpp). Erased
 // entries are retired, never freed under a reader.
 //
-// A lookup holds one hazard pointer (on the entry it stands on), and a second only
-// while it steps along a chain. Bucket arrays need none: an array replaced by a
+// A lookup holds one hazard pointer (on the entry it stands on); a second, taken the
+// first time it steps past an entry, protects the entry it steps from, and is cleared
+// when the lookup returns. Bucket arrays need none: an array replaced by a
 // larger one is kept, unused, until the table is destroyed. Arrays only double, so
 // the kept ones together are smaller than the current one: at most one more pointer
 // per bucket, in exchange for a hazard record on every lookup. Measured on
@@ -805,8 +806,9 @@ INTERLOCK_NAMESPACE_END
 // many stored keys a lookup waits on cache misses, and every instruction saved lets
 // the processor reach the next call's independent loads sooner.
 //
-// The lock-free lookup is an optimistic fast path: while a shard grows, a reader may
-// miss an entry that exists (never find a wrong one). Callers treat a miss as "ask
+// The lock-free lookup is an optimistic fast path: while a shard grows, or when no
+// hazard record for stepping can be allocated, a reader may miss an entry that exists
+// (never find a wrong one). Callers treat a miss as "ask
 // again under the shard lock" (locked_shard::find), which is exact. When the table
 // says an entry is found, the entry is linked and its key equals the one asked for.
 //
@@ -857,8 +859,9 @@ INTERLOCK_NAMESPACE_END
 // loads, inline, where std::string's == calls memcmp: about 20 instructions fewer
 // per lookup of a short key.
 //
-// Thread-safety: pure functions. Complexity: O(n), reading each byte once (twice for
-// the overlap of inputs shorter than 16 bytes), never outside [data, data + n).
+// Thread-safety: pure functions. Complexity: O(n), never reading outside
+// [data, data + n): each byte once or twice (the overlapping words of inputs up to 16
+// bytes, and the last 16 bytes of a longer one; one byte of a 1-byte input thrice).
 #ifndef INTERLOCK_DETAIL_HASH_BYTES_HPP
 #define INTERLOCK_DETAIL_HASH_BYTES_HPP
 
@@ -1370,14 +1373,15 @@ class keyed_table {
       // and may name an entry erased (and freed) since. Checked after the protection,
       // as `linked` below: a reader still on the old array here has published its
       // hazard before the entry could be retired.
-      // (4) acquire: as above.
-      if (s.buckets.load(std::memory_order_acquire) != array) goto restart;
+      // (4) acquire, as above (seq_cst under TSan: these checks validate a hazard
+      // store, see barrier_load_order).
+      if (s.buckets.load(barrier_load_order) != array) goto restart;
       // (3) acquire: pairs with (2). If the entry we stepped from was erased, its
       // `next` may lead to an entry already freed: check before touching `current`.
-      if (owner != nullptr && !owner->linked.load(std::memory_order_acquire)) goto restart;
-      if (current == nullptr) return nullptr;
-      if (current->hash == h && keys_equal(current->key, key) &&
-          current->linked.load(std::memory_order_acquire)) {  // (3) as above
+      if (owner != nullptr && !owner->linked.load(barrier_load_order)) goto restart;
+      if (current == nullptr || (current->hash == h && keys_equal(current->key, key) &&
+                                 current->linked.load(barrier_load_order))) {  // (3) as above
+        guards.stepping.clear();  // pin nothing but the answer
         return static_cast<Entry*>(current);
       }
       if (!guards.stepping.has_record()) {

@@ -29,8 +29,9 @@
 // loads, inline, where std::string's == calls memcmp: about 20 instructions fewer
 // per lookup of a short key.
 //
-// Thread-safety: pure functions. Complexity: O(n), reading each byte once (twice for
-// the overlap of inputs shorter than 16 bytes), never outside [data, data + n).
+// Thread-safety: pure functions. Complexity: O(n), never reading outside
+// [data, data + n): each byte once or twice (the overlapping words of inputs up to 16
+// bytes, and the last 16 bytes of a longer one; one byte of a 1-byte input thrice).
 #ifndef INTERLOCK_DETAIL_HASH_BYTES_HPP
 #define INTERLOCK_DETAIL_HASH_BYTES_HPP
 
