@@ -18,7 +18,13 @@
 // Storage is detail::keyed_table: replaying a stored result or joining an execution in
 // flight takes no lock (a hazard-protected lookup); only creating, expiring, evicting
 // or forgetting a record locks its shard. Each shard keeps its completed records in
-// completion order, which is both the expiry queue and the eviction order.
+// completion order, which is both the expiry queue and the eviction order. Records are
+// allocated from the guard's own detail::record_pool (under the shard lock that
+// creating one takes anyway): 2 MiB chunks advised for huge pages, freed records
+// reused by their shard. With many stored keys a replay waits on the memory of one
+// record, and records kept together there replay faster than records spread through
+// the heap (measured over 100,000 keys at 2 threads: 1.13x on the 2-core AMD VM, see
+// record_pool.hpp for the 16-core Xeon).
 //
 // When not to use it: across processes (use the Redis store), or when the operation's
 // effect is itself idempotent and cheap (just run it).
@@ -43,6 +49,7 @@
 #include <interlock/detail/deadline.hpp>
 #include <interlock/detail/hazard_pointer.hpp>
 #include <interlock/detail/keyed_table.hpp>
+#include <interlock/detail/record_pool.hpp>
 #include <interlock/detail/striped_counter.hpp>
 #include <interlock/detail/wait_on_word.hpp>
 #include <interlock/sha256.hpp>
@@ -182,6 +189,10 @@ struct idempotency_stats {
   std::uint64_t expirations = 0;
   std::uint64_t evictions = 0;
   std::uint64_t entries = 0;  ///< records stored now (in progress and completed)
+  /// Bytes the guard's record pool holds from the system: the records stored now, those
+  /// freed and kept for reuse, and the rest of the pool's last chunk. Returned to the
+  /// system when the guard is destroyed (and every result it handed out released).
+  std::uint64_t record_bytes = 0;
 };
 
 /// Counters of a unique_claims since construction.
@@ -404,7 +415,12 @@ class retained_table {
 /// reference counts), and the shared_ptr a caller receives shares ownership of that
 /// record: a result held after its record was evicted, expired or forgotten (or after
 /// the guard is destroyed) stays valid, and the record's memory is freed when the last
-/// holder lets go. Replaying hands out that pointer: no copy, no allocation.
+/// holder lets go. Replaying hands out that pointer: no copy, no allocation. Records
+/// come from the guard's pool (detail/record_pool.hpp): a freed record's memory is
+/// reused by a later record, and the pool's chunks (256 KiB, then 2 MiB each) go back
+/// to the system when the guard is destroyed and every result it handed out is
+/// released; stats().record_bytes says how much it holds. (A Result aligned to more
+/// than 64 bytes is allocated with operator new instead.)
 /// Expiry is read from `Clock` (coarse_steady_clock by default: up to one tick late).
 template <class Key, class Result, class Hash = key_hash<Key>, class Equal = std::equal_to<>,
           class Clock = coarse_steady_clock>
@@ -423,8 +439,8 @@ class idempotency_guard {
     detail::wait_word state{static_cast<std::uint32_t>(idempotency_record_state::in_progress)};
     std::atomic<std::uint32_t> waiters{0};
     // The table's reference to this entry, set when it is linked and dropped when it
-    // is reclaimed. The entry is allocated by make_shared, so its reference counts
-    // share its first cache line: handing out the result (an aliasing shared_ptr to
+    // is reclaimed. The entry is allocated with its reference counts (make_record), so
+    // they share its first cache line: handing out the result (an aliasing shared_ptr to
     // `result` below) costs no cache miss beyond the lookup's own.
     std::shared_ptr<entry> owner;
     // Written by the executing call before the state is published (1); immutable after.
@@ -446,7 +462,7 @@ class idempotency_guard {
   /// stored, where an exception could not be reported (std::terminate).
   explicit idempotency_guard(idempotency_options options = {},
                              std::function<time_point()> now = nullptr)
-      : store_(options, std::move(now)) {}
+      : records_(detail::keyed_table_shards(options.shards)), store_(options, std::move(now)) {}
 
   idempotency_guard(const idempotency_guard&) = delete;
   idempotency_guard& operator=(const idempotency_guard&) = delete;
@@ -512,6 +528,7 @@ class idempotency_guard {
     s.expirations = store_.expirations();
     s.evictions = store_.evictions();
     s.entries = store_.table().size();
+    s.record_bytes = records_.reserved_bytes();
     return s;
   }
 
@@ -577,7 +594,7 @@ class idempotency_guard {
         store_.purge_locked(shard, now, retired);
         existing = store_.find_unexpired_locked(shard, key, retired, expired_at(now));
         if (existing == nullptr) {
-          auto fresh = std::make_shared<entry>(Key(key), h, fingerprint);
+          auto fresh = make_record(shard.index(), key, h, fingerprint);
           shard.insert(fresh.get());  // may throw (growing the shard) before linking
           mine = fresh.get();
           mine->owner = std::move(fresh);  // the table's reference, dropped by reclaim
@@ -589,6 +606,20 @@ class idempotency_guard {
       if (mine != nullptr) return execute(*mine, op);
       if (auto answered = answer(*existing, fingerprint, deadline)) return std::move(*answered);
       // It expired or a forgotten failure was removed meanwhile: try again.
+    }
+  }
+
+  /// A new record for `key` in table shard `shard`, with its reference counts in one
+  /// block from that shard's pool (from operator new for an entry aligned to more than
+  /// the pool's 64 bytes). Called under the shard lock. Throws std::bad_alloc.
+  template <class K>
+  std::shared_ptr<entry> make_record(std::size_t shard, const K& key, std::uint64_t h,
+                                     const digest& fingerprint) {
+    if constexpr (alignof(entry) <= detail::record_pool::run_header_bytes) {
+      return std::allocate_shared<entry>(detail::record_pool_allocator<entry>(records_.at(shard)),
+                                         Key(key), h, fingerprint);
+    } else {
+      return std::make_shared<entry>(Key(key), h, fingerprint);
     }
   }
 
@@ -728,6 +759,9 @@ class idempotency_guard {
     failures,
     count
   };
+  // The records' memory, one pool shard per table shard. Declared before store_, so
+  // it outlives the table, whose destruction frees the records it still holds.
+  detail::record_pool::owner records_;
   retained store_;
   detail::striped_counters<count> counters_;  // bumped on every call: striped per thread
 };

@@ -68,7 +68,9 @@
 // build-wide decisions: the library version, the INTERLOCK_ASSERT hook (override it
 // by defining INTERLOCK_ASSERT before including any interlock header), detection of
 // ThreadSanitizer (some primitives swap an asymmetric fence for a symmetric one that
-// TSan understands), and the cache-line size used to keep hot atomics apart.
+// TSan understands), of AddressSanitizer (pools poison the blocks they keep, so a use
+// after free is still reported), and the cache-line size used to keep hot atomics
+// apart.
 //
 // Nothing here allocates, throws or touches shared state.
 #ifndef INTERLOCK_CONFIG_HPP
@@ -96,6 +98,23 @@
 #endif
 #ifndef INTERLOCK_TSAN
 #define INTERLOCK_TSAN 0
+#endif
+
+// ---- AddressSanitizer: poisoning blocks a pool keeps --------------------
+#if defined(__SANITIZE_ADDRESS__)
+#define INTERLOCK_DETAIL_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define INTERLOCK_DETAIL_ASAN 1
+#endif
+#endif
+#ifdef INTERLOCK_DETAIL_ASAN
+#include <sanitizer/asan_interface.h>
+#define INTERLOCK_DETAIL_POISON(block, size) ASAN_POISON_MEMORY_REGION(block, size)
+#define INTERLOCK_DETAIL_UNPOISON(block, size) ASAN_UNPOISON_MEMORY_REGION(block, size)
+#else
+#define INTERLOCK_DETAIL_POISON(block, size) ((void)(block), (void)(size))
+#define INTERLOCK_DETAIL_UNPOISON(block, size) ((void)(block), (void)(size))
 #endif
 
 // ---- Assertions ------------------------------------------------------------

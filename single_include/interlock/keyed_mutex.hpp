@@ -95,7 +95,9 @@
 // build-wide decisions: the library version, the INTERLOCK_ASSERT hook (override it
 // by defining INTERLOCK_ASSERT before including any interlock header), detection of
 // ThreadSanitizer (some primitives swap an asymmetric fence for a symmetric one that
-// TSan understands), and the cache-line size used to keep hot atomics apart.
+// TSan understands), of AddressSanitizer (pools poison the blocks they keep, so a use
+// after free is still reported), and the cache-line size used to keep hot atomics
+// apart.
 //
 // Nothing here allocates, throws or touches shared state.
 #ifndef INTERLOCK_CONFIG_HPP
@@ -123,6 +125,23 @@
 #endif
 #ifndef INTERLOCK_TSAN
 #define INTERLOCK_TSAN 0
+#endif
+
+// ---- AddressSanitizer: poisoning blocks a pool keeps --------------------
+#if defined(__SANITIZE_ADDRESS__)
+#define INTERLOCK_DETAIL_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define INTERLOCK_DETAIL_ASAN 1
+#endif
+#endif
+#ifdef INTERLOCK_DETAIL_ASAN
+#include <sanitizer/asan_interface.h>
+#define INTERLOCK_DETAIL_POISON(block, size) ASAN_POISON_MEMORY_REGION(block, size)
+#define INTERLOCK_DETAIL_UNPOISON(block, size) ASAN_UNPOISON_MEMORY_REGION(block, size)
+#else
+#define INTERLOCK_DETAIL_POISON(block, size) ((void)(block), (void)(size))
+#define INTERLOCK_DETAIL_UNPOISON(block, size) ((void)(block), (void)(size))
 #endif
 
 // ---- Assertions ------------------------------------------------------------
@@ -210,22 +229,6 @@ INTERLOCK_NAMESPACE_END
 
 #include <cstddef>
 #include <new>
-
-#if defined(__SANITIZE_ADDRESS__)
-#define INTERLOCK_DETAIL_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define INTERLOCK_DETAIL_ASAN 1
-#endif
-#endif
-#ifdef INTERLOCK_DETAIL_ASAN
-#include <sanitizer/asan_interface.h>
-#define INTERLOCK_DETAIL_POISON(block, size) ASAN_POISON_MEMORY_REGION(block, size)
-#define INTERLOCK_DETAIL_UNPOISON(block, size) ASAN_UNPOISON_MEMORY_REGION(block, size)
-#else
-#define INTERLOCK_DETAIL_POISON(block, size) ((void)(block), (void)(size))
-#define INTERLOCK_DETAIL_UNPOISON(block, size) ((void)(block), (void)(size))
-#endif
 
 INTERLOCK_NAMESPACE_BEGIN
 namespace detail {
@@ -319,9 +322,6 @@ struct cached_allocation {
 
 }  // namespace detail
 INTERLOCK_NAMESPACE_END
-
-#undef INTERLOCK_DETAIL_POISON
-#undef INTERLOCK_DETAIL_UNPOISON
 
 #endif  // INTERLOCK_DETAIL_BLOCK_CACHE_HPP
 // ---- end interlock/detail/block_cache.hpp ----
@@ -1412,6 +1412,12 @@ struct keyed_entry : retirable {
   const Key key;
 };
 
+/// The number of shards a keyed_table made for `requested` shards has: the next power
+/// of two, at least 1.
+constexpr std::size_t keyed_table_shards(std::size_t requested) noexcept {
+  return std::bit_ceil(requested < 1 ? std::size_t{1} : requested);
+}
+
 template <class Key, class Entry, class Hash = key_hash<Key>, class Equal = std::equal_to<>>
 class keyed_table {
   static_assert(std::is_base_of_v<keyed_entry<Key>, Entry>,
@@ -1438,8 +1444,7 @@ class keyed_table {
   static constexpr std::size_t initial_buckets = 8;
 
   explicit keyed_table(std::size_t shard_count = 64, Hash hash = Hash{}, Equal equal = Equal{})
-      : shard_bits_(static_cast<unsigned>(
-            std::countr_zero(std::bit_ceil(shard_count < 1 ? 1 : shard_count)))),
+      : shard_bits_(static_cast<unsigned>(std::countr_zero(keyed_table_shards(shard_count)))),
         shards_(new shard[std::size_t{1} << shard_bits_]),
         hash_(std::move(hash)),
         equal_(std::move(equal)) {

@@ -31,22 +31,6 @@
 #include <cstddef>
 #include <new>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define INTERLOCK_DETAIL_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define INTERLOCK_DETAIL_ASAN 1
-#endif
-#endif
-#ifdef INTERLOCK_DETAIL_ASAN
-#include <sanitizer/asan_interface.h>
-#define INTERLOCK_DETAIL_POISON(block, size) ASAN_POISON_MEMORY_REGION(block, size)
-#define INTERLOCK_DETAIL_UNPOISON(block, size) ASAN_UNPOISON_MEMORY_REGION(block, size)
-#else
-#define INTERLOCK_DETAIL_POISON(block, size) ((void)(block), (void)(size))
-#define INTERLOCK_DETAIL_UNPOISON(block, size) ((void)(block), (void)(size))
-#endif
-
 INTERLOCK_NAMESPACE_BEGIN
 namespace detail {
 
@@ -139,8 +123,5 @@ struct cached_allocation {
 
 }  // namespace detail
 INTERLOCK_NAMESPACE_END
-
-#undef INTERLOCK_DETAIL_POISON
-#undef INTERLOCK_DETAIL_UNPOISON
 
 #endif  // INTERLOCK_DETAIL_BLOCK_CACHE_HPP

@@ -129,6 +129,12 @@ struct keyed_entry : retirable {
   const Key key;
 };
 
+/// The number of shards a keyed_table made for `requested` shards has: the next power
+/// of two, at least 1.
+constexpr std::size_t keyed_table_shards(std::size_t requested) noexcept {
+  return std::bit_ceil(requested < 1 ? std::size_t{1} : requested);
+}
+
 template <class Key, class Entry, class Hash = key_hash<Key>, class Equal = std::equal_to<>>
 class keyed_table {
   static_assert(std::is_base_of_v<keyed_entry<Key>, Entry>,
@@ -155,8 +161,7 @@ class keyed_table {
   static constexpr std::size_t initial_buckets = 8;
 
   explicit keyed_table(std::size_t shard_count = 64, Hash hash = Hash{}, Equal equal = Equal{})
-      : shard_bits_(static_cast<unsigned>(
-            std::countr_zero(std::bit_ceil(shard_count < 1 ? 1 : shard_count)))),
+      : shard_bits_(static_cast<unsigned>(std::countr_zero(keyed_table_shards(shard_count)))),
         shards_(new shard[std::size_t{1} << shard_bits_]),
         hash_(std::move(hash)),
         equal_(std::move(equal)) {
