@@ -190,8 +190,9 @@ struct idempotency_stats {
   std::uint64_t evictions = 0;
   std::uint64_t entries = 0;  ///< records stored now (in progress and completed)
   /// Bytes the guard's record pool holds from the system: the records stored now, those
-  /// freed and kept for reuse, and the rest of the pool's last chunk. Returned to the
-  /// system when the guard is destroyed (and every result it handed out released).
+  /// retired but not yet reclaimed, those freed and kept for reuse, the unused rest of
+  /// each shard's run and of the last chunk. Returned to the system once the guard is
+  /// destroyed, every result it handed out released and every retired record reclaimed.
   std::uint64_t record_bytes = 0;
 };
 
@@ -419,8 +420,10 @@ class retained_table {
 /// come from the guard's pool (detail/record_pool.hpp): a freed record's memory is
 /// reused by a later record, and the pool's chunks (256 KiB, then 2 MiB each) go back
 /// to the system when the guard is destroyed and every result it handed out is
-/// released; stats().record_bytes says how much it holds. (A Result aligned to more
-/// than 64 bytes is allocated with operator new instead.)
+/// released and every retired record reclaimed (one record still held keeps the
+/// whole pool); stats().record_bytes says how much it holds. A record larger than 2 KiB
+/// (a large Result) or aligned to more than 64 bytes is allocated with operator new
+/// instead.
 /// Expiry is read from `Clock` (coarse_steady_clock by default: up to one tick late).
 template <class Key, class Result, class Hash = key_hash<Key>, class Equal = std::equal_to<>,
           class Clock = coarse_steady_clock>
@@ -440,8 +443,8 @@ class idempotency_guard {
     std::atomic<std::uint32_t> waiters{0};
     // The table's reference to this entry, set when it is linked and dropped when it
     // is reclaimed. The entry is allocated with its reference counts (make_record), so
-    // they share its first cache line: handing out the result (an aliasing shared_ptr to
-    // `result` below) costs no cache miss beyond the lookup's own.
+    // they are in its first or the next cache line: handing out the result (an aliasing shared_ptr
+    // to `result` below) costs no cache miss beyond the lookup's own.
     std::shared_ptr<entry> owner;
     // Written by the executing call before the state is published (1); immutable after.
     std::optional<Result> result;
@@ -466,6 +469,11 @@ class idempotency_guard {
 
   idempotency_guard(const idempotency_guard&) = delete;
   idempotency_guard& operator=(const idempotency_guard&) = delete;
+
+  /// Precondition: no other thread uses the guard. Records still stored are freed (or
+  /// kept by the results callers hold); records this thread retired earlier are
+  /// reclaimed now, so they do not keep the record pool alive.
+  ~idempotency_guard() { reclaim_retired(); }
 
   /// Runs op() -> Result for the first call with `key`; see run_status for the other
   /// cases. `request` identifies the request: its fingerprint is
@@ -516,7 +524,8 @@ class idempotency_guard {
   /// shard is used). Returns how many. Blocking; O(shards + expired).
   std::size_t purge_expired() { return store_.purge_expired(); }
 
-  /// The counters; `entries` locks each shard in turn (O(shards)).
+  /// The counters; `entries` locks each shard in turn (O(shards)), `record_bytes` the
+  /// record pool's mutex.
   [[nodiscard]] idempotency_stats stats() const {
     idempotency_stats s;
     s.executed = counters_.total(executed);
@@ -610,17 +619,14 @@ class idempotency_guard {
   }
 
   /// A new record for `key` in table shard `shard`, with its reference counts in one
-  /// block from that shard's pool (from operator new for an entry aligned to more than
-  /// the pool's 64 bytes). Called under the shard lock. Throws std::bad_alloc.
+  /// block from that shard's pool (from operator new for a record larger than 2 KiB or
+  /// aligned to more than 64 bytes). Called under the shard lock. Throws
+  /// std::bad_alloc.
   template <class K>
   std::shared_ptr<entry> make_record(std::size_t shard, const K& key, std::uint64_t h,
                                      const digest& fingerprint) {
-    if constexpr (alignof(entry) <= detail::record_pool::run_header_bytes) {
-      return std::allocate_shared<entry>(detail::record_pool_allocator<entry>(records_.at(shard)),
-                                         Key(key), h, fingerprint);
-    } else {
-      return std::make_shared<entry>(Key(key), h, fingerprint);
-    }
+    return std::allocate_shared<entry>(detail::record_pool_allocator<entry>(records_.at(shard)),
+                                       Key(key), h, fingerprint);
   }
 
   /// The common case, decided first and inline: `e` completed for this fingerprint and

@@ -4854,55 +4854,66 @@ INTERLOCK_NAMESPACE_END
 // Design note. An idempotency_guard that stores many results is read by lookups that
 // each miss the cache on one record, at a random place among all of them. Where the
 // records live matters as much as how many instructions a lookup runs: measured on
-// replays over 100,000 stored keys, records in a pool of 2 MiB chunks backed by huge
-// pages were replayed about 1.3x as fast as records from malloc on a 16-core Xeon at
-// 2 threads (the translation of a random address is one page-walk step shorter), and
-// 1.15-1.2x as fast on a 2-core AMD VM, where the same pool without huge pages did as
-// well (there it is the records' own region that counts, away from the heap's other
-// blocks). So an idempotency_guard allocates its records here.
+// replays over 100,000 stored keys at 2 threads, records from this pool were replayed
+// 1.13x as fast as records from malloc on a 2-core AMD VM (where the same pool without
+// huge pages did as well: there it is the records' own region that counts, away from
+// the heap's other blocks) and about 1.3x as fast on a 16-core Xeon, where the huge
+// pages count (the translation of a random address costs one page-walk step less).
+// So an idempotency_guard allocates its records here.
 //
-// Layout. The pool takes chunks from the system: the first 256 KiB, every later one
-// 2 MiB, each aligned to its size; on Linux a 2 MiB chunk is advised for transparent
-// huge pages (madvise MADV_HUGEPAGE), so a small table never holds a huge page. Each
-// shard of the table carves its blocks from a run: 16 KiB of a chunk, aligned to
-// 16 KiB, whose first 64 bytes name the shard. So freeing a block needs no header and
-// no lookup: the run's address is the block's address rounded down.
+// Layout. The pool maps chunks from the system: the first holds one run per shard (at
+// least 256 KiB), every later one is 2 MiB, aligned to 2 MiB and, on Linux, advised
+// for transparent huge pages (madvise MADV_HUGEPAGE). So a table only holds a huge
+// page once its shards have filled their first runs (about 70 records each). Each
+// shard carves its blocks from a run: 16 KiB of a chunk, aligned to 16 KiB, whose
+// first 64 bytes name the shard. So freeing a block needs no header and no lookup: the
+// run's address is the block's address rounded down. Blocks are at most 2 KiB
+// (max_block_bytes) and aligned to at most 64 bytes; record_pool_allocator sends
+// anything larger or more aligned to operator new.
 //
-// Allocation: `allocate(shard)` is called with the caller's lock for that shard held
-// (the keyed table's shard lock), so a shard's free list and current run need no
-// atomics; it pops the shard's free list, else takes every block that other threads
-// returned, else carves from the run, else takes a new run (the pool's mutex, once
-// per run). Freeing: `deallocate(block)` pushes the block onto its shard's returned
-// stack with one CAS, from any thread. Only the shard's allocator pops, and it takes
-// the whole stack at once (exchange), so the stack has no ABA problem.
+// Allocation: `allocate` is called with the caller's lock for that shard held (the
+// keyed table's shard lock), so a shard's free list and current run need no atomics;
+// it pops the shard's free list, else takes every block that other threads returned,
+// else carves from the run, else takes a new run (the pool's mutex, once per run).
+// Freeing: `deallocate(block)` pushes the block onto its shard's returned stack with
+// one CAS, from any thread. Only the shard's allocator pops, and it takes the whole
+// stack at once (exchange), so the stack has no ABA problem.
 //
 // Lifetime. The owner (the guard) holds one reference; every shard with blocks out
 // holds one more, taken when its count of live blocks leaves zero and dropped when it
 // returns there. So results handed out stay valid after the guard is destroyed, and
 // the last block freed after that frees the whole pool. Counting per shard keeps the
-// counts on 64 cache lines rather than one.
+// counts on as many cache lines as there are shards, rather than one. One block still
+// out keeps every chunk: the pool's memory returns to the system once the owner is gone
+// and every block is freed (for idempotency_guard: every result released and every
+// retired record reclaimed).
 //
-// Memory: the chunks are returned to the system only with the pool. A freed block is
-// reused by the next record of its shard; a table that once held a million records
-// keeps their memory until it is destroyed (as malloc keeps most freed small blocks).
+// Memory: a freed block is reused by the next record of its shard; a table that once
+// held a million records keeps their memory until it is destroyed (as malloc keeps
+// most freed small blocks). reserved_bytes() says how much the pool holds.
 //
-// Thread-safety: allocate(shard) with that shard's lock held; deallocate from any
-// thread. Progress: deallocate is lock-free; allocate is O(1) and takes the pool mutex
-// once per run. Memory ordering: a returned block is pushed with a release CAS and
-// taken with an acquire exchange, so what its last owner wrote happens before its
-// reuse (1); the live counts and the pool's references are acquire-release, so every
-// free happens before the pool is destroyed (2). Under AddressSanitizer a free block
-// is poisoned (all but its link), so a use after free is still reported.
+// Thread-safety: allocate with that shard's lock held; deallocate from any thread.
+// Progress: deallocate is lock-free, except the last one after the owner is gone,
+// which unmaps the pool; allocate is O(1) and takes the pool mutex once per run.
+// Memory ordering: a returned block is pushed with a release CAS and taken with an
+// acquire exchange, so what its last owner wrote happens before its reuse (1); the live
+// counts and the pool's references are acquire-release, so every free happens before
+// the pool is destroyed (2). Under AddressSanitizer every byte of a chunk that is not
+// a block in use (or a run header) is poisoned, except the link word of a free block,
+// so an overflow past a block or a use after free is still reported.
 #ifndef INTERLOCK_DETAIL_RECORD_POOL_HPP
 #define INTERLOCK_DETAIL_RECORD_POOL_HPP
 
 
+#include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <new>
+#include <type_traits>
 #include <vector>
 
 #if defined(__linux__)
@@ -4920,19 +4931,33 @@ class record_pool {
  public:
   static constexpr std::size_t run_bytes = 16 * 1024;
   static constexpr std::size_t run_header_bytes = 64;  // also the largest block alignment
-  static constexpr std::size_t first_chunk_bytes = 256 * 1024;
+  static constexpr std::size_t max_block_bytes = run_bytes / 8;
   static constexpr std::size_t chunk_bytes = 2 * 1024 * 1024;
+
+  /// The size of a pool's first chunk: a run for each of `shard_count` shards, at
+  /// least 256 KiB, a power of two.
+  static constexpr std::size_t first_chunk_bytes(std::size_t shard_count) noexcept {
+    return std::max<std::size_t>(256 * 1024, std::bit_ceil(shard_count) * run_bytes);
+  }
+
+  /// Pools now alive in the process (a diagnostic: tests check that none is leaked or
+  /// freed early).
+  static std::size_t pools_alive() noexcept {
+    return alive_count().load(std::memory_order_acquire);
+  }
 
   /// One shard's blocks. The table's lock for this shard guards `free_`, `bump_` and
   /// `run_end_`; `returned_` and `live_` are atomics any thread may touch.
   class alignas(cache_line_size) shard {
    public:
-    /// A block of `size` bytes aligned to `align` (at most run_header_bytes). Call
-    /// with this shard's lock held, always with the same size. Throws std::bad_alloc
-    /// (nothing is allocated then).
+    /// A block of `size` bytes (at most max_block_bytes) aligned to `align` (a power
+    /// of two, at most run_header_bytes). Call with this shard's lock held, always with
+    /// the same size. Throws std::bad_alloc (nothing is allocated then), also for a
+    /// size or alignment beyond those bounds.
     void* allocate(std::size_t size, std::size_t align) {
-      INTERLOCK_ASSERT(align <= run_header_bytes && run_header_bytes % align == 0,
-                       "record_pool: alignment above 64 bytes");
+      if (size > max_block_bytes || align > run_header_bytes || !std::has_single_bit(align)) {
+        throw std::bad_alloc();
+      }
       const std::size_t block = block_size(size, align);
       if (block_ == 0) {
         block_ = block;  // written once, before any block of this shard exists
@@ -4948,9 +4973,11 @@ class record_pool {
    private:
     friend class record_pool;
 
+    /// `size` rounded up to `align`, and to hold (and align) a free block's link.
     static std::size_t block_size(std::size_t size, std::size_t align) noexcept {
-      const std::size_t at_least = size < sizeof(free_block) ? sizeof(free_block) : size;
-      return (at_least + align - 1) / align * align;
+      const std::size_t a = std::max(align, alignof(free_block));
+      const std::size_t at_least = std::max(size, sizeof(free_block));
+      return (at_least + a - 1) / a * a;
     }
 
     void* pop_free() noexcept {
@@ -5016,7 +5043,8 @@ class record_pool {
     record_pool* pool_;
   };
 
-  /// Frees a block from any shard of any pool, from any thread. Lock-free.
+  /// Frees a block from any shard of any pool, from any thread. Lock-free (the last
+  /// block freed after the owner is gone also frees the pool).
   static void deallocate(void* block) noexcept {
     const auto address = reinterpret_cast<std::uintptr_t>(block);
     auto* run = reinterpret_cast<run_header*>(address & ~std::uintptr_t{run_bytes - 1});
@@ -5032,15 +5060,20 @@ class record_pool {
   };
   static_assert(sizeof(run_header) <= run_header_bytes);
 
-  explicit record_pool(std::size_t shard_count) : shards_(new shard[shard_count]) {
+  explicit record_pool(std::size_t shard_count)
+      : shards_(new shard[shard_count]), first_chunk_bytes_(first_chunk_bytes(shard_count)) {
     for (std::size_t i = 0; i < shard_count; ++i) shards_[i].pool_ = this;
+    alive_count().fetch_add(1, std::memory_order_relaxed);
   }
 
   ~record_pool() {
-    for (const chunk& c : chunks_) {
-      INTERLOCK_DETAIL_UNPOISON(c.memory, c.bytes);
-      ::operator delete (c.memory, std::align_val_t{c.bytes});
-    }
+    for (const chunk& c : chunks_) unmap_chunk(c.memory, c.bytes);
+    alive_count().fetch_sub(1, std::memory_order_release);
+  }
+
+  static std::atomic<std::size_t>& alive_count() noexcept {
+    static constinit std::atomic<std::size_t> count{0};
+    return count;
   }
 
   void acquire() noexcept { references_.fetch_add(1, std::memory_order_relaxed); }
@@ -5056,26 +5089,55 @@ class record_pool {
     if (next_run_ == chunk_end_) add_chunk();
     char* run = next_run_;
     next_run_ += run_bytes;
+    INTERLOCK_DETAIL_UNPOISON(run, sizeof(run_header));
     ::new (run) run_header{s};
     return run;
   }
 
-  /// Under mutex_: one more chunk from the system.
+  /// Under mutex_: one more chunk from the system, poisoned until carved.
   void add_chunk() {
-    const std::size_t bytes = chunks_.empty() ? first_chunk_bytes : chunk_bytes;
-    chunks_.reserve(chunks_.size() + 1);  // may throw before anything is allocated
-    auto* memory = static_cast<char*>(::operator new (bytes, std::align_val_t{bytes}));
-    advise_huge_pages(memory, bytes);
+    const bool first = chunks_.empty();
+    const std::size_t bytes = first ? first_chunk_bytes_ : chunk_bytes;
+    chunks_.reserve(chunks_.size() + 1);  // may throw before anything is mapped
+    char* memory = map_chunk(bytes, /*huge_pages=*/!first);
+    INTERLOCK_DETAIL_POISON(memory, bytes);
     chunks_.push_back(chunk{memory, bytes});  // cannot throw: reserved
     next_run_ = memory;
     chunk_end_ = memory + bytes;
   }
 
-  static void advise_huge_pages([[maybe_unused]] char* memory,
-                                [[maybe_unused]] std::size_t bytes) noexcept {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  /// `bytes` (a multiple of run_bytes, a power of two) aligned to min(bytes, 2 MiB).
+  /// On Linux straight from mmap (over-mapped, then trimmed to the alignment), so the
+  /// huge-page advice never outlives the chunk on memory that malloc reuses. Throws
+  /// std::bad_alloc.
+  static char* map_chunk(std::size_t bytes, [[maybe_unused]] bool huge_pages) {
+    const std::size_t align = std::min(bytes, chunk_bytes);
+#if defined(__linux__)
+    const std::size_t span = bytes + align;
+    void* raw = ::mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) throw std::bad_alloc();
+    char* const start = static_cast<char*>(raw);
+    const auto address = reinterpret_cast<std::uintptr_t>(start);
+    char* const memory = start + ((align - address % align) % align);
+    if (memory != start) ::munmap(start, static_cast<std::size_t>(memory - start));
+    const std::size_t tail = static_cast<std::size_t>(start + span - (memory + bytes));
+    if (tail != 0) ::munmap(memory + bytes, tail);
+#if defined(MADV_HUGEPAGE)
     // A hint: ignored (and harmless) where transparent huge pages are off.
-    if (bytes >= chunk_bytes) (void)::madvise(memory, bytes, MADV_HUGEPAGE);
+    if (huge_pages) (void)::madvise(memory, bytes, MADV_HUGEPAGE);
+#endif
+    return memory;
+#else
+    return static_cast<char*>(::operator new (bytes, std::align_val_t{align}));
+#endif
+  }
+
+  static void unmap_chunk(char* memory, std::size_t bytes) noexcept {
+    INTERLOCK_DETAIL_UNPOISON(memory, bytes);  // the addresses may be mapped again
+#if defined(__linux__)
+    ::munmap(memory, bytes);
+#else
+    ::operator delete (memory, std::align_val_t{std::min(bytes, chunk_bytes)});
 #endif
   }
 
@@ -5092,6 +5154,7 @@ class record_pool {
   };
 
   std::unique_ptr<shard[]> shards_;
+  const std::size_t first_chunk_bytes_;
   std::atomic<std::size_t> references_{1};  // the owner's
   mutable std::mutex mutex_;                // guards the fields below
   std::vector<chunk> chunks_;
@@ -5100,24 +5163,40 @@ class record_pool {
 };
 
 /// A standard allocator over one shard of a record_pool, for std::allocate_shared
-/// (which allocates exactly one object of the rebound type). Stores one pointer.
+/// (which allocates exactly one object of the rebound type). Stores one pointer. A
+/// type larger than max_block_bytes or aligned to more than 64 bytes goes to operator
+/// new and delete instead.
 template <class T>
 class record_pool_allocator {
  public:
   using value_type = T;
-  static_assert(alignof(T) <= record_pool::run_header_bytes,
-                "record_pool_allocator: alignment above 64 bytes");
+  using is_always_equal = std::true_type;  // deallocate never looks at the shard
 
   explicit record_pool_allocator(record_pool::shard& s) noexcept : shard_(&s) {}
   template <class U>
   record_pool_allocator(const record_pool_allocator<U>& other) noexcept : shard_(other.shard_) {}
 
+  /// Whether T's blocks come from the pool.
+  static constexpr bool pooled =
+      sizeof(T) <= record_pool::max_block_bytes && alignof(T) <= record_pool::run_header_bytes;
+
   T* allocate(std::size_t n) {
     INTERLOCK_ASSERT(n == 1, "record_pool_allocator: one object at a time");
-    (void)n;
-    return static_cast<T*>(shard_->allocate(sizeof(T), alignof(T)));
+    if constexpr (pooled) {
+      (void)n;
+      return static_cast<T*>(shard_->allocate(sizeof(T), alignof(T)));
+    } else {
+      return static_cast<T*>(::operator new (n * sizeof(T), std::align_val_t{alignof(T)}));
+    }
   }
-  void deallocate(T* p, std::size_t) noexcept { record_pool::deallocate(p); }
+  void deallocate(T* p, std::size_t n) noexcept {
+    if constexpr (pooled) {
+      (void)n;
+      record_pool::deallocate(p);
+    } else {
+      ::operator delete (p, n * sizeof(T), std::align_val_t{alignof(T)});
+    }
+  }
 
   /// Any of them frees what any other allocated (a block names its shard).
   template <class U>
@@ -5337,8 +5416,9 @@ struct idempotency_stats {
   std::uint64_t evictions = 0;
   std::uint64_t entries = 0;  ///< records stored now (in progress and completed)
   /// Bytes the guard's record pool holds from the system: the records stored now, those
-  /// freed and kept for reuse, and the rest of the pool's last chunk. Returned to the
-  /// system when the guard is destroyed (and every result it handed out released).
+  /// retired but not yet reclaimed, those freed and kept for reuse, the unused rest of
+  /// each shard's run and of the last chunk. Returned to the system once the guard is
+  /// destroyed, every result it handed out released and every retired record reclaimed.
   std::uint64_t record_bytes = 0;
 };
 
@@ -5566,8 +5646,10 @@ class retained_table {
 /// come from the guard's pool (detail/record_pool.hpp): a freed record's memory is
 /// reused by a later record, and the pool's chunks (256 KiB, then 2 MiB each) go back
 /// to the system when the guard is destroyed and every result it handed out is
-/// released; stats().record_bytes says how much it holds. (A Result aligned to more
-/// than 64 bytes is allocated with operator new instead.)
+/// released and every retired record reclaimed (one record still held keeps the
+/// whole pool); stats().record_bytes says how much it holds. A record larger than 2 KiB
+/// (a large Result) or aligned to more than 64 bytes is allocated with operator new
+/// instead.
 /// Expiry is read from `Clock` (coarse_steady_clock by default: up to one tick late).
 template <class Key, class Result, class Hash = key_hash<Key>, class Equal = std::equal_to<>,
           class Clock = coarse_steady_clock>
@@ -5587,8 +5669,8 @@ class idempotency_guard {
     std::atomic<std::uint32_t> waiters{0};
     // The table's reference to this entry, set when it is linked and dropped when it
     // is reclaimed. The entry is allocated with its reference counts (make_record), so
-    // they share its first cache line: handing out the result (an aliasing shared_ptr to
-    // `result` below) costs no cache miss beyond the lookup's own.
+    // they are in its first or the next cache line: handing out the result (an aliasing shared_ptr
+    // to `result` below) costs no cache miss beyond the lookup's own.
     std::shared_ptr<entry> owner;
     // Written by the executing call before the state is published (1); immutable after.
     std::optional<Result> result;
@@ -5613,6 +5695,11 @@ class idempotency_guard {
 
   idempotency_guard(const idempotency_guard&) = delete;
   idempotency_guard& operator=(const idempotency_guard&) = delete;
+
+  /// Precondition: no other thread uses the guard. Records still stored are freed (or
+  /// kept by the results callers hold); records this thread retired earlier are
+  /// reclaimed now, so they do not keep the record pool alive.
+  ~idempotency_guard() { reclaim_retired(); }
 
   /// Runs op() -> Result for the first call with `key`; see run_status for the other
   /// cases. `request` identifies the request: its fingerprint is
@@ -5663,7 +5750,8 @@ class idempotency_guard {
   /// shard is used). Returns how many. Blocking; O(shards + expired).
   std::size_t purge_expired() { return store_.purge_expired(); }
 
-  /// The counters; `entries` locks each shard in turn (O(shards)).
+  /// The counters; `entries` locks each shard in turn (O(shards)), `record_bytes` the
+  /// record pool's mutex.
   [[nodiscard]] idempotency_stats stats() const {
     idempotency_stats s;
     s.executed = counters_.total(executed);
@@ -5757,17 +5845,14 @@ class idempotency_guard {
   }
 
   /// A new record for `key` in table shard `shard`, with its reference counts in one
-  /// block from that shard's pool (from operator new for an entry aligned to more than
-  /// the pool's 64 bytes). Called under the shard lock. Throws std::bad_alloc.
+  /// block from that shard's pool (from operator new for a record larger than 2 KiB or
+  /// aligned to more than 64 bytes). Called under the shard lock. Throws
+  /// std::bad_alloc.
   template <class K>
   std::shared_ptr<entry> make_record(std::size_t shard, const K& key, std::uint64_t h,
                                      const digest& fingerprint) {
-    if constexpr (alignof(entry) <= detail::record_pool::run_header_bytes) {
-      return std::allocate_shared<entry>(detail::record_pool_allocator<entry>(records_.at(shard)),
-                                         Key(key), h, fingerprint);
-    } else {
-      return std::make_shared<entry>(Key(key), h, fingerprint);
-    }
+    return std::allocate_shared<entry>(detail::record_pool_allocator<entry>(records_.at(shard)),
+                                       Key(key), h, fingerprint);
   }
 
   /// The common case, decided first and inline: `e` completed for this fingerprint and

@@ -52,7 +52,9 @@ TEST_CASE("record_pool carves distinct, aligned blocks inside their runs, across
           "[record_pool]") {
   record_pool::owner pool(4);
   // More than the first chunk (256 KiB) holds: the second chunk (2 MiB) is taken.
-  const std::size_t count = 2 * record_pool::first_chunk_bytes / block_bytes;
+  const std::size_t first_chunk = record_pool::first_chunk_bytes(4);
+  REQUIRE(first_chunk == 256 * 1024);
+  const std::size_t count = 2 * first_chunk / block_bytes;
   std::vector<void*> blocks;
   std::set<std::uintptr_t> addresses;
   for (std::size_t i = 0; i < count; ++i) {
@@ -75,7 +77,7 @@ TEST_CASE("record_pool carves distinct, aligned blocks inside their runs, across
   bool intact = true;  // no block overwrote another
   for (std::size_t i = 0; i < count; ++i) intact = intact && stamped_with(blocks[i], i);
   CHECK(intact);
-  CHECK(pool.reserved_bytes() == record_pool::first_chunk_bytes + record_pool::chunk_bytes);
+  CHECK(pool.reserved_bytes() == first_chunk + record_pool::chunk_bytes);
   for (void* b : blocks) record_pool::deallocate(b);
 }
 
@@ -97,7 +99,7 @@ TEST_CASE("record_pool reuses a freed block, and memory stays at the blocks live
     }
   }
   for (void* b : live) record_pool::deallocate(b);
-  CHECK(pool.reserved_bytes() == record_pool::first_chunk_bytes);
+  CHECK(pool.reserved_bytes() == record_pool::first_chunk_bytes(2));
   record_pool::deallocate(again);
 }
 
@@ -163,20 +165,78 @@ TEST_CASE("record_pool takes back blocks freed by other threads while its shards
   CHECK(freed.load() == 2 * per_allocator);
   // About 2,050 blocks live at most (about 430 KiB): the first chunk and one more, where
   // 200,000 blocks without reuse would take about 40 MiB.
-  CHECK(pool.reserved_bytes() <= record_pool::first_chunk_bytes + record_pool::chunk_bytes);
+  CHECK(pool.reserved_bytes() <= record_pool::first_chunk_bytes(2) + record_pool::chunk_bytes);
 }
 
 TEST_CASE("record_pool outlives its owner until the last block is freed", "[record_pool]") {
-  // Under ASan, writing a block of a freed pool is reported, and a pool never freed
-  // is a leak.
+  // Under ASan, writing a block of a freed pool is also reported.
+  const std::size_t pools_before = record_pool::pools_alive();
   void* survivor = nullptr;
   {
     record_pool::owner pool(1);
     survivor = pool.at(0).allocate(block_bytes, block_align);
+    CHECK(record_pool::pools_alive() == pools_before + 1);
   }
+  CHECK(record_pool::pools_alive() == pools_before + 1);  // kept by its block
   stamp(survivor, 42);
   CHECK(stamped_with(survivor, 42));
   record_pool::deallocate(survivor);  // the last block: frees the pool
+  CHECK(record_pool::pools_alive() == pools_before);
+
+  { record_pool::owner unused(4); }
+  CHECK(record_pool::pools_alive() == pools_before);  // no block ever: freed with its owner
+}
+
+TEST_CASE("record_pool: last frees from many threads race the owner's destruction",
+          "[record_pool]") {
+  // Four threads free the blocks of two shards (each shard's live count reaching zero
+  // again and again) while the owner is destroyed midway: the pool is freed exactly
+  // once, after the last block (TSan checks the ordering, ASan the lifetime).
+  const std::size_t pools_before = record_pool::pools_alive();
+  constexpr std::size_t per_thread = 20'000;
+  auto pool = std::make_unique<record_pool::owner>(2);
+  std::vector<std::vector<void*>> blocks(4);
+  for (std::size_t t = 0; t < 4; ++t) {
+    for (std::size_t i = 0; i < per_thread; ++i) {
+      blocks[t].push_back(pool->at(t % 2).allocate(block_bytes, block_align));
+    }
+  }
+  std::atomic<std::size_t> freed{0};
+  std::vector<std::thread> freers;
+  for (std::size_t t = 0; t < 4; ++t) {
+    freers.emplace_back([&, t] {
+      for (void* b : blocks[t]) {
+        record_pool::deallocate(b);
+        freed.fetch_add(1);
+      }
+    });
+  }
+  while (freed.load() < 2 * per_thread) std::this_thread::yield();
+  pool.reset();  // half the blocks still out
+  for (auto& t : freers) t.join();
+  CHECK(freed.load() == 4 * per_thread);
+  CHECK(record_pool::pools_alive() == pools_before);
+}
+
+TEST_CASE("record_pool refuses blocks it cannot hold; the allocator sends them to operator new",
+          "[record_pool]") {
+  record_pool::owner pool(1);
+  CHECK_THROWS_AS(pool.at(0).allocate(record_pool::max_block_bytes + 1, 8), std::bad_alloc);
+  CHECK_THROWS_AS(pool.at(0).allocate(64, 128), std::bad_alloc);
+  CHECK_THROWS_AS(pool.at(0).allocate(64, 24), std::bad_alloc);  // not a power of two
+  CHECK(pool.reserved_bytes() == 0);
+
+  struct large {
+    char bytes[4 * record_pool::max_block_bytes];
+  };
+  struct alignas(128) over_aligned {
+    std::uint64_t word;
+  };
+  auto big = std::allocate_shared<large>(record_pool_allocator<large>(pool.at(0)));
+  auto wide = std::allocate_shared<over_aligned>(record_pool_allocator<over_aligned>(pool.at(0)));
+  big->bytes[sizeof big->bytes - 1] = 'x';  // all of it is addressable (ASan)
+  CHECK(address_of(wide.get()) % 128 == 0);
+  CHECK(pool.reserved_bytes() == 0);  // neither came from the pool
 }
 
 TEST_CASE("record_pool_allocator serves std::allocate_shared", "[record_pool]") {
@@ -189,6 +249,7 @@ TEST_CASE("record_pool_allocator serves std::allocate_shared", "[record_pool]") 
     auto p = std::allocate_shared<payload>(record_pool_allocator<payload>(pool.at(3)),
                                            payload{{1, 2, 3, 4}});
     // The control block and the object are one block in shard 3's run.
+    CHECK(pool.reserved_bytes() == record_pool::first_chunk_bytes(8));
     CHECK(offset_in_run(p.get()) >= record_pool::run_header_bytes);
     kept = p;
   }
