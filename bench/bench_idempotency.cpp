@@ -5,6 +5,8 @@
 //
 // Implementations:
 //   interlock       idempotency_guard<std::string, payment_result>
+//   interlock_pooled  the same with idempotency_options::pooled_records (records from the
+//                   guard's own pool)
 //   global_map      std::mutex + std::unordered_map<std::string, record>: the usual
 //                   hand-written one
 //   sharded_map_64  64 of those, picked by the key's hash
@@ -177,9 +179,12 @@ using sharded_map_64 = map_store<64>;
 
 using guard_type = interlock::idempotency_guard<std::string, payment_result>;
 
+template <bool Pooled>
 guard_type& replay_guard() {
   static guard_type* guard = [] {
-    auto* g = new guard_type;  // lives for the process: threads of every run share it
+    interlock::idempotency_options options;
+    options.pooled_records = Pooled;
+    auto* g = new guard_type(options);  // lives for the process: threads of every run share it
     const auto& keys = replay_keys();
     const auto& requests = replay_requests();
     for (std::size_t i = 0; i < keys.size(); ++i) {
@@ -204,8 +209,9 @@ Store& replay_store() {
   return *store;
 }
 
+template <bool Pooled>
 void replay_interlock(benchmark::State& state) {
-  auto& guard = replay_guard();
+  auto& guard = replay_guard<Pooled>();
   const auto& keys = replay_keys();
   const auto& requests = replay_requests();
   key_walk walk(state.thread_index());
@@ -271,10 +277,12 @@ const interlock::digest& first_run_request() {
   return request;
 }
 
+template <bool Pooled>
 guard_type& first_run_guard() {
   static guard_type* guard = [] {
     interlock::idempotency_options options;
     options.capacity = first_run_bound;  // the oldest completed records are evicted
+    options.pooled_records = Pooled;
     // Nothing expires (capacity bounds memory), so the clock is a constant: no clock
     // read per call, as the baselines read none.
     return new guard_type(options, [] { return std::chrono::steady_clock::time_point{}; });
@@ -282,8 +290,9 @@ guard_type& first_run_guard() {
   return *guard;
 }
 
+template <bool Pooled>
 void first_run_interlock(benchmark::State& state) {
-  auto& guard = first_run_guard();
+  auto& guard = first_run_guard<Pooled>();
   const auto& request = first_run_request();
   fresh_keys keys;
   std::uint64_t charge = 0;
@@ -335,8 +344,12 @@ void first_run_baseline(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(replay_interlock)
+BENCHMARK_TEMPLATE(replay_interlock, false)
     ->Name("idempotency_replay/interlock")
+    ->ThreadRange(1, interlock_bench::max_threads)
+    ->UseRealTime();
+BENCHMARK_TEMPLATE(replay_interlock, true)
+    ->Name("idempotency_replay/interlock_pooled")
     ->ThreadRange(1, interlock_bench::max_threads)
     ->UseRealTime();
 BENCHMARK_TEMPLATE(replay_baseline, global_map)
@@ -347,8 +360,12 @@ BENCHMARK_TEMPLATE(replay_baseline, sharded_map_64)
     ->Name("idempotency_replay/sharded_map_64")
     ->ThreadRange(1, interlock_bench::max_threads)
     ->UseRealTime();
-BENCHMARK(first_run_interlock)
+BENCHMARK_TEMPLATE(first_run_interlock, false)
     ->Name("idempotency_first_run/interlock")
+    ->ThreadRange(1, interlock_bench::max_threads)
+    ->UseRealTime();
+BENCHMARK_TEMPLATE(first_run_interlock, true)
+    ->Name("idempotency_first_run/interlock_pooled")
     ->ThreadRange(1, interlock_bench::max_threads)
     ->UseRealTime();
 BENCHMARK_TEMPLATE(first_run_baseline, global_map)

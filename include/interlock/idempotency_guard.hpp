@@ -19,12 +19,10 @@
 // flight takes no lock (a hazard-protected lookup); only creating, expiring, evicting
 // or forgetting a record locks its shard. Each shard keeps its completed records in
 // completion order, which is both the expiry queue and the eviction order. Records are
-// allocated from the guard's own detail::record_pool (under the shard lock that
-// creating one takes anyway): 2 MiB chunks advised for huge pages, freed records
-// reused by their shard. With many stored keys a replay waits on the memory of one
-// record, and records kept together there replay faster than records spread through
-// the heap (measured over 100,000 keys at 2 threads: 1.13x on the 2-core AMD VM, see
-// record_pool.hpp for the 16-core Xeon).
+// allocated with make_shared, or, with idempotency_options::pooled_records, from the
+// guard's own detail::record_pool (under the shard lock that creating one takes
+// anyway): faster replays over many stored keys, slower creation at many threads, see
+// the option. Off by default, because most calls to a guard are first runs.
 //
 // When not to use it: across processes (use the Redis store), or when the operation's
 // effect is itself idempotent and cheap (just run it).
@@ -175,6 +173,17 @@ struct idempotency_options {
   concurrency_policy on_concurrent = concurrency_policy::wait;
   failure_policy on_failure = failure_policy::forget;
   std::size_t shards = 64;
+  /// idempotency_guard only: allocate records from a pool of the guard's own (see
+  /// detail/record_pool.hpp) instead of operator new. With many stored keys and mostly
+  /// replays, turn it on: records kept together (2 MiB chunks advised for huge pages)
+  /// replay faster than records spread through the heap (over 100,000 keys: 1.07x-1.14x
+  /// on a 2-core AMD VM, 1.17x at 4-16 threads and more on one thread on a 16-core
+  /// Xeon). It costs creation at many threads: a freed record is reused by the next
+  /// record of its shard, created by any thread, where malloc hands it to the thread
+  /// that freed it, whose cache still holds it (first runs 0.8x-0.93x at 2-16 threads on
+  /// the Xeon, even on the VM). And the pool keeps its chunks until the guard is
+  /// destroyed and every result it handed out is released.
+  bool pooled_records = false;
 };
 
 /// Counters of an idempotency_guard since construction (each read with a relaxed
@@ -189,10 +198,11 @@ struct idempotency_stats {
   std::uint64_t expirations = 0;
   std::uint64_t evictions = 0;
   std::uint64_t entries = 0;  ///< records stored now (in progress and completed)
-  /// Bytes the guard's record pool holds from the system: the records stored now, those
-  /// retired but not yet reclaimed, those freed and kept for reuse, the unused rest of
-  /// each shard's run and of the last chunk. Returned to the system once the guard is
-  /// destroyed, every result it handed out released and every retired record reclaimed.
+  /// With pooled_records, the bytes the guard's record pool holds from the system: the
+  /// records stored now, those retired but not yet reclaimed, those freed and kept for
+  /// reuse, the unused rest of each shard's run and of the last chunk. Returned to the
+  /// system once the guard is destroyed, every result it handed out released and every
+  /// retired record reclaimed. 0 without pooled_records.
   std::uint64_t record_bytes = 0;
 };
 
@@ -416,14 +426,14 @@ class retained_table {
 /// reference counts), and the shared_ptr a caller receives shares ownership of that
 /// record: a result held after its record was evicted, expired or forgotten (or after
 /// the guard is destroyed) stays valid, and the record's memory is freed when the last
-/// holder lets go. Replaying hands out that pointer: no copy, no allocation. Records
-/// come from the guard's pool (detail/record_pool.hpp): a freed record's memory is
-/// reused by a later record, and the pool's chunks (256 KiB, then 2 MiB each) go back
-/// to the system when the guard is destroyed and every result it handed out is
-/// released and every retired record reclaimed (one record still held keeps the
-/// whole pool); stats().record_bytes says how much it holds. A record larger than 2 KiB
-/// (a large Result) or aligned to more than 64 bytes is allocated with operator new
-/// instead.
+/// holder lets go. Replaying hands out that pointer: no copy, no allocation. With
+/// idempotency_options::pooled_records, records come from the guard's pool
+/// (detail/record_pool.hpp): a freed record's memory is reused by a later record, and
+/// the pool's chunks (the first holds a run per shard, later ones 2 MiB) go back to the
+/// system when the guard is destroyed, every result it handed out released and every
+/// retired record reclaimed (one record still held keeps the whole pool);
+/// stats().record_bytes says how much it holds. A record larger than 2 KiB (a large
+/// Result) or aligned to more than 64 bytes is allocated with operator new even then.
 /// Expiry is read from `Clock` (coarse_steady_clock by default: up to one tick late).
 template <class Key, class Result, class Hash = key_hash<Key>, class Equal = std::equal_to<>,
           class Clock = coarse_steady_clock>
@@ -465,14 +475,17 @@ class idempotency_guard {
   /// stored, where an exception could not be reported (std::terminate).
   explicit idempotency_guard(idempotency_options options = {},
                              std::function<time_point()> now = nullptr)
-      : records_(detail::keyed_table_shards(options.shards)), store_(options, std::move(now)) {}
+      : records_(options.pooled_records ? std::make_unique<detail::record_pool::owner>(
+                                              detail::keyed_table_shards(options.shards))
+                                        : nullptr),
+        store_(options, std::move(now)) {}
 
   idempotency_guard(const idempotency_guard&) = delete;
   idempotency_guard& operator=(const idempotency_guard&) = delete;
 
   /// Precondition: no other thread uses the guard. Records still stored are freed (or
   /// kept by the results callers hold); records this thread retired earlier are
-  /// reclaimed now, so they do not keep the record pool alive.
+  /// reclaimed now (so they do not keep a record pool alive).
   ~idempotency_guard() { reclaim_retired(); }
 
   /// Runs op() -> Result for the first call with `key`; see run_status for the other
@@ -537,7 +550,7 @@ class idempotency_guard {
     s.expirations = store_.expirations();
     s.evictions = store_.evictions();
     s.entries = store_.table().size();
-    s.record_bytes = records_.reserved_bytes();
+    s.record_bytes = records_ != nullptr ? records_->reserved_bytes() : 0;
     return s;
   }
 
@@ -619,13 +632,14 @@ class idempotency_guard {
   }
 
   /// A new record for `key` in table shard `shard`, with its reference counts in one
-  /// block from that shard's pool (from operator new for a record larger than 2 KiB or
-  /// aligned to more than 64 bytes). Called under the shard lock. Throws
-  /// std::bad_alloc.
+  /// block: from that shard's pool with pooled_records (from operator new for a record
+  /// larger than 2 KiB or aligned to more than 64 bytes), else from make_shared.
+  /// Called under the shard lock. Throws std::bad_alloc.
   template <class K>
   std::shared_ptr<entry> make_record(std::size_t shard, const K& key, std::uint64_t h,
                                      const digest& fingerprint) {
-    return std::allocate_shared<entry>(detail::record_pool_allocator<entry>(records_.at(shard)),
+    if (records_ == nullptr) return std::make_shared<entry>(Key(key), h, fingerprint);
+    return std::allocate_shared<entry>(detail::record_pool_allocator<entry>(records_->at(shard)),
                                        Key(key), h, fingerprint);
   }
 
@@ -767,7 +781,7 @@ class idempotency_guard {
   };
   // The records' memory, one pool shard per table shard. Declared before store_, so
   // it outlives the table, whose destruction frees the records it still holds.
-  detail::record_pool::owner records_;
+  std::unique_ptr<detail::record_pool::owner> records_;  // with options.pooled_records
   retained store_;
   detail::striped_counters<count> counters_;  // bumped on every call: striped per thread
 };

@@ -24,12 +24,10 @@
 // flight takes no lock (a hazard-protected lookup); only creating, expiring, evicting
 // or forgetting a record locks its shard. Each shard keeps its completed records in
 // completion order, which is both the expiry queue and the eviction order. Records are
-// allocated from the guard's own detail::record_pool (under the shard lock that
-// creating one takes anyway): 2 MiB chunks advised for huge pages, freed records
-// reused by their shard. With many stored keys a replay waits on the memory of one
-// record, and records kept together there replay faster than records spread through
-// the heap (measured over 100,000 keys at 2 threads: 1.13x on the 2-core AMD VM, see
-// record_pool.hpp for the 16-core Xeon).
+// allocated with make_shared, or, with idempotency_options::pooled_records, from the
+// guard's own detail::record_pool (under the shard lock that creating one takes
+// anyway): faster replays over many stored keys, slower creation at many threads, see
+// the option. Off by default, because most calls to a guard are first runs.
 //
 // When not to use it: across processes (use the Redis store), or when the operation's
 // effect is itself idempotent and cheap (just run it).
@@ -1617,12 +1615,15 @@ INTERLOCK_NAMESPACE_END
 // Design note. An idempotency_guard that stores many results is read by lookups that
 // each miss the cache on one record, at a random place among all of them. Where the
 // records live matters as much as how many instructions a lookup runs: measured on
-// replays over 100,000 stored keys at 2 threads, records from this pool were replayed
-// 1.13x as fast as records from malloc on a 2-core AMD VM (where the same pool without
-// huge pages did as well: there it is the records' own region that counts, away from
-// the heap's other blocks) and about 1.3x as fast on a 16-core Xeon, where the huge
-// pages count (the translation of a random address costs one page-walk step less).
-// So an idempotency_guard allocates its records here.
+// replays over 100,000 stored keys, records from this pool were replayed 1.07x-1.14x as
+// fast as records from malloc at 2 threads on a 2-core AMD VM (where the same pool
+// without huge pages did as well: there it is the records' own region that counts,
+// away from the heap's other blocks), and 1.17x at 4-16 threads on a 16-core Xeon,
+// where the huge pages count. The price is reuse across threads: a freed block goes
+// back to its shard, whose next record any thread may create, where malloc gives it to
+// the freeing thread, whose cache still holds it; creating records at 2-16 threads on
+// the Xeon measured 0.8x-0.93x. So idempotency_guard uses the pool only when asked
+// (idempotency_options::pooled_records).
 //
 // Layout. The pool maps chunks from the system: the first holds one run per shard (at
 // least 256 KiB), every later one is 2 MiB, aligned to 2 MiB and, on Linux, advised
@@ -1642,14 +1643,18 @@ INTERLOCK_NAMESPACE_END
 // one CAS, from any thread. Only the shard's allocator pops, and it takes the whole
 // stack at once (exchange), so the stack has no ABA problem.
 //
-// Lifetime. The owner (the guard) holds one reference; every shard with blocks out
-// holds one more, taken when its count of live blocks leaves zero and dropped when it
-// returns there. So results handed out stay valid after the guard is destroyed, and
-// the last block freed after that frees the whole pool. Counting per shard keeps the
-// counts on as many cache lines as there are shards, rather than one. One block still
-// out keeps every chunk: the pool's memory returns to the system once the owner is gone
-// and every block is freed (for idempotency_guard: every result released and every
-// retired record reclaimed).
+// Lifetime. The pool starts with one reference for the owner (the guard) and one for
+// each shard. A shard counts the blocks it handed out (under the lock, no atomic) and
+// the blocks given back (an atomic on the freeing side). When the owner goes, nothing
+// allocates any more: it subtracts each shard's handed-out count from its given-back
+// count, and from then on the free that brings a shard's count to zero (or the owner,
+// if it already is) drops the shard's reference. So results handed out stay valid after
+// the guard is destroyed, the last block freed after that frees the whole pool, and an
+// allocation touches no cache line that freeing threads write (it takes their returned
+// blocks in one exchange when its own list is empty). One block still out keeps every
+// chunk: the pool's memory returns to the system once the owner is gone and every block
+// is freed (for idempotency_guard: every result released and every retired record
+// reclaimed).
 //
 // Memory: a freed block is reused by the next record of its shard; a table that once
 // held a million records keeps their memory until it is destroyed (as malloc keeps
@@ -1659,11 +1664,11 @@ INTERLOCK_NAMESPACE_END
 // Progress: deallocate is lock-free, except the last one after the owner is gone,
 // which unmaps the pool; allocate is O(1) and takes the pool mutex once per run.
 // Memory ordering: a returned block is pushed with a release CAS and taken with an
-// acquire exchange, so what its last owner wrote happens before its reuse (1); the live
-// counts and the pool's references are acquire-release, so every free happens before
-// the pool is destroyed (2). Under AddressSanitizer every byte of a chunk that is not
-// a block in use (or a run header) is poisoned, except the link word of a free block,
-// so an overflow past a block or a use after free is still reported.
+// acquire exchange, so what its last owner wrote happens before its reuse (1); the
+// given-back counts and the pool's references are acquire-release, so every free
+// happens before the pool is destroyed (2). Under AddressSanitizer every byte of a chunk that is
+// not a block in use (or a run header) is poisoned, except the link word of a free block, so an
+// overflow past a block or a use after free is still reported.
 #ifndef INTERLOCK_DETAIL_RECORD_POOL_HPP
 #define INTERLOCK_DETAIL_RECORD_POOL_HPP
 
@@ -1709,8 +1714,9 @@ class record_pool {
     return alive_count().load(std::memory_order_acquire);
   }
 
-  /// One shard's blocks. The table's lock for this shard guards `free_`, `bump_` and
-  /// `run_end_`; `returned_` and `live_` are atomics any thread may touch.
+  /// One shard's blocks. The table's lock for this shard guards the allocating side
+  /// (`free_`, `bump_`, `run_end_`, `handed_out_`); the freeing side (`returned_`,
+  /// `given_back_`) is atomic, on its own cache line, touched by any thread.
   class alignas(cache_line_size) shard {
    public:
     /// A block of `size` bytes (at most max_block_bytes) aligned to `align` (a power
@@ -1728,7 +1734,7 @@ class record_pool {
       INTERLOCK_ASSERT(block_ == block, "record_pool: one block size per shard");
       void* p = pop_free();
       if (p == nullptr) p = carve();
-      if (live_.fetch_add(1, std::memory_order_relaxed) == 0) pool_->acquire();
+      ++handed_out_;
       INTERLOCK_DETAIL_UNPOISON(p, block_);
       return p;
     }
@@ -1776,17 +1782,36 @@ class record_pool {
         // (1) release: the block's last writes happen before its reuse.
       } while (!returned_.compare_exchange_weak(head, b, std::memory_order_release,
                                                 std::memory_order_relaxed));
-      // (2) acq_rel: the push above happens before whoever frees the pool.
-      if (live_.fetch_sub(1, std::memory_order_acq_rel) == 1) pool_->release();
+      // (2) acq_rel: the push above happens before whoever frees the pool. Before the
+      // owner settled this shard the count only grows; after, it counts up from minus
+      // the blocks still out, and the free that brings it to zero is the last one.
+      if (given_back_.fetch_add(1, std::memory_order_acq_rel) == std::size_t(-1)) {
+        pool_->release();
+      }
     }
 
+    /// The owner is gone (no allocation can follow): from now on the shard's last
+    /// free releases the shard's reference to the pool, or this call does when no
+    /// block is out.
+    void settle() noexcept {
+      // (2) acq_rel, as in give_back. given_back_ <= handed_out_ (blocks return once).
+      if (given_back_.fetch_sub(handed_out_, std::memory_order_acq_rel) == handed_out_) {
+        pool_->release();
+      }
+    }
+
+    // The allocating side (the caller's shard lock). pool_ and block_ are written
+    // before any block of the shard exists, and only read by freeing threads.
     record_pool* pool_ = nullptr;
     std::size_t block_ = 0;
     free_block* free_ = nullptr;
     char* bump_ = nullptr;
     char* run_end_ = nullptr;
-    std::atomic<free_block*> returned_{nullptr};
-    std::atomic<std::size_t> live_{0};
+    std::size_t handed_out_ = 0;  // blocks ever handed out
+    // The freeing side: blocks returned since the allocator last took them, and how
+    // many blocks were ever returned (minus handed_out_ once settled).
+    alignas(cache_line_size) std::atomic<free_block*> returned_{nullptr};
+    std::atomic<std::size_t> given_back_{0};
   };
 
   /// The owner's handle: creates the pool, drops the owner's reference when destroyed.
@@ -1795,7 +1820,11 @@ class record_pool {
     explicit owner(std::size_t shard_count) : pool_(new record_pool(shard_count)) {}
     owner(const owner&) = delete;
     owner& operator=(const owner&) = delete;
-    ~owner() { pool_->release(); }
+    /// Precondition: no allocation runs or follows. Blocks still out keep the pool.
+    ~owner() {
+      for (std::size_t i = 0; i < pool_->shard_count_; ++i) pool_->shards_[i].settle();
+      pool_->release();
+    }
 
     /// Shard `index` (in [0, shard_count)).
     [[nodiscard]] shard& at(std::size_t index) const noexcept { return pool_->shards_[index]; }
@@ -1824,7 +1853,10 @@ class record_pool {
   static_assert(sizeof(run_header) <= run_header_bytes);
 
   explicit record_pool(std::size_t shard_count)
-      : shards_(new shard[shard_count]), first_chunk_bytes_(first_chunk_bytes(shard_count)) {
+      : shard_count_(shard_count),
+        shards_(new shard[shard_count]),
+        first_chunk_bytes_(first_chunk_bytes(shard_count)),
+        references_(1 + shard_count) {
     for (std::size_t i = 0; i < shard_count; ++i) shards_[i].pool_ = this;
     alive_count().fetch_add(1, std::memory_order_relaxed);
   }
@@ -1838,8 +1870,6 @@ class record_pool {
     static constinit std::atomic<std::size_t> count{0};
     return count;
   }
-
-  void acquire() noexcept { references_.fetch_add(1, std::memory_order_relaxed); }
 
   void release() noexcept {
     // (2) acq_rel: every earlier release happens before the delete.
@@ -1916,10 +1946,11 @@ class record_pool {
     std::size_t bytes;
   };
 
+  const std::size_t shard_count_;
   std::unique_ptr<shard[]> shards_;
   const std::size_t first_chunk_bytes_;
-  std::atomic<std::size_t> references_{1};  // the owner's
-  mutable std::mutex mutex_;                // guards the fields below
+  std::atomic<std::size_t> references_;  // the owner's and one per shard
+  mutable std::mutex mutex_;             // guards the fields below
   std::vector<chunk> chunks_;
   char* next_run_ = nullptr;
   char* chunk_end_ = nullptr;
@@ -2785,6 +2816,17 @@ struct idempotency_options {
   concurrency_policy on_concurrent = concurrency_policy::wait;
   failure_policy on_failure = failure_policy::forget;
   std::size_t shards = 64;
+  /// idempotency_guard only: allocate records from a pool of the guard's own (see
+  /// detail/record_pool.hpp) instead of operator new. With many stored keys and mostly
+  /// replays, turn it on: records kept together (2 MiB chunks advised for huge pages)
+  /// replay faster than records spread through the heap (over 100,000 keys: 1.07x-1.14x
+  /// on a 2-core AMD VM, 1.17x at 4-16 threads and more on one thread on a 16-core
+  /// Xeon). It costs creation at many threads: a freed record is reused by the next
+  /// record of its shard, created by any thread, where malloc hands it to the thread
+  /// that freed it, whose cache still holds it (first runs 0.8x-0.93x at 2-16 threads on
+  /// the Xeon, even on the VM). And the pool keeps its chunks until the guard is
+  /// destroyed and every result it handed out is released.
+  bool pooled_records = false;
 };
 
 /// Counters of an idempotency_guard since construction (each read with a relaxed
@@ -2799,10 +2841,11 @@ struct idempotency_stats {
   std::uint64_t expirations = 0;
   std::uint64_t evictions = 0;
   std::uint64_t entries = 0;  ///< records stored now (in progress and completed)
-  /// Bytes the guard's record pool holds from the system: the records stored now, those
-  /// retired but not yet reclaimed, those freed and kept for reuse, the unused rest of
-  /// each shard's run and of the last chunk. Returned to the system once the guard is
-  /// destroyed, every result it handed out released and every retired record reclaimed.
+  /// With pooled_records, the bytes the guard's record pool holds from the system: the
+  /// records stored now, those retired but not yet reclaimed, those freed and kept for
+  /// reuse, the unused rest of each shard's run and of the last chunk. Returned to the
+  /// system once the guard is destroyed, every result it handed out released and every
+  /// retired record reclaimed. 0 without pooled_records.
   std::uint64_t record_bytes = 0;
 };
 
@@ -3026,14 +3069,14 @@ class retained_table {
 /// reference counts), and the shared_ptr a caller receives shares ownership of that
 /// record: a result held after its record was evicted, expired or forgotten (or after
 /// the guard is destroyed) stays valid, and the record's memory is freed when the last
-/// holder lets go. Replaying hands out that pointer: no copy, no allocation. Records
-/// come from the guard's pool (detail/record_pool.hpp): a freed record's memory is
-/// reused by a later record, and the pool's chunks (256 KiB, then 2 MiB each) go back
-/// to the system when the guard is destroyed and every result it handed out is
-/// released and every retired record reclaimed (one record still held keeps the
-/// whole pool); stats().record_bytes says how much it holds. A record larger than 2 KiB
-/// (a large Result) or aligned to more than 64 bytes is allocated with operator new
-/// instead.
+/// holder lets go. Replaying hands out that pointer: no copy, no allocation. With
+/// idempotency_options::pooled_records, records come from the guard's pool
+/// (detail/record_pool.hpp): a freed record's memory is reused by a later record, and
+/// the pool's chunks (the first holds a run per shard, later ones 2 MiB) go back to the
+/// system when the guard is destroyed, every result it handed out released and every
+/// retired record reclaimed (one record still held keeps the whole pool);
+/// stats().record_bytes says how much it holds. A record larger than 2 KiB (a large
+/// Result) or aligned to more than 64 bytes is allocated with operator new even then.
 /// Expiry is read from `Clock` (coarse_steady_clock by default: up to one tick late).
 template <class Key, class Result, class Hash = key_hash<Key>, class Equal = std::equal_to<>,
           class Clock = coarse_steady_clock>
@@ -3075,14 +3118,17 @@ class idempotency_guard {
   /// stored, where an exception could not be reported (std::terminate).
   explicit idempotency_guard(idempotency_options options = {},
                              std::function<time_point()> now = nullptr)
-      : records_(detail::keyed_table_shards(options.shards)), store_(options, std::move(now)) {}
+      : records_(options.pooled_records ? std::make_unique<detail::record_pool::owner>(
+                                              detail::keyed_table_shards(options.shards))
+                                        : nullptr),
+        store_(options, std::move(now)) {}
 
   idempotency_guard(const idempotency_guard&) = delete;
   idempotency_guard& operator=(const idempotency_guard&) = delete;
 
   /// Precondition: no other thread uses the guard. Records still stored are freed (or
   /// kept by the results callers hold); records this thread retired earlier are
-  /// reclaimed now, so they do not keep the record pool alive.
+  /// reclaimed now (so they do not keep a record pool alive).
   ~idempotency_guard() { reclaim_retired(); }
 
   /// Runs op() -> Result for the first call with `key`; see run_status for the other
@@ -3147,7 +3193,7 @@ class idempotency_guard {
     s.expirations = store_.expirations();
     s.evictions = store_.evictions();
     s.entries = store_.table().size();
-    s.record_bytes = records_.reserved_bytes();
+    s.record_bytes = records_ != nullptr ? records_->reserved_bytes() : 0;
     return s;
   }
 
@@ -3229,13 +3275,14 @@ class idempotency_guard {
   }
 
   /// A new record for `key` in table shard `shard`, with its reference counts in one
-  /// block from that shard's pool (from operator new for a record larger than 2 KiB or
-  /// aligned to more than 64 bytes). Called under the shard lock. Throws
-  /// std::bad_alloc.
+  /// block: from that shard's pool with pooled_records (from operator new for a record
+  /// larger than 2 KiB or aligned to more than 64 bytes), else from make_shared.
+  /// Called under the shard lock. Throws std::bad_alloc.
   template <class K>
   std::shared_ptr<entry> make_record(std::size_t shard, const K& key, std::uint64_t h,
                                      const digest& fingerprint) {
-    return std::allocate_shared<entry>(detail::record_pool_allocator<entry>(records_.at(shard)),
+    if (records_ == nullptr) return std::make_shared<entry>(Key(key), h, fingerprint);
+    return std::allocate_shared<entry>(detail::record_pool_allocator<entry>(records_->at(shard)),
                                        Key(key), h, fingerprint);
   }
 
@@ -3377,7 +3424,7 @@ class idempotency_guard {
   };
   // The records' memory, one pool shard per table shard. Declared before store_, so
   // it outlives the table, whose destruction frees the records it still holds.
-  detail::record_pool::owner records_;
+  std::unique_ptr<detail::record_pool::owner> records_;  // with options.pooled_records
   retained store_;
   detail::striped_counters<count> counters_;  // bumped on every call: striped per thread
 };

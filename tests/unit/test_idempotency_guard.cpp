@@ -204,7 +204,10 @@ TEST_CASE("idempotency_guard: 8 threads retrying 10,000 random keys run each ope
     }
   }
 
-  idempotency_guard<std::string, std::uint64_t> guard;
+  idempotency_options options;
+  options.pooled_records = GENERATE(false, true);  // records from the heap, then a pool
+  INFO("pooled_records: " << options.pooled_records);
+  idempotency_guard<std::string, std::uint64_t> guard(options);
   std::vector<std::atomic<int>> runs(key_count);
   std::vector<std::atomic<std::uint64_t>> executor(key_count);  // thread + 1 that ran it
   std::vector<std::vector<std::uint64_t>> seen(threads, std::vector<std::uint64_t>(key_count, 0));
@@ -688,6 +691,7 @@ TEST_CASE(
     "[idempotency_guard]") {
   idempotency_options options;
   options.capacity = 1024;  // 16 per shard
+  options.pooled_records = true;
   idempotency_guard<std::string, std::uint64_t> guard(options);
   const std::uint64_t keys = sanitized ? 20'000 : 100'000;
   for (std::uint64_t i = 0; i < keys; ++i) {
@@ -704,6 +708,10 @@ TEST_CASE(
   // takes one more chunk.
   using interlock::detail::record_pool;
   CHECK(stats.record_bytes <= record_pool::first_chunk_bytes(64) + record_pool::chunk_bytes);
+
+  idempotency_guard<std::string, std::uint64_t> unpooled;  // the default: make_shared
+  (void)unpooled.run(std::string("k"), 0, [] { return std::uint64_t{1}; });
+  CHECK(unpooled.stats().record_bytes == 0);
   interlock::reclaim_retired();
 }
 
@@ -715,7 +723,9 @@ struct alignas(128) wide_result {
 
 TEST_CASE("idempotency_guard: a Result aligned beyond the record pool is stored aligned",
           "[idempotency_guard]") {
-  idempotency_guard<std::string, wide_result> guard;
+  idempotency_options options;
+  options.pooled_records = true;
+  idempotency_guard<std::string, wide_result> guard(options);
   auto op = [] { return wide_result{7}; };
   const auto first = guard.run(std::string("k"), 0, op);
   const auto again = guard.run(std::string("k"), 0, op);
@@ -729,7 +739,9 @@ TEST_CASE("idempotency_guard: a Result aligned beyond the record pool is stored 
 TEST_CASE("idempotency_guard: a Result larger than a pool block is stored whole",
           "[idempotency_guard]") {
   using large_result = std::array<std::uint8_t, 16 * 1024>;  // more than a pool run
-  idempotency_guard<std::string, large_result> guard;
+  idempotency_options options;
+  options.pooled_records = true;
+  idempotency_guard<std::string, large_result> guard(options);
   auto op = [] {
     large_result r{};
     r.front() = 1;

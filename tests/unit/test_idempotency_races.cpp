@@ -70,6 +70,8 @@ TEST_CASE("replays and joins race with eviction, expiry, forget, purge and failu
   options.capacity = 16;  // 4 per shard: most completions evict
   options.shards = 4;
   options.time_to_live = std::chrono::nanoseconds(400);
+  options.pooled_records = GENERATE(false, true);  // records from the heap, then a pool
+  INFO("pooled_records: " << options.pooled_records);
   using guard_type = interlock::idempotency_guard<std::string, stored_result>;
   guard_type guard(options, [&fake_ns] {
     return guard_type::time_point(std::chrono::nanoseconds(fake_ns.load()));
