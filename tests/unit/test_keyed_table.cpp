@@ -342,34 +342,3 @@ TEST_CASE("keyed_table: wide string keys are compared by their characters", "[ke
   const std::u16string absent = u"kkkkkkkkkkkkkkkkk";  // 17 characters: longer than any key
   CHECK(table.find(guards, absent, table.hash_of(absent)) == nullptr);
 }
-
-TEST_CASE("keyed_table: avalanching hashes are used as they are, others are mixed",
-          "[keyed_table]") {
-  using interlock::key_hash;
-  using interlock::detail::hash_is_avalanching;
-  using interlock::detail::mix_hash;
-  STATIC_REQUIRE(hash_is_avalanching<key_hash<std::string>>);
-  STATIC_REQUIRE(hash_is_avalanching<key_hash<std::wstring_view>>);
-  STATIC_REQUIRE_FALSE(hash_is_avalanching<key_hash<int>>);
-  STATIC_REQUIRE_FALSE(hash_is_avalanching<std::hash<std::string>>);
-
-  table_type strings(8);
-  const std::string key = "user:123456";
-  CHECK(strings.hash_of(key) == key_hash<std::string>{}(key));
-
-  interlock::detail::keyed_table<int, interlock::detail::keyed_entry<int>> ints(8);
-  CHECK(ints.hash_of(7) == mix_hash(std::hash<int>{}(7)));  // the identity, spread
-
-  // Consecutive short keys land in every shard and spread over the low (bucket) bits.
-  std::vector<int> per_shard(64, 0);
-  std::vector<int> per_low_bits(64, 0);
-  for (int i = 0; i < 64'000; ++i) {
-    const auto h = strings.hash_of("order:" + std::to_string(100'000 + i));
-    ++per_shard[h >> 58];
-    ++per_low_bits[h & 63];
-  }
-  CHECK(*std::min_element(per_shard.begin(), per_shard.end()) > 800);  // 1,000 expected
-  CHECK(*std::max_element(per_shard.begin(), per_shard.end()) < 1200);
-  CHECK(*std::min_element(per_low_bits.begin(), per_low_bits.end()) > 800);
-  CHECK(*std::max_element(per_low_bits.begin(), per_low_bits.end()) < 1200);
-}

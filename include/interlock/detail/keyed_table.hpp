@@ -64,12 +64,6 @@ INTERLOCK_NAMESPACE_BEGIN
 /// std::hash for short keys, and transparently: a std::string-keyed table accepts
 /// std::string_view and const char* lookups without allocating. The values are for
 /// one process only (see detail/hash_bytes.hpp).
-///
-/// Keyed tables spread every hash over 64 bits (detail::mix_hash) before they use it,
-/// since std::hash of an integer is the identity. A Hash whose values are already
-/// mixed over all 64 bits says so with a member type `is_avalanching` =
-/// std::true_type (the Boost.Unordered convention); its values are then used as they
-/// are. The string hashes above do.
 template <class Key>
 struct key_hash : std::hash<Key> {};
 
@@ -77,7 +71,6 @@ namespace detail {
 template <class CharT>
 struct string_key_hash {
   using is_transparent = void;
-  using is_avalanching = std::true_type;  // a folded multiply: every bit depends on every byte
   std::size_t operator()(std::basic_string_view<CharT> key) const noexcept {
     return static_cast<std::size_t>(hash_bytes(key.data(), key.size() * sizeof(CharT)));
   }
@@ -110,13 +103,6 @@ struct key_hash<std::basic_string_view<CharT, std::char_traits<CharT>>>
     : detail::string_key_hash<CharT> {};
 
 namespace detail {
-
-/// Whether Hash declares `is_avalanching` = std::true_type: its values need no mixing.
-template <class Hash, class = void>
-inline constexpr bool hash_is_avalanching = false;
-template <class Hash>
-inline constexpr bool hash_is_avalanching<Hash, std::void_t<typename Hash::is_avalanching>> =
-    Hash::is_avalanching::value;
 
 /// Spreads any hash (std::hash of an integer is the identity) over all 64 bits:
 /// the top bits pick the shard, the low bits the bucket.
@@ -209,16 +195,10 @@ class keyed_table {
     }
   }
 
-  /// The key's 64-bit table hash (computed once per operation by callers): Hash's
-  /// value, spread by mix_hash unless Hash says it is avalanching.
+  /// The key's 64-bit table hash (computed once per operation by callers).
   template <class K>
   [[nodiscard]] std::uint64_t hash_of(const K& key) const {
-    const auto h = static_cast<std::uint64_t>(hash_(key));
-    if constexpr (hash_is_avalanching<Hash>) {
-      return h;
-    } else {
-      return mix_hash(h);
-    }
+    return mix_hash(static_cast<std::uint64_t>(hash_(key)));
   }
 
   /// Lock-free lookup: the hazard guard that protects the entry found, and one for
