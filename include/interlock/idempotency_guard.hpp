@@ -176,13 +176,13 @@ struct idempotency_options {
   /// idempotency_guard only: allocate records from a pool of the guard's own (see
   /// detail/record_pool.hpp) instead of operator new. With many stored keys and mostly
   /// replays, turn it on: records kept together (2 MiB chunks advised for huge pages)
-  /// replay faster than records spread through the heap (over 100,000 keys: 1.07x-1.14x
-  /// on a 2-core AMD VM, 1.17x at 4-16 threads and more on one thread on a 16-core
-  /// Xeon). It costs creation at many threads: a freed record is reused by the next
-  /// record of its shard, created by any thread, where malloc hands it to the thread
-  /// that freed it, whose cache still holds it (first runs 0.8x-0.93x at 2-16 threads on
-  /// the Xeon, even on the VM). And the pool keeps its chunks until the guard is
-  /// destroyed and every result it handed out is released.
+  /// replay faster than records spread through the heap (over 100,000 keys: 1.08x-1.12x
+  /// at 1-2 threads on a 2-core AMD VM; about 1.15x, 0.95x-1.38x, at 1-16 threads on a
+  /// 16-core Xeon). It costs creation on many cores: a freed record is reused by the
+  /// next record of its shard, created by any thread, where malloc hands it to the
+  /// thread that freed it, whose cache still holds it (first runs 0.77x-0.93x at 1-16
+  /// threads on the Xeon; within noise on the VM). And the pool keeps its chunks until
+  /// the guard is destroyed and every result it handed out is released.
   bool pooled_records = false;
 };
 

@@ -4852,15 +4852,15 @@ INTERLOCK_NAMESPACE_END
 // Design note. An idempotency_guard that stores many results is read by lookups that
 // each miss the cache on one record, at a random place among all of them. Where the
 // records live matters as much as how many instructions a lookup runs: measured on
-// replays over 100,000 stored keys, records from this pool were replayed 1.07x-1.14x as
-// fast as records from malloc at 2 threads on a 2-core AMD VM (where the same pool
+// replays over 100,000 stored keys, records from this pool were replayed 1.08x-1.12x as
+// fast as records from malloc at 1-2 threads on a 2-core AMD VM (where the same pool
 // without huge pages did as well: there it is the records' own region that counts,
-// away from the heap's other blocks), and 1.17x at 4-16 threads on a 16-core Xeon,
-// where the huge pages count. The price is reuse across threads: a freed block goes
-// back to its shard, whose next record any thread may create, where malloc gives it to
-// the freeing thread, whose cache still holds it; creating records at 2-16 threads on
-// the Xeon measured 0.8x-0.93x. So idempotency_guard uses the pool only when asked
-// (idempotency_options::pooled_records).
+// away from the heap's other blocks), and about 1.15x (0.95x-1.38x) at 1-16 threads on
+// a 16-core Xeon, where the huge pages count. The price is reuse across threads: a
+// freed block goes back to its shard, whose next record any thread may create, where
+// malloc gives it to the freeing thread, whose cache still holds it; creating records
+// at 1-16 threads on the Xeon measured 0.77x-0.93x. So idempotency_guard uses the pool
+// only when asked (idempotency_options::pooled_records).
 //
 // Layout. The pool maps chunks from the system: the first holds one run per shard (at
 // least 256 KiB), every later one is 2 MiB, aligned to 2 MiB and, on Linux, advised
@@ -5435,13 +5435,13 @@ struct idempotency_options {
   /// idempotency_guard only: allocate records from a pool of the guard's own (see
   /// detail/record_pool.hpp) instead of operator new. With many stored keys and mostly
   /// replays, turn it on: records kept together (2 MiB chunks advised for huge pages)
-  /// replay faster than records spread through the heap (over 100,000 keys: 1.07x-1.14x
-  /// on a 2-core AMD VM, 1.17x at 4-16 threads and more on one thread on a 16-core
-  /// Xeon). It costs creation at many threads: a freed record is reused by the next
-  /// record of its shard, created by any thread, where malloc hands it to the thread
-  /// that freed it, whose cache still holds it (first runs 0.8x-0.93x at 2-16 threads on
-  /// the Xeon, even on the VM). And the pool keeps its chunks until the guard is
-  /// destroyed and every result it handed out is released.
+  /// replay faster than records spread through the heap (over 100,000 keys: 1.08x-1.12x
+  /// at 1-2 threads on a 2-core AMD VM; about 1.15x, 0.95x-1.38x, at 1-16 threads on a
+  /// 16-core Xeon). It costs creation on many cores: a freed record is reused by the
+  /// next record of its shard, created by any thread, where malloc hands it to the
+  /// thread that freed it, whose cache still holds it (first runs 0.77x-0.93x at 1-16
+  /// threads on the Xeon; within noise on the VM). And the pool keeps its chunks until
+  /// the guard is destroyed and every result it handed out is released.
   bool pooled_records = false;
 };
 
