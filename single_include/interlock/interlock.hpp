@@ -4903,9 +4903,9 @@ INTERLOCK_NAMESPACE_END
 // Memory ordering: a returned block is pushed with a release CAS and taken with an
 // acquire exchange, so what its last owner wrote happens before its reuse (1); the
 // given-back counts and the pool's references are acquire-release, so every free
-// happens before the pool is destroyed (2). Under AddressSanitizer every byte of a chunk that is
-// not a block in use (or a run header) is poisoned, except the link word of a free block, so an
-// overflow past a block or a use after free is still reported.
+// happens before the pool is destroyed (2). Under AddressSanitizer every byte of a
+// chunk that is not a block in use (or a run header) is poisoned, except the link word
+// of a free block, so an overflow past a block or a use after free is still reported.
 #ifndef INTERLOCK_DETAIL_RECORD_POOL_HPP
 #define INTERLOCK_DETAIL_RECORD_POOL_HPP
 
@@ -5038,7 +5038,7 @@ class record_pool {
     }
 
     // The allocating side (the caller's shard lock). pool_ and block_ are written
-    // before any block of the shard exists, and only read by freeing threads.
+    // before any block of the shard exists; freeing threads only read them.
     record_pool* pool_ = nullptr;
     std::size_t block_ = 0;
     free_block* free_ = nullptr;
