@@ -1983,12 +1983,13 @@ class record_pool_allocator {
       return static_cast<T*>(::operator new (n * sizeof(T), std::align_val_t{alignof(T)}));
     }
   }
-  void deallocate(T* p, std::size_t n) noexcept {
+  /// `n` is 1; operator delete is called unsized (clang offers the sized aligned form
+  /// only with -fsized-deallocation).
+  void deallocate(T* p, std::size_t) noexcept {
     if constexpr (pooled) {
-      (void)n;
       record_pool::deallocate(p);
     } else {
-      ::operator delete (p, n * sizeof(T), std::align_val_t{alignof(T)});
+      ::operator delete (p, std::align_val_t{alignof(T)});
     }
   }
 
