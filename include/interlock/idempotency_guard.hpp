@@ -174,7 +174,7 @@ struct idempotency_options {
   failure_policy on_failure = failure_policy::forget;
   std::size_t shards = 64;
   /// idempotency_guard only: allocate records from a pool of the guard's own (see
-  /// detail/record_pool.hpp) instead of operator new. With many stored keys and mostly
+  /// detail/record_pool.hpp) instead of make_shared. With many stored keys and mostly
   /// replays, turn it on: records kept together (2 MiB chunks advised for huge pages)
   /// replay faster than records spread through the heap (over 100,000 keys: 1.08x-1.12x
   /// at 1-2 threads on a 2-core AMD VM; about 1.15x, 0.95x-1.38x, at 1-16 threads on a
@@ -453,8 +453,8 @@ class idempotency_guard {
     std::atomic<std::uint32_t> waiters{0};
     // The table's reference to this entry, set when it is linked and dropped when it
     // is reclaimed. The entry is allocated with its reference counts (make_record), so
-    // they are in its first or the next cache line: handing out the result (an aliasing shared_ptr
-    // to `result` below) costs no cache miss beyond the lookup's own.
+    // they are in its first or the next cache line: handing out the result (an aliasing
+    // shared_ptr to `result` below) costs no cache miss beyond the lookup's own.
     std::shared_ptr<entry> owner;
     // Written by the executing call before the state is published (1); immutable after.
     std::optional<Result> result;
