@@ -243,10 +243,7 @@ class record_pool {
   static_assert(sizeof(run_header) <= run_header_bytes);
 
   explicit record_pool(std::size_t shard_count)
-      : shard_count_(shard_count),
-        shards_(new shard[shard_count]),
-        first_chunk_bytes_(first_chunk_bytes(shard_count)),
-        references_(1 + shard_count) {
+      : shard_count_(shard_count), shards_(new shard[shard_count]), references_(1 + shard_count) {
     for (std::size_t i = 0; i < shard_count; ++i) shards_[i].pool_ = this;
     alive_count().fetch_add(1, std::memory_order_relaxed);
   }
@@ -280,7 +277,7 @@ class record_pool {
   /// Under mutex_: one more chunk from the system, poisoned until carved.
   void add_chunk() {
     const bool first = chunks_.empty();
-    const std::size_t bytes = first ? first_chunk_bytes_ : chunk_bytes;
+    const std::size_t bytes = first ? first_chunk_bytes(shard_count_) : chunk_bytes;
     chunks_.reserve(chunks_.size() + 1);  // may throw before anything is mapped
     char* memory = map_chunk(bytes, /*huge_pages=*/!first);
     INTERLOCK_DETAIL_POISON(memory, bytes);
@@ -338,7 +335,6 @@ class record_pool {
 
   const std::size_t shard_count_;
   std::unique_ptr<shard[]> shards_;
-  const std::size_t first_chunk_bytes_;
   std::atomic<std::size_t> references_;  // the owner's and one per shard
   mutable std::mutex mutex_;             // guards the fields below
   std::vector<chunk> chunks_;
