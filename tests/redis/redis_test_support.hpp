@@ -90,6 +90,9 @@ inline std::optional<r::connection_options> server(const std::string& name) {
   r::connection_options o;
   o.port = *port;
   o.key_prefix = unique_prefix(name);
+  // A loaded CI machine (a sanitizer, another test job) can stall the server for
+  // longer than the 1 s default; tests about timeouts set their own.
+  o.command_timeout = std::chrono::seconds(10);
   return o;
 }
 

@@ -230,18 +230,20 @@ TEST_CASE("redis keyed_mutex: renewal keeps a lease alive past its lease time", 
   auto opts = redis_test::server("renew");
   if (!opts) return;
   r::lock_options lo;
-  // Renewed every 500 ms: a renewal may come up to 1 s late (a loaded machine, a
-  // sanitizer) before the lease lapses.
-  lo.lease_time = 1500ms;
+  // Renewed every 400 ms: a renewal may come up to 3.6 s late (a loaded machine, a
+  // sanitizer) before the lease lapses. Without renewal it lapses after 4 s, within
+  // the loop below, and the check fails.
+  lo.lease_time = 4000ms;
+  lo.renew_every = 400ms;
   r::keyed_mutex m(*opts, lo);
   int refused = 0;
   m.with_lock("slow", [&](r::keyed_mutex::guard& g) {
-    for (int i = 0; i < 6; ++i) {
-      std::this_thread::sleep_for(600ms);  // 3.6 s in all: 2.4 leases
+    for (int i = 0; i < 11; ++i) {
+      std::this_thread::sleep_for(450ms);  // 4.95 s in all: 1.24 leases
       if (!m.try_lock("slow") && !g.lease_lost()) ++refused;
     }
   });  // throws lease_lost if a renewal had failed
-  CHECK(refused == 6);
+  CHECK(refused == 11);
 }
 
 TEST_CASE("redis keyed_mutex: lock_many sorts and collapses keys", "[redis]") {

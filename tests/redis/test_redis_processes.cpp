@@ -116,7 +116,7 @@ TEST_CASE("redis keyed_mutex: a SIGKILLed holder's lease expires, its late write
   auto opts = redis_test::server("sigkill");
   if (!opts) return;
   r::lock_options lo;
-  lo.lease_time = 2000ms;  // long enough that the lease outlives a slow check below
+  lo.lease_time = 6000ms;  // long enough that the lease outlives a slow check below
   int pipe_fds[2];
   REQUIRE(::pipe(pipe_fds) == 0);
   std::fflush(nullptr);
@@ -159,7 +159,7 @@ TEST_CASE("redis keyed_mutex: a SIGKILLed holder's lease expires, its late write
   reaper.kill_and_wait();
   CHECK(WIFSIGNALED(reaper.status));
 
-  auto g = locks.try_lock_for("ledger", 10s);  // granted once the lease expires
+  auto g = locks.try_lock_for("ledger", 30s);  // granted once the lease expires
   REQUIRE(g);
   CHECK(g.fencing_token() > dead_token);
 
