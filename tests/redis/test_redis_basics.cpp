@@ -266,6 +266,35 @@ TEST_CASE("redis keyed_mutex: lock_many sorts and collapses keys", "[redis]") {
   CHECK(again.size() == 2);
 }
 
+TEST_CASE("redis keyed_mutex: lock_many keeps the keys it took while it waits for a later one",
+          "[redis]") {
+  auto opts = redis_test::server("many_alive");
+  if (!opts) return;
+  r::lock_options lo;
+  lo.lease_time = 2000ms;
+  r::keyed_mutex m(*opts, lo);
+  r::keyed_mutex other(*opts);  // 10 s leases
+  auto b = other.try_lock("b");
+  REQUIRE(b);
+  r::keyed_mutex::multi_guard both;
+  std::thread taker([&] { both = m.lock_many(std::vector<std::string>{"b", "a"}); });
+  r::connection admin(*opts);
+  bool a_taken = false;  // lock_many took "a" and now waits for "b"
+  for (int i = 0; i < 1000 && !a_taken; ++i) {
+    a_taken = admin.command({"EXISTS", m.lease_key("a")}).integer() == 1;
+    if (!a_taken) std::this_thread::sleep_for(10ms);
+  }
+  // Past a's lease while lock_many still waits: without renewal "a" would be free.
+  std::this_thread::sleep_for(3000ms);
+  const bool a_free_while_waiting = static_cast<bool>(other.try_lock("a"));
+  CHECK(b.unlock());
+  taker.join();
+  CHECK(a_taken);
+  CHECK_FALSE(a_free_while_waiting);
+  REQUIRE(both.size() == 2);
+  CHECK(both.unlock());  // both leases were still ours
+}
+
 TEST_CASE("redis idempotency_guard: execute, replay, mismatch, failure releases", "[redis]") {
   auto opts = redis_test::server("idem");
   if (!opts) return;

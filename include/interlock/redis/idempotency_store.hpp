@@ -18,9 +18,10 @@
 //
 // The scripts (atomic on the server):
 //   claim:    GET the record; if there is none, SET the in-progress record with its
-//             expiry and return nil (this caller executes); else return the record.
-//             Finding the record and creating it are one step, so exactly one caller
-//             per key executes while the record lives.
+//             expiry and return nil (this caller executes); if it is this call's own
+//             in-progress record (same executor token), return nil too; else return
+//             the record. Finding the record and creating it are one step, so exactly
+//             one caller per key executes while the record lives.
 //   complete: SET the completed record (PX time_to_live) only if the record is still
 //             this executor's in-progress record; returns 0 otherwise.
 //   abandon:  DEL the record only if it is still this executor's in-progress record
@@ -44,11 +45,14 @@
 // Failures. An exception from op (or from encoding its result) abandons the record,
 // so a retry runs again, and reaches the caller. Failures are not stored
 // (failure_policy::store of the in-process guard has no cross-process form: an
-// exception object cannot be replayed in another process). A redis_error at the claim
-// means nothing ran; at completion it means op ran but its result may not be stored
-// (the in-progress record then expires, and a retry after that runs op again: the
-// store cannot tell "ran, result lost" from "crashed"). A connection that the server
-// closed while op ran (its `timeout`, a proxy) is not such a failure: it is reconnected
+// exception object cannot be replayed in another process). A claim whose reply was
+// lost (an I/O error) is sent once more, on a new connection, with the same executor
+// token: if the first one ran, the second finds this call's own record and executes,
+// so a lost reply does not leave the key blocked for in_progress_ttl. A redis_error at
+// the claim (both tries failed, or a server error) means nothing ran; at completion it means op ran
+// but its result may not be stored (the in-progress record then expires, and a retry after that
+// runs op again: the store cannot tell "ran, result lost" from "crashed"). A connection that the
+// server closed while op ran (its `timeout`, a proxy) is not such a failure: it is reconnected
 // before completing (see "Idle connections" in <interlock/redis/connection.hpp>). A
 // result that cannot be decoded throws what the codec throws.
 //
@@ -84,7 +88,8 @@ namespace redis {
 
 /// Retention and behaviour of a redis::idempotency_guard.
 struct idempotency_options {
-  /// How long a completed record is kept.
+  /// How long a completed record is kept. Like in_progress_ttl, clamped to [1 ms, about
+  /// 34.8 years] (see "Expiry times" in <interlock/redis/connection.hpp>).
   std::chrono::milliseconds time_to_live = std::chrono::hours(24);
   /// How long an in-progress record lives without completing (a crashed executor's
   /// key becomes runnable after it). Keep it above the longest operation.
@@ -156,8 +161,8 @@ class idempotency_guard {
   static const script& claim_script() {
     static const script s(
         "local v = redis.call('GET', KEYS[1])\n"
-        "if v then return v end\n"
-        "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
+        "if v and v ~= ARGV[1] then return v end\n"
+        "if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end\n"
         "return false\n");
     return s;
   }
@@ -208,14 +213,14 @@ class idempotency_guard {
     in_progress.push_back('P');
     in_progress.append(fingerprint.to_hex());
     in_progress.append(detail::unique_token());
-    const std::string ttl = std::to_string(options_.in_progress_ttl.count());
+    const std::string ttl = detail::ttl_text(options_.in_progress_ttl);
 
     auto c = pool_->acquire();
     backoff_schedule schedule(options_.poll_policy);
     auto random = [] { return system_retry_environment::random(); };
     bool waited = false;
     for (;;) {
-      reply r = c->eval(claim_script(), {rk}, {in_progress, ttl});
+      reply r = claim(*c, rk, in_progress, ttl);
       if (r.is_nil()) return execute(*c, rk, in_progress, op);
       const parsed p = parse(r.str());
       switch (decide_idempotent(p.state, p.fingerprint, fingerprint, options_.on_concurrent)) {
@@ -245,6 +250,18 @@ class idempotency_guard {
     }
   }
 
+  /// Runs the claim script; after an I/O error, once more with the same record (see
+  /// "Failures" above: a claim that ran finds its own record and executes).
+  static reply claim(connection& c, const std::string& rk, const std::string& in_progress,
+                     const std::string& ttl) {
+    try {
+      return c.eval(claim_script(), {rk}, {in_progress, ttl});
+    } catch (const redis_error& e) {
+      if (e.kind() != redis_error::error_kind::io) throw;
+    }
+    return c.eval(claim_script(), {rk}, {in_progress, ttl});
+  }
+
   template <class Op>
   outcome execute(connection& c, const std::string& rk, const std::string& in_progress, Op& op) {
     std::shared_ptr<const Result> result;
@@ -262,7 +279,7 @@ class idempotency_guard {
       }
       throw;
     }
-    const std::string ttl = std::to_string(options_.time_to_live.count());
+    const std::string ttl = detail::ttl_text(options_.time_to_live);
     (void)c.eval(complete_script(), {rk}, {in_progress, completed, ttl});
     return outcome{run_status::executed, std::move(result)};
   }

@@ -52,10 +52,26 @@
 // of returning fn's result. A plain guard (lock(), try_lock...) is not renewed: call
 // renew() yourself or keep the work shorter than the lease.
 //
+// Renewal timing. A lease term is counted from when its acquire or renewal was sent,
+// not from when the reply came, and the renewal thread sets lease_lost() as soon as a
+// failed renewal leaves the lease too little time to reach the next attempt (Redis
+// unreachable for lease_time - renew_every), not only once the lease is over.
+//
 // Multi-key locking sorts the keys and collapses duplicates, then takes them one by one
 // in that order, as interlock::keyed_mutex does: every process takes any two keys in
 // the same order, so no cycle of waiters can form. The try and timed forms release
-// what they took when one key fails.
+// what they took when one key fails. While it waits for a later key, it renews every
+// key it already holds once half its lease has passed (and waits at most a quarter of
+// a lease between attempts), so a long wait never returns a key whose lease lapsed; if
+// one lapsed anyway (a renewal later than half a lease), it releases everything and
+// starts over. The guard it returns holds every key for at least half a lease.
+//
+// What the fencing tokens rely on: the grant counter must survive. Redis loses it
+// with the rest of its data in a restart without persistence, a FLUSHDB, a failover to
+// a replica that had not received it, or eviction under an allkeys-* maxmemory-policy
+// (the counter has no expiry, so volatile-* policies and noeviction keep it). Then the
+// count starts again at 1 and tokens go back. Run Redis with persistence and
+// noeviction (or volatile-*) where fencing matters.
 //
 // Failures: every call that talks to Redis throws redis_error when the server cannot be
 // reached or answers with an error (a lock call then holds nothing: if the acquire's
@@ -116,7 +132,8 @@ class lease_lost : public std::runtime_error {
 
 /// Lease and waiting settings of a redis::keyed_mutex.
 struct lock_options {
-  /// How long a grant lasts unless renewed (at least 1 ms).
+  /// How long a grant lasts unless renewed (clamped to [1 ms, about 34.8 years]; see
+  /// "Expiry times" in <interlock/redis/connection.hpp>).
   std::chrono::milliseconds lease_time{10000};
   /// Delays between attempts while a key is held (only the delays are used; the
   /// caller's deadline bounds the wait).
@@ -132,7 +149,8 @@ class keyed_mutex {
   /// a guard releases the lease if it is still this grant's; the destructor swallows a
   /// redis_error (the lease then expires by itself). Thread-safety: one thread at a
   /// time, except that with_lock's renewal thread calls renew() while fn runs (fn must
-  /// not unlock or move the guard).
+  /// not unlock or move the guard). A guard refers to its keyed_mutex: release it (or
+  /// let it go) before the keyed_mutex is destroyed.
   class guard {
    public:
     guard() noexcept = default;
@@ -141,6 +159,7 @@ class keyed_mutex {
           key_(std::exchange(other.key_, {})),
           token_(std::exchange(other.token_, {})),
           fence_(std::exchange(other.fence_, 0)),
+          requested_at_(other.requested_at_),
           lost_(other.lost_.load(std::memory_order_relaxed)) {}  // one thread owns both
     guard& operator=(guard&& other) noexcept {
       if (this != &other) {
@@ -149,6 +168,7 @@ class keyed_mutex {
         key_ = std::exchange(other.key_, {});
         token_ = std::exchange(other.token_, {});
         fence_ = std::exchange(other.fence_, 0);
+        requested_at_ = other.requested_at_;
         // Relaxed: a moved guard belongs to one thread (see the class comment).
         lost_.store(other.lost_.load(std::memory_order_relaxed), std::memory_order_relaxed);
       }
@@ -189,14 +209,20 @@ class keyed_mutex {
     /// The key held (empty for an empty guard: default-constructed, moved from or
     /// unlocked).
     [[nodiscard]] const std::string& key() const noexcept { return key_; }
-    /// True once with_lock's renewal found the lease lost. Relaxed-free: an acquire
+    /// True once with_lock's renewal found the lease lost, or could not reach Redis in
+    /// time to keep it (see "Renewal timing" above). Relaxed-free: an acquire
     /// load pairing with the renewal thread's release store.
     [[nodiscard]] bool lease_lost() const noexcept { return lost_.load(std::memory_order_acquire); }
 
    private:
     friend class keyed_mutex;
-    guard(keyed_mutex* m, std::string key, std::string token, std::uint64_t fence)
-        : mutex_(m), key_(std::move(key)), token_(std::move(token)), fence_(fence) {}
+    guard(keyed_mutex* m, std::string key, std::string token, std::uint64_t fence,
+          std::chrono::steady_clock::time_point requested_at)
+        : mutex_(m),
+          key_(std::move(key)),
+          token_(std::move(token)),
+          fence_(fence),
+          requested_at_(requested_at) {}
     void release_quietly() noexcept {
       try {
         (void)unlock();
@@ -207,6 +233,8 @@ class keyed_mutex {
     std::string key_;
     std::string token_;
     std::uint64_t fence_ = 0;
+    // When the acquire that granted this lease was sent: its term starts no earlier.
+    std::chrono::steady_clock::time_point requested_at_{};
     std::atomic<bool> lost_{false};
   };
 
@@ -268,9 +296,8 @@ class keyed_mutex {
   /// A lock sharing `pool` with other primitives.
   explicit keyed_mutex(std::shared_ptr<connection_pool> pool, lock_options lock = {})
       : pool_(std::move(pool)), options_(std::move(lock)) {
-    if (options_.lease_time < std::chrono::milliseconds(1)) {
-      options_.lease_time = std::chrono::milliseconds(1);
-    }
+    options_.lease_time =
+        std::clamp(options_.lease_time, std::chrono::milliseconds(1), detail::max_ttl);
     if (options_.renew_every <= std::chrono::milliseconds(0)) {
       options_.renew_every = std::max(options_.lease_time / 3, std::chrono::milliseconds(1));
     }
@@ -381,7 +408,7 @@ class keyed_mutex {
     return s;
   }
 
-  std::string ttl_text() const { return std::to_string(options_.lease_time.count()); }
+  std::string ttl_text() const { return detail::ttl_text(options_.lease_time); }
 
   /// Whether `key` needs a '{' in front inside the hash tag: an empty key, or one that
   /// starts with '}', would make the tag empty (Redis Cluster then hashes the whole
@@ -396,10 +423,12 @@ class keyed_mutex {
     const std::string lk = lease_key(key);
     const std::string fk = lk + ":fence";
     const std::string ttl = ttl_text();
+    const auto requested_at = std::chrono::steady_clock::now();
     reply r = c.eval(acquire_script(), {lk, fk}, {token, ttl});
     const long long fence = r.integer();
     if (fence <= 0) return guard{};
-    return guard(this, std::string(key), std::move(token), static_cast<std::uint64_t>(fence));
+    return guard(this, std::string(key), std::move(token), static_cast<std::uint64_t>(fence),
+                 requested_at);
   }
 
   bool release(const std::string& key, const std::string& token) {
@@ -415,14 +444,26 @@ class keyed_mutex {
     return c->eval(renew_script(), {lk}, {token, ttl}).integer() == 1;
   }
 
+  /// Between the attempts of a plain wait: nothing to keep alive, no delay cap.
+  struct nothing_held {
+    bool operator()() const noexcept { return true; }
+  };
+
+  /// Polls `key` until granted (or `deadline`: empty guard). Between attempts it calls
+  /// keep_alive(), and gives up (empty guard) when that returns false; the delay
+  /// between attempts is at most max_delay.
+  template <class KeepAlive = nothing_held>
   guard acquire_until(std::string_view key,
-                      std::optional<std::chrono::steady_clock::time_point> deadline) {
+                      std::optional<std::chrono::steady_clock::time_point> deadline,
+                      KeepAlive&& keep_alive = {},
+                      std::chrono::nanoseconds max_delay = std::chrono::nanoseconds::max()) {
     auto c = pool_->acquire();
     backoff_schedule schedule(options_.wait_policy);
     auto random = [] { return system_retry_environment::random(); };
     for (;;) {
       if (guard g = attempt(*c, key)) return g;
-      auto delay = schedule.next(random);
+      if (!keep_alive()) return guard{};
+      auto delay = std::min<std::chrono::nanoseconds>(schedule.next(random), max_delay);
       if (deadline) {
         const auto now = std::chrono::steady_clock::now();
         if (now >= *deadline) return guard{};
@@ -444,14 +485,42 @@ class keyed_mutex {
     for (const auto& k : keys) sorted.emplace_back(std::string_view(k));
     std::sort(sorted.begin(), sorted.end());
     sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
-    multi_guard out;
-    out.held_.reserve(sorted.size());
-    for (const auto& k : sorted) {
-      guard g = single_attempt ? try_lock(k) : acquire_until(k, deadline);
-      if (!g) return multi_guard{};  // `out` releases what it took
-      out.held_.push_back(std::move(g));
+    for (;;) {
+      multi_guard out;
+      std::vector<std::chrono::steady_clock::time_point> term_start;  // per held lease
+      out.held_.reserve(sorted.size());
+      term_start.reserve(sorted.size());
+      bool lapsed = false;
+      auto keep_alive = [&] {
+        lapsed = lapsed || !renew_aging(out.held_, term_start);
+        return !lapsed;
+      };
+      for (const auto& k : sorted) {
+        guard g = single_attempt ? try_lock(k)
+                                 : acquire_until(k, deadline, keep_alive, options_.lease_time / 4);
+        if (!g) break;
+        term_start.push_back(g.requested_at_);
+        out.held_.push_back(std::move(g));
+      }
+      if (out.held_.size() == sorted.size() && keep_alive()) return out;
+      // Refused, timed out, or a lease lapsed: `out` releases what it took.
+      if (!lapsed || single_attempt) return multi_guard{};
+      if (deadline && std::chrono::steady_clock::now() >= *deadline) return multi_guard{};
     }
-    return out;
+  }
+
+  /// Renews each lease of `held` whose term (term_start, when its acquire or last
+  /// renewal was sent) began at least half a lease ago. False when one was no longer
+  /// ours (it lapsed, and may have been granted to another). Throws redis_error.
+  bool renew_aging(std::vector<guard>& held,
+                   std::vector<std::chrono::steady_clock::time_point>& term_start) {
+    for (std::size_t i = 0; i < held.size(); ++i) {
+      const auto now = std::chrono::steady_clock::now();
+      if (now - term_start[i] < options_.lease_time / 2) continue;
+      if (!held[i].renew()) return false;
+      term_start[i] = now;
+    }
+    return true;
   }
 
   /// Extends g's lease every renew_every until stopped; marks g lost when a renewal
@@ -469,23 +538,28 @@ class keyed_mutex {
 
    private:
     void loop(const std::stop_token& st) {
-      auto last_renewed = std::chrono::steady_clock::now();
+      // The current term began when the grant (then each renewal) was sent.
+      auto last_renewed = guard_.requested_at_;
+      const auto lease = mutex_.options_.lease_time;
+      const auto period = mutex_.options_.renew_every;
       std::mutex mu;
       std::condition_variable_any cv;
       std::unique_lock<std::mutex> lock(mu);
       for (;;) {
         // Sleeps one period; wakes early (returning) when with_lock asks it to stop.
-        (void)cv.wait_for(lock, st, mutex_.options_.renew_every, [] { return false; });
+        (void)cv.wait_for(lock, st, period, [] { return false; });
         if (st.stop_requested()) return;
         bool lost = false;
+        const auto sent = std::chrono::steady_clock::now();
         try {
           if (guard_.renew()) {
-            last_renewed = std::chrono::steady_clock::now();
+            last_renewed = sent;
           } else {
             lost = true;
           }
-        } catch (...) {  // redis_error: try again next period, until the lease is over
-          lost = std::chrono::steady_clock::now() - last_renewed >= mutex_.options_.lease_time;
+        } catch (...) {
+          // redis_error: try again next period, unless the lease may lapse before that.
+          lost = std::chrono::steady_clock::now() + period >= last_renewed + lease;
         }
         if (lost) {
           // (1) release: pairs with the acquire load in guard::lease_lost().

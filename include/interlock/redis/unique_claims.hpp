@@ -14,6 +14,13 @@
 // Claims without a ttl never expire (they live until released or the server loses its
 // data: run Redis with persistence when a claim must survive a restart).
 //
+// A lost reply. When try_claim throws redis_error (io), its SET may have run on the
+// server with the reply lost on the way back, so the claim may be taken, by this
+// call. A retry then returns false. With a unique owner (a request id, a transaction
+// id), owner_of(key) == owner tells that the claim is this caller's after all; without
+// one, nothing can tell, and a claim without a ttl stays taken until released. Pass a
+// unique owner where that matters.
+//
 // Thread-safety: every member function is thread-safe (each call borrows its own
 // connection). Progress: blocking, one round trip. Failures: redis_error when Redis
 // cannot be reached or answers with an error; a refused claim is a value (false).
@@ -44,14 +51,15 @@ class unique_claims {
   unique_claims& operator=(const unique_claims&) = delete;
 
   /// Claims `key` for `owner` if nobody holds it; with a ttl the claim expires after it
-  /// (at least 1 ms). Returns true for exactly one caller per key until release or
-  /// expiry. Thread-safe; one round trip. Throws redis_error.
+  /// (clamped to [1 ms, about 34.8 years]). Returns true for exactly one caller per key
+  /// until release or expiry. Thread-safe; one round trip. Throws redis_error (after an
+  /// I/O error the claim may have been taken: see "A lost reply" above).
   [[nodiscard]] bool try_claim(std::string_view key, std::string_view owner = {},
                                std::optional<std::chrono::milliseconds> ttl = std::nullopt) {
     auto c = pool_->acquire();
     const std::string ck = claim_key(key);
     if (ttl) {
-      const std::string ms = std::to_string(ttl->count() > 0 ? ttl->count() : 1);
+      const std::string ms = detail::ttl_text(*ttl);
       return !c->command({"SET", ck, owner, "NX", "PX", ms}).is_nil();
     }
     return !c->command({"SET", ck, owner, "NX"}).is_nil();

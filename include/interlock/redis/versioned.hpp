@@ -13,7 +13,11 @@
 // result_codec<T>) and `ver` (decimal). A missing hash is the constructor's initial
 // value at version 1 (nothing is written until the first commit), so every process
 // must construct it with the same initial value. Versions are Lua numbers (doubles) on
-// the server: exact up to 2^53 commits.
+// the server: exact up to 2^53 commits. The hash has no expiry and must not be lost:
+// where Redis drops it (a restart without persistence, FLUSHDB, a failover to a replica
+// that had not received it, eviction under an allkeys-* maxmemory-policy) the value is
+// back to the initial one at version 1, and a caller holding an older version number
+// may commit against it. Run Redis with persistence and noeviction (or volatile-*).
 //
 // The commit script: HMGET ver, v; the current version is `ver`, or 1 when the hash is
 // missing; if it equals the expected version, HSET v = desired, ver = version + 1 and
