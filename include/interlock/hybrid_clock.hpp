@@ -102,12 +102,13 @@ class hlc_timestamp {
   std::uint64_t packed_ = 0;
 };
 
-/// Wall-clock milliseconds since the Unix epoch from std::chrono::system_clock.
+/// Wall-clock milliseconds since the Unix epoch from std::chrono::system_clock (0 for
+/// a time before 1970, a clock set wrong: never a huge unsigned value).
 struct wall_clock_ms {
   std::uint64_t operator()() const noexcept {
     const auto since_epoch = std::chrono::system_clock::now().time_since_epoch();
-    return static_cast<std::uint64_t>(
-        std::chrono::duration_cast<std::chrono::milliseconds>(since_epoch).count());
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(since_epoch).count();
+    return ms > 0 ? static_cast<std::uint64_t>(ms) : 0;
   }
 };
 
@@ -118,6 +119,7 @@ struct coarse_wall_clock_ms {
 #if defined(__linux__) && defined(CLOCK_REALTIME_COARSE)
     timespec now{};
     if (clock_gettime(CLOCK_REALTIME_COARSE, &now) == 0) {
+      if (now.tv_sec < 0) return 0;  // before 1970: as wall_clock_ms
       return static_cast<std::uint64_t>(now.tv_sec) * 1000U +
              static_cast<std::uint64_t>(now.tv_nsec) / 1000000U;
     }
@@ -223,11 +225,12 @@ class basic_hybrid_clock {
   [[nodiscard]] std::uint64_t max_offset_ms() const noexcept { return max_offset_ms_; }
 
  private:
-  // (physical now, 0) as a packed word; physical values past 48 bits are clamped.
+  // (physical now, 0) as a packed word. A reading past 48 bits (after the year 10889:
+  // an error value such as -1 cast to unsigned) is not a time and counts as 0, so the
+  // clock goes on counting logically; clamping it would saturate the clock for good.
   std::uint64_t physical_floor() noexcept(noexcept(std::declval<PhysicalClock&>()())) {
-    std::uint64_t pt = static_cast<std::uint64_t>(physical_());
-    if (pt > hlc_timestamp::max_physical) pt = hlc_timestamp::max_physical;
-    return pt << hlc_timestamp::logical_bits;
+    const std::uint64_t pt = static_cast<std::uint64_t>(physical_());
+    return pt > hlc_timestamp::max_physical ? 0 : pt << hlc_timestamp::logical_bits;
   }
 
   PhysicalClock physical_;

@@ -859,8 +859,13 @@ class hazard_guard {
       // happens-before edge from this reader to the scanner.
       record_->pointer.store(node, std::memory_order_seq_cst);
     } else {
-      // Relaxed: ordered before the re-load by light_barrier / heavy_barrier.
-      record_->pointer.store(node, std::memory_order_relaxed);
+      // Release, not relaxed: the store-load order before the re-load comes from
+      // light_barrier / heavy_barrier, but overwriting a slot also ends the protection
+      // of the node it held, so the reader's accesses to that node must happen before
+      // a scan that sees the new value (as clear() does). Where membarrier is missing
+      // (the seq_cst-fence fallback) only this release gives that edge. A plain store
+      // on x86; on Arm, a store-release.
+      record_->pointer.store(node, std::memory_order_release);
     }
   }
 
@@ -1178,8 +1183,10 @@ class lamport_clock {
   using time_type = std::uint64_t;
 
   constexpr lamport_clock() noexcept = default;
-  /// Starts at `start` (for a process that restores its clock from storage).
-  explicit constexpr lamport_clock(time_type start) noexcept : time_(start) {}
+  /// Starts at `start` (for a process that restores its clock from storage), at most
+  /// max_time: a larger start (a corrupt or "-1" record) would let ticks wrap to 0.
+  explicit constexpr lamport_clock(time_type start) noexcept
+      : time_(start < max_time ? start : max_time) {}
   lamport_clock(const lamport_clock&) = delete;
   lamport_clock& operator=(const lamport_clock&) = delete;
 

@@ -1352,11 +1352,13 @@ class causal_buffer {
   }
 
   /// Drops held messages older than the time to live and returns them (empty without
-  /// a time to live). Thread-safe; blocking. Complexity: O(e log h) for e expired.
+  /// a time to live). While a throwing callback has left held messages deliverable, it
+  /// drops nothing: those are handed out first, by the next offer() or deliver_ready(),
+  /// which then expire. Thread-safe; blocking. Complexity: O(e log h) for e expired.
   std::vector<envelope> expire() {
     std::vector<envelope> out;
     const std::lock_guard lock(mutex_);
-    expire_locked(out);
+    if (!drain_pending_) expire_locked(out);
     return out;
   }
 
@@ -1568,7 +1570,9 @@ class causal_buffer {
     std::size_t total = held_bytes_;
     std::size_t evictions = 0;
     auto oldest = arrival_.begin();
-    while (count + 1 > options_.max_entries || total + bytes > options_.max_bytes) {
+    // total <= max_bytes holds (and bytes <= max_bytes, checked by the caller), so the
+    // subtraction cannot wrap where total + bytes could.
+    while (count + 1 > options_.max_entries || bytes > options_.max_bytes - total) {
       if (options_.when_full == overflow_policy::reject_new || oldest == arrival_.end()) {
         return std::nullopt;
       }

@@ -866,8 +866,13 @@ class hazard_guard {
       // happens-before edge from this reader to the scanner.
       record_->pointer.store(node, std::memory_order_seq_cst);
     } else {
-      // Relaxed: ordered before the re-load by light_barrier / heavy_barrier.
-      record_->pointer.store(node, std::memory_order_relaxed);
+      // Release, not relaxed: the store-load order before the re-load comes from
+      // light_barrier / heavy_barrier, but overwriting a slot also ends the protection
+      // of the node it held, so the reader's accesses to that node must happen before
+      // a scan that sees the new value (as clear() does). Where membarrier is missing
+      // (the seq_cst-fence fallback) only this release gives that edge. A plain store
+      // on x86; on Arm, a store-release.
+      record_->pointer.store(node, std::memory_order_release);
     }
   }
 
@@ -1185,8 +1190,10 @@ class lamport_clock {
   using time_type = std::uint64_t;
 
   constexpr lamport_clock() noexcept = default;
-  /// Starts at `start` (for a process that restores its clock from storage).
-  explicit constexpr lamport_clock(time_type start) noexcept : time_(start) {}
+  /// Starts at `start` (for a process that restores its clock from storage), at most
+  /// max_time: a larger start (a corrupt or "-1" record) would let ticks wrap to 0.
+  explicit constexpr lamport_clock(time_type start) noexcept
+      : time_(start < max_time ? start : max_time) {}
   lamport_clock(const lamport_clock&) = delete;
   lamport_clock& operator=(const lamport_clock&) = delete;
 
@@ -3462,11 +3469,13 @@ class causal_buffer {
   }
 
   /// Drops held messages older than the time to live and returns them (empty without
-  /// a time to live). Thread-safe; blocking. Complexity: O(e log h) for e expired.
+  /// a time to live). While a throwing callback has left held messages deliverable, it
+  /// drops nothing: those are handed out first, by the next offer() or deliver_ready(),
+  /// which then expire. Thread-safe; blocking. Complexity: O(e log h) for e expired.
   std::vector<envelope> expire() {
     std::vector<envelope> out;
     const std::lock_guard lock(mutex_);
-    expire_locked(out);
+    if (!drain_pending_) expire_locked(out);
     return out;
   }
 
@@ -3678,7 +3687,9 @@ class causal_buffer {
     std::size_t total = held_bytes_;
     std::size_t evictions = 0;
     auto oldest = arrival_.begin();
-    while (count + 1 > options_.max_entries || total + bytes > options_.max_bytes) {
+    // total <= max_bytes holds (and bytes <= max_bytes, checked by the caller), so the
+    // subtraction cannot wrap where total + bytes could.
+    while (count + 1 > options_.max_entries || bytes > options_.max_bytes - total) {
       if (options_.when_full == overflow_policy::reject_new || oldest == arrival_.end()) {
         return std::nullopt;
       }
@@ -3933,12 +3944,13 @@ class hlc_timestamp {
   std::uint64_t packed_ = 0;
 };
 
-/// Wall-clock milliseconds since the Unix epoch from std::chrono::system_clock.
+/// Wall-clock milliseconds since the Unix epoch from std::chrono::system_clock (0 for
+/// a time before 1970, a clock set wrong: never a huge unsigned value).
 struct wall_clock_ms {
   std::uint64_t operator()() const noexcept {
     const auto since_epoch = std::chrono::system_clock::now().time_since_epoch();
-    return static_cast<std::uint64_t>(
-        std::chrono::duration_cast<std::chrono::milliseconds>(since_epoch).count());
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(since_epoch).count();
+    return ms > 0 ? static_cast<std::uint64_t>(ms) : 0;
   }
 };
 
@@ -3949,6 +3961,7 @@ struct coarse_wall_clock_ms {
 #if defined(__linux__) && defined(CLOCK_REALTIME_COARSE)
     timespec now{};
     if (clock_gettime(CLOCK_REALTIME_COARSE, &now) == 0) {
+      if (now.tv_sec < 0) return 0;  // before 1970: as wall_clock_ms
       return static_cast<std::uint64_t>(now.tv_sec) * 1000U +
              static_cast<std::uint64_t>(now.tv_nsec) / 1000000U;
     }
@@ -4054,11 +4067,12 @@ class basic_hybrid_clock {
   [[nodiscard]] std::uint64_t max_offset_ms() const noexcept { return max_offset_ms_; }
 
  private:
-  // (physical now, 0) as a packed word; physical values past 48 bits are clamped.
+  // (physical now, 0) as a packed word. A reading past 48 bits (after the year 10889:
+  // an error value such as -1 cast to unsigned) is not a time and counts as 0, so the
+  // clock goes on counting logically; clamping it would saturate the clock for good.
   std::uint64_t physical_floor() noexcept(noexcept(std::declval<PhysicalClock&>()())) {
-    std::uint64_t pt = static_cast<std::uint64_t>(physical_());
-    if (pt > hlc_timestamp::max_physical) pt = hlc_timestamp::max_physical;
-    return pt << hlc_timestamp::logical_bits;
+    const std::uint64_t pt = static_cast<std::uint64_t>(physical_());
+    return pt > hlc_timestamp::max_physical ? 0 : pt << hlc_timestamp::logical_bits;
   }
 
   PhysicalClock physical_;
@@ -6259,7 +6273,11 @@ INTERLOCK_NAMESPACE_END
 // starts above its stripe's floor. Erasure and creation of one key's entries both
 // happen under that key's shard lock, so the new entry sees the old one's last
 // token. Tokens of different keys are unrelated (two keys may show the same number):
-// compare tokens of one key only.
+// compare tokens of one key only. Readers that hold a key together may get their
+// tokens in the other order than their grants; a store that fences writes should
+// take them from exclusive holders.
+//
+// Hash and Equal must not throw: lookups are noexcept (a throw there terminates).
 //
 // Multi-key locking. lock_many takes references on every key's entry first, then
 // locks the entries in address order, duplicates collapsed. While a reference is
@@ -6873,6 +6891,15 @@ class keyed_mutex {
     }
   }
 
+  /// After a waiter's grant: a shared holder lets the next sleeper in too (it may be a
+  /// reader); a hand-off waiter that cleared the bit lets everyone retry. Also after
+  /// the last try at a deadline, or a reader asleep behind the hand-off bit would stay
+  /// asleep for the whole of this reader's hold.
+  static void wake_fellow_readers(entry* e, bool shared, bool priority) noexcept {
+    const std::uint32_t now = e->state.load(std::memory_order_relaxed);  // hint only
+    if (shared && (now & waiter_mask) != 0) wake_waiters(e, priority);
+  }
+
   void release_exclusive(entry* e) noexcept {
 #ifndef NDEBUG
     e->owner.store(std::thread::id{}, std::memory_order_relaxed);  // debug only, same thread
@@ -6982,6 +7009,13 @@ class keyed_mutex {
     std::uint32_t s = e->state.load(std::memory_order_relaxed);
     for (;;) {
       if ((s & waiter_mask) == waiter_mask) {
+        // Not registered yet: giving up here leaves nothing to undo.
+        if (stop != nullptr && stop->stop_requested()) return outcome::cancelled;
+        if constexpr (!std::is_same_v<Deadline, no_deadline>) {
+          if (std::chrono::steady_clock::now() >= detail::steady_deadline_of(*deadline)) {
+            return outcome::timed_out;
+          }
+        }
         std::this_thread::yield();
         s = e->state.load(std::memory_order_relaxed);
         continue;
@@ -6997,10 +7031,7 @@ class keyed_mutex {
       s = e->state.load(std::memory_order_relaxed);  // a guess; the CAS (A1) acquires
       if (can_take(s, shared, priority)) {
         if (try_take(e, shared, priority, true, s)) {
-          const std::uint32_t now = e->state.load(std::memory_order_relaxed);  // hint only
-          // A shared holder lets the next sleeper in too (it may be a reader); a
-          // hand-off waiter that cleared the bit lets everyone retry.
-          if (shared && (now & waiter_mask) != 0) wake_waiters(e, priority);
+          wake_fellow_readers(e, shared, priority);
           return outcome::granted;
         }
         continue;
@@ -7036,6 +7067,7 @@ class keyed_mutex {
       if (deadline_passed) {
         // One last try: a lock that is free at the deadline is still taken.
         if (try_take(e, shared, priority, true, e->state.load(std::memory_order_relaxed))) {
+          wake_fellow_readers(e, shared, priority);
           return outcome::granted;
         }
         leave(e, priority);

@@ -48,7 +48,11 @@
 // starts above its stripe's floor. Erasure and creation of one key's entries both
 // happen under that key's shard lock, so the new entry sees the old one's last
 // token. Tokens of different keys are unrelated (two keys may show the same number):
-// compare tokens of one key only.
+// compare tokens of one key only. Readers that hold a key together may get their
+// tokens in the other order than their grants; a store that fences writes should
+// take them from exclusive holders.
+//
+// Hash and Equal must not throw: lookups are noexcept (a throw there terminates).
 //
 // Multi-key locking. lock_many takes references on every key's entry first, then
 // locks the entries in address order, duplicates collapsed. While a reference is
@@ -897,8 +901,13 @@ class hazard_guard {
       // happens-before edge from this reader to the scanner.
       record_->pointer.store(node, std::memory_order_seq_cst);
     } else {
-      // Relaxed: ordered before the re-load by light_barrier / heavy_barrier.
-      record_->pointer.store(node, std::memory_order_relaxed);
+      // Release, not relaxed: the store-load order before the re-load comes from
+      // light_barrier / heavy_barrier, but overwriting a slot also ends the protection
+      // of the node it held, so the reader's accesses to that node must happen before
+      // a scan that sees the new value (as clear() does). Where membarrier is missing
+      // (the seq_cst-fence fallback) only this release gives that edge. A plain store
+      // on x86; on Arm, a store-release.
+      record_->pointer.store(node, std::memory_order_release);
     }
   }
 
@@ -2357,6 +2366,15 @@ class keyed_mutex {
     }
   }
 
+  /// After a waiter's grant: a shared holder lets the next sleeper in too (it may be a
+  /// reader); a hand-off waiter that cleared the bit lets everyone retry. Also after
+  /// the last try at a deadline, or a reader asleep behind the hand-off bit would stay
+  /// asleep for the whole of this reader's hold.
+  static void wake_fellow_readers(entry* e, bool shared, bool priority) noexcept {
+    const std::uint32_t now = e->state.load(std::memory_order_relaxed);  // hint only
+    if (shared && (now & waiter_mask) != 0) wake_waiters(e, priority);
+  }
+
   void release_exclusive(entry* e) noexcept {
 #ifndef NDEBUG
     e->owner.store(std::thread::id{}, std::memory_order_relaxed);  // debug only, same thread
@@ -2466,6 +2484,13 @@ class keyed_mutex {
     std::uint32_t s = e->state.load(std::memory_order_relaxed);
     for (;;) {
       if ((s & waiter_mask) == waiter_mask) {
+        // Not registered yet: giving up here leaves nothing to undo.
+        if (stop != nullptr && stop->stop_requested()) return outcome::cancelled;
+        if constexpr (!std::is_same_v<Deadline, no_deadline>) {
+          if (std::chrono::steady_clock::now() >= detail::steady_deadline_of(*deadline)) {
+            return outcome::timed_out;
+          }
+        }
         std::this_thread::yield();
         s = e->state.load(std::memory_order_relaxed);
         continue;
@@ -2481,10 +2506,7 @@ class keyed_mutex {
       s = e->state.load(std::memory_order_relaxed);  // a guess; the CAS (A1) acquires
       if (can_take(s, shared, priority)) {
         if (try_take(e, shared, priority, true, s)) {
-          const std::uint32_t now = e->state.load(std::memory_order_relaxed);  // hint only
-          // A shared holder lets the next sleeper in too (it may be a reader); a
-          // hand-off waiter that cleared the bit lets everyone retry.
-          if (shared && (now & waiter_mask) != 0) wake_waiters(e, priority);
+          wake_fellow_readers(e, shared, priority);
           return outcome::granted;
         }
         continue;
@@ -2520,6 +2542,7 @@ class keyed_mutex {
       if (deadline_passed) {
         // One last try: a lock that is free at the deadline is still taken.
         if (try_take(e, shared, priority, true, e->state.load(std::memory_order_relaxed))) {
+          wake_fellow_readers(e, shared, priority);
           return outcome::granted;
         }
         leave(e, priority);

@@ -150,8 +150,10 @@ class lamport_clock {
   using time_type = std::uint64_t;
 
   constexpr lamport_clock() noexcept = default;
-  /// Starts at `start` (for a process that restores its clock from storage).
-  explicit constexpr lamport_clock(time_type start) noexcept : time_(start) {}
+  /// Starts at `start` (for a process that restores its clock from storage), at most
+  /// max_time: a larger start (a corrupt or "-1" record) would let ticks wrap to 0.
+  explicit constexpr lamport_clock(time_type start) noexcept
+      : time_(start < max_time ? start : max_time) {}
   lamport_clock(const lamport_clock&) = delete;
   lamport_clock& operator=(const lamport_clock&) = delete;
 

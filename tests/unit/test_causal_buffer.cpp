@@ -238,6 +238,43 @@ TEST_CASE("causal_buffer stays consistent when the deliver callback throws", "[c
   CHECK(buffer.local().get("a") == 3);
 }
 
+TEST_CASE("causal_buffer: expire() keeps what a throwing callback left deliverable",
+          "[causal_buffer]") {
+  fake_time time;
+  text_buffer::options opts;
+  opts.time_to_live = std::chrono::seconds(10);
+  opts.now = [&time] { return time.now; };
+  text_buffer buffer({}, opts);
+  buffer.offer("b", string_clock{{"b", 2}}, "b2");
+  std::vector<std::string> seen;
+  auto throwing = [&seen](text_buffer::delivered&& d) {
+    seen.push_back(d.message);
+    if (d.message == "b1") throw std::runtime_error("application failed");
+  };
+  CHECK_THROWS_AS(buffer.offer("b", string_clock{{"b", 1}}, "b1", throwing), std::runtime_error);
+  time.advance(std::chrono::seconds(11));  // b2 is past its time to live, but deliverable
+  CHECK(buffer.expire().empty());
+  CHECK(buffer.deliver_ready(throwing) == 1);
+  CHECK(seen == std::vector<std::string>{"b1", "b2"});
+  CHECK(buffer.stats().expired == 0);
+  // With nothing left to hand out, expiry works again.
+  buffer.offer("b", string_clock{{"b", 4}}, "b4");
+  time.advance(std::chrono::seconds(10));
+  CHECK(buffer.expire().size() == 1);
+}
+
+TEST_CASE("causal_buffer: a byte budget near SIZE_MAX does not wrap", "[causal_buffer]") {
+  text_buffer::options opts;
+  opts.max_bytes = SIZE_MAX;
+  opts.size_of = [](const std::string&) { return SIZE_MAX / 2 + 1; };
+  text_buffer buffer({}, opts);
+  CHECK(buffer.offer("a", string_clock{{"a", 2}}, "a2").status == offer_status::held);
+  // Together the two would need SIZE_MAX + 1 bytes: refused, not admitted by a wrap.
+  CHECK(buffer.offer("a", string_clock{{"a", 3}}, "a3").status == offer_status::rejected);
+  CHECK(buffer.stats().held == 1);
+  CHECK(buffer.stats().held_bytes == SIZE_MAX / 2 + 1);
+}
+
 TEST_CASE("causal_buffer: after a throwing callback, the next offer delivers what is ready",
           "[causal_buffer]") {
   text_buffer buffer;

@@ -30,6 +30,20 @@ using test_clock = interlock::basic_hybrid_clock<fake_physical>;
 
 }  // namespace
 
+TEST_CASE("hybrid_clock: a physical reading that is not a time does not saturate the clock",
+          "[hybrid_clock]") {
+  fake_physical physical;
+  test_clock clock(physical);
+  CHECK(clock.now() == hlc_timestamp(1000, 0));
+  physical.set(~std::uint64_t{0});               // -1 from a failing clock, cast to unsigned
+  CHECK(clock.now() == hlc_timestamp(1000, 1));  // counted logically, not saturated
+  CHECK(clock.now() == hlc_timestamp(1000, 2));
+  physical.set(hlc_timestamp::max_physical + 1);
+  CHECK(clock.now() == hlc_timestamp(1000, 3));
+  physical.set(1001);
+  CHECK(clock.now() == hlc_timestamp(1001, 0));  // back on physical time
+}
+
 TEST_CASE("hlc_timestamp packs physical and logical", "[hybrid_clock]") {
   const hlc_timestamp t(123456789, 42);
   CHECK(t.physical() == 123456789);

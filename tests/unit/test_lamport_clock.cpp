@@ -77,6 +77,14 @@ TEST_CASE("lamport_clock saturates at max_time instead of wrapping to 0", "[lamp
   CHECK(below.tick() == lamport_clock::max_time - 1);
   CHECK(below.tick() == lamport_clock::max_time);
   CHECK(below.tick() == lamport_clock::max_time);
+
+  // A start above max_time (a corrupt record, -1) starts at max_time: ticks from the
+  // top itself would wrap the word to 0 and repeat times.
+  lamport_clock restored(top);
+  CHECK(restored.now() == lamport_clock::max_time);
+  CHECK(restored.tick() == lamport_clock::max_time);
+  CHECK(restored.tick() == lamport_clock::max_time);
+  CHECK(restored.now() == lamport_clock::max_time);
 }
 
 TEST_CASE("lamport_clock: threads ticking past max_time never see time run backwards",

@@ -459,8 +459,13 @@ class hazard_guard {
       // happens-before edge from this reader to the scanner.
       record_->pointer.store(node, std::memory_order_seq_cst);
     } else {
-      // Relaxed: ordered before the re-load by light_barrier / heavy_barrier.
-      record_->pointer.store(node, std::memory_order_relaxed);
+      // Release, not relaxed: the store-load order before the re-load comes from
+      // light_barrier / heavy_barrier, but overwriting a slot also ends the protection
+      // of the node it held, so the reader's accesses to that node must happen before
+      // a scan that sees the new value (as clear() does). Where membarrier is missing
+      // (the seq_cst-fence fallback) only this release gives that edge. A plain store
+      // on x86; on Arm, a store-release.
+      record_->pointer.store(node, std::memory_order_release);
     }
   }
 
