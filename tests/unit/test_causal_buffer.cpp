@@ -42,6 +42,14 @@ struct fake_time {
   void advance(std::chrono::seconds by) { now += by; }
 };
 
+/// A deliver callback that records every message in `seen` and throws on `fail_on`.
+auto recording_callback(std::vector<std::string>& seen, std::string fail_on) {
+  return [&seen, fail_on = std::move(fail_on)](text_buffer::delivered&& d) {
+    seen.push_back(d.message);
+    if (d.message == fail_on) throw std::runtime_error("application failed");
+  };
+}
+
 std::vector<std::string> messages_of(const text_buffer::offer_result& result) {
   std::vector<std::string> out;
   for (const auto& d : result.deliveries) out.push_back(d.message);
@@ -222,10 +230,7 @@ TEST_CASE("causal_buffer stays consistent when the deliver callback throws", "[c
   buffer.offer("a", string_clock{{"a", 2}}, "a2");
   buffer.offer("a", string_clock{{"a", 3}}, "a3");
   std::vector<std::string> seen;
-  auto throwing = [&seen](text_buffer::delivered&& d) {
-    seen.push_back(d.message);
-    if (d.message == "a2") throw std::runtime_error("application failed");
-  };
+  auto throwing = recording_callback(seen, "a2");
   CHECK_THROWS_AS(buffer.offer("a", string_clock{{"a", 1}}, "a1", throwing), std::runtime_error);
   CHECK(seen == std::vector<std::string>{"a1", "a2"});
   // a2 counts as delivered (not handed out again); a3 is still held and deliverable
@@ -247,10 +252,7 @@ TEST_CASE("causal_buffer: expire() keeps what a throwing callback left deliverab
   text_buffer buffer({}, opts);
   buffer.offer("b", string_clock{{"b", 2}}, "b2");
   std::vector<std::string> seen;
-  auto throwing = [&seen](text_buffer::delivered&& d) {
-    seen.push_back(d.message);
-    if (d.message == "b1") throw std::runtime_error("application failed");
-  };
+  auto throwing = recording_callback(seen, "b1");
   CHECK_THROWS_AS(buffer.offer("b", string_clock{{"b", 1}}, "b1", throwing), std::runtime_error);
   time.advance(std::chrono::seconds(11));  // b2 is past its time to live, but deliverable
   CHECK(buffer.expire().empty());
@@ -280,10 +282,7 @@ TEST_CASE("causal_buffer: after a throwing callback, the next offer delivers wha
   text_buffer buffer;
   buffer.offer("b", string_clock{{"b", 2}}, "b2");
   std::vector<std::string> seen;
-  auto throwing = [&seen](text_buffer::delivered&& d) {
-    seen.push_back(d.message);
-    if (d.message == "b1") throw std::runtime_error("application failed");
-  };
+  auto throwing = recording_callback(seen, "b1");
   CHECK_THROWS_AS(buffer.offer("b", string_clock{{"b", 1}}, "b1", throwing), std::runtime_error);
   // b2 became deliverable but was not handed out. A retransmission of it (a duplicate)
   // still drains it, as does any later offer, so a sender that retransmits cannot stall.
@@ -527,10 +526,7 @@ TEST_CASE(
   buffer.offer("a", string_clock{{"a", 2}}, "a2");  // held at t = 0
   time.advance(std::chrono::seconds(9));
   std::vector<std::string> seen;
-  auto throwing = [&seen](text_buffer::delivered&& d) {
-    seen.push_back(d.message);
-    if (d.message == "a1") throw std::runtime_error("application failed");
-  };
+  auto throwing = recording_callback(seen, "a1");
   CHECK_THROWS_AS(buffer.offer("a", string_clock{{"a", 1}}, "a1", throwing), std::runtime_error);
   time.advance(std::chrono::seconds(2));  // a2 is deliverable, pending, and 11 s old
   const auto r = buffer.offer("b", string_clock{{"b", 1}}, "b1", throwing);
