@@ -8,9 +8,11 @@
 #include <atomic>
 #include <cctype>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <list>
 #include <map>
 #include <optional>
 #include <random>
@@ -381,6 +383,65 @@ TEST_CASE("string literals hash like the strings they hold", "[sha256][codec]") 
   CHECK(interlock::content_digest(unterminated) == interlock::sha256_digest("abc"));
   const unsigned char bytes[4] = {'a', 'b', 'c', 0};  // bytes, not text: all of them
   CHECK(interlock::content_digest(bytes) != interlock::sha256_digest("abc"));
+  // A buffer filled by snprintf holds its text up to the first NUL; what lies after
+  // it (stale bytes) used to be hashed too.
+  char buffer[64];
+  std::memset(buffer, 'x', sizeof buffer);
+  std::snprintf(buffer, sizeof buffer, "amount=%d", 10);
+  CHECK(interlock::content_digest(buffer) == interlock::content_digest(std::string(buffer)));
+  CHECK(interlock::content_digest(buffer) == interlock::sha256_digest("amount=10"));
+}
+
+namespace {
+// A padding-free class whose codec writes only its identity, not its cache field.
+struct cached_id {
+  std::uint32_t id;
+  std::uint32_t cache;
+};
+}  // namespace
+
+template <>
+struct interlock::content_codec<cached_id> {
+  template <interlock::byte_sink Sink>
+  static void encode(const cached_id& value, Sink& sink) {
+    interlock::encode_field(sink, value.id);
+  }
+};
+
+TEST_CASE("a user codec is used for every element, also in contiguous ranges", "[sha256][codec]") {
+  // The raw-memory shortcut for vectors used to bypass the user's codec.
+  const std::vector<cached_id> a{{1, 100}, {2, 200}};
+  const std::vector<cached_id> b{{1, 7}, {2, 8}};
+  CHECK(interlock::content_digest(a) == interlock::content_digest(b));
+  const std::list<cached_id> c(a.begin(), a.end());
+  CHECK(interlock::content_digest(a) == interlock::content_digest(c));
+  // Built-in element codecs still take the shortcut and agree with element-wise.
+  const std::vector<std::uint32_t> ids{1, 2};
+  const std::list<std::uint32_t> id_list{1, 2};
+  CHECK(interlock::content_digest(ids) == interlock::content_digest(id_list));
+}
+
+TEST_CASE("a moved-from sha256 starts afresh and never carries another message", "[sha256]") {
+  interlock::sha256 a;
+  a.update("half a message");
+  interlock::sha256 b = std::move(a);
+  a.update("abc");  // NOLINT(bugprone-use-after-move): moved-from is usable
+  CHECK(a.finish() == interlock::sha256_digest("abc"));
+  interlock::sha256 moved;
+  (void)interlock::sha256(std::move(moved));
+  moved.reset();  // NOLINT(bugprone-use-after-move): used to crash on a null context
+  CHECK(moved.finish() == interlock::sha256_digest(""));
+
+  interlock::sha256 x;
+  x.update("old");
+  interlock::sha256 y;
+  y.update("new");
+  x = std::move(y);
+  y.update("abc");  // NOLINT(bugprone-use-after-move): used to continue x's "old"
+  CHECK(y.finish() == interlock::sha256_digest("abc"));
+  CHECK(x.finish() == interlock::sha256_digest("new"));
+  b.update(" and the rest");
+  CHECK(b.finish() == interlock::sha256_digest("half a message and the rest"));
 }
 
 TEST_CASE("long double hashes its value, not its padding", "[sha256][codec]") {
