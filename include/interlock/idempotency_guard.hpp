@@ -27,6 +27,11 @@
 // When not to use it: across processes (use the Redis store), or when the operation's
 // effect is itself idempotent and cheap (just run it).
 //
+// Requirements: Hash and Equal must not throw (lookups are noexcept), nor Result's
+// destructor (records are reclaimed in noexcept code). An operation must not call run
+// on its own guard with its own key: the inner call joins the outer one and waits for
+// it for ever (as a thread that locks a std::mutex it holds).
+//
 // Memory ordering: everything the executing call did before it published the outcome
 // (the operation's effects and the stored result) is visible to every caller that
 // receives that outcome, joined or replayed: the state is published with a release
@@ -35,7 +40,10 @@
 // Exceptions: an exception thrown by the operation reaches the executing caller and
 // every joined waiter (rethrown from one std::exception_ptr). By default nothing is
 // stored, so a later retry runs the operation again; with failure_policy::store the
-// failure is replayed until it expires. A record is never left in progress: the
+// failure is replayed until it expires. One exception to "nothing stored": when op
+// returned but its value could not be made into the stored Result (a converting or
+// moving constructor threw), the failure is stored whatever the policy, since running
+// op again would repeat its effect. A record is never left in progress: the
 // executing call always publishes an outcome, success or failure, before it returns.
 // Hashing the request (sha256_error, or a codec's exception) and std::bad_alloc happen
 // before any record is created.
@@ -158,7 +166,9 @@ struct run_outcome {
 /// of the last scheduler tick (CLOCK_MONOTONIC_COARSE on Linux; steady_clock itself
 /// elsewhere). Its time_point is std::chrono::steady_clock::time_point, so expiry may
 /// come up to one tick (1-10 ms) late, and reading it costs about 5 ns instead of 25 on
-/// every replay. Pass std::chrono::steady_clock as `Clock` for exact expiry.
+/// every replay. Never early: with this clock (and no injected `now`) a record's expiry
+/// is counted from steady_clock::now() at completion, which the coarse clock never
+/// passes before. Pass std::chrono::steady_clock as `Clock` for exact expiry.
 using coarse_steady_clock = detail::coarse_steady_clock;
 
 /// Retention and behaviour of an idempotency_guard or unique_claims.
@@ -168,7 +178,8 @@ struct idempotency_options {
   /// The most completed records kept; the oldest completed are evicted beyond it,
   /// never one in progress. Enforced per shard: each of the `shards` shards keeps at
   /// most ceil(capacity / shards), evicting its own oldest (set shards = 1 for an
-  /// exact global order).
+  /// exact global order). At least 1 per shard: 0 would evict each record as it
+  /// completes (and let every unique_claims caller win).
   std::size_t capacity = std::numeric_limits<std::size_t>::max();
   concurrency_policy on_concurrent = concurrency_policy::wait;
   failure_policy on_failure = failure_policy::forget;
@@ -261,7 +272,20 @@ class retained_table {
 
   /// now + time_to_live in Clock ticks: rounded up to a whole tick (a record never
   /// expires before its time to live), saturating at the ends of the tick range.
-  [[nodiscard]] std::int64_t expiry_from_now() const { return expiry_from(now_ticks()); }
+  [[nodiscard]] std::int64_t expiry_from_now() const {
+    return expiry_from(expiry_base(now_ticks()));
+  }
+
+  /// The time to count an expiry from, given `now` just read from the clock: `now`,
+  /// except with the default coarse clock (no injected `now`), which may trail real
+  /// time by a tick: then steady_clock::now() (same epoch and ticks, exact), so that a
+  /// record never expires before its time to live, only up to one tick after it.
+  [[nodiscard]] std::int64_t expiry_base(std::int64_t now) const noexcept {
+    if constexpr (std::is_same_v<Clock, coarse_steady_clock>) {
+      if (!now_) return std::chrono::steady_clock::now().time_since_epoch().count();
+    }
+    return now;
+  }
 
   /// `now` (in Clock ticks) + time_to_live, as expiry_from_now.
   [[nodiscard]] std::int64_t expiry_from(std::int64_t now) const noexcept {
@@ -395,6 +419,7 @@ class retained_table {
 
   static std::size_t per_shard(std::size_t capacity, std::size_t shards) noexcept {
     if (capacity == std::numeric_limits<std::size_t>::max()) return capacity;
+    if (capacity == 0) return 1;  // see idempotency_options::capacity
     return capacity / shards + (capacity % shards != 0 ? 1 : 0);
   }
 
@@ -459,6 +484,10 @@ class idempotency_guard {
     // Written by the executing call before the state is published (1); immutable after.
     std::optional<Result> result;
     std::exception_ptr failure;
+    // The failure is kept for replay (failure_policy::store, or a result that could not
+    // be stored after op ran); else the record is being removed. Written before the
+    // state is published; immutable after.
+    bool failure_stored = false;
   };
   using retained = detail::retained_table<Key, entry, Hash, Equal, Clock>;
   using steady_deadline = detail::steady_deadline;
@@ -666,8 +695,7 @@ class idempotency_guard {
         counters_.bump(rejections);
         return outcome{run_status::in_progress, nullptr};
       case idempotency_action::replay:
-        if (state == idempotency_record_state::failed &&
-            store_.options().on_failure == failure_policy::forget) {
+        if (state == idempotency_record_state::failed && !e.failure_stored) {
           return std::nullopt;  // a failure being removed, not stored: run again
         }
         counters_.bump(replayed);
@@ -726,12 +754,28 @@ class idempotency_guard {
     if (e.waiters.load(std::memory_order_seq_cst) > 0) detail::wake_all(e.state);  // (4)
   }
 
+  /// Converts what op returns into the record's Result. `returned` is set once op
+  /// has returned, before the conversion (which may throw: op ran all the same).
+  template <class Op>
+  struct op_result {
+    Op& op;
+    bool& returned;
+    operator Result() {  // NOLINT(google-explicit-constructor): emplace's argument
+      decltype(auto) value = std::invoke(op);
+      returned = true;
+      return Result(std::forward<decltype(value)>(value));
+    }
+  };
+
   template <class Op>
   outcome execute(entry& e, Op& op) {
+    bool op_returned = false;
     try {
-      e.result.emplace(std::invoke(op));
+      e.result.emplace(op_result<Op>{op, op_returned});
     } catch (...) {
-      fail(e, std::current_exception());
+      // A result that could not be stored after op ran is stored as a failure, whatever
+      // the policy: running op again would repeat its effect.
+      fail(e, std::current_exception(), op_returned);
       throw;
     }
     counters_.bump(executed);
@@ -743,10 +787,12 @@ class idempotency_guard {
   /// Publishes a completed (or stored failed) record: it enters its shard's
   /// completion order, which may evict older records.
   void finish(entry& e, idempotency_record_state state) noexcept {
-    e.expires_at = store_.expiry_from_now();
     typename retained::retire_list retired;
     {
       auto shard = store_.table().lock_shard(e.hash);
+      // Read under the lock: the shard's completion order must also be expiry order,
+      // or a purge (oldest first) stops at a later record before an expired one.
+      e.expires_at = store_.expiry_from_now();
       store_.complete_locked(shard, &e, retired);
       publish(e, state);
     }
@@ -754,10 +800,11 @@ class idempotency_guard {
     retired.retire_all();
   }
 
-  void fail(entry& e, std::exception_ptr failure) noexcept {
+  void fail(entry& e, std::exception_ptr failure, bool store_anyway = false) noexcept {
     counters_.bump(failures);
     e.failure = std::move(failure);
-    if (store_.options().on_failure == failure_policy::store) {
+    if (store_anyway || store_.options().on_failure == failure_policy::store) {
+      e.failure_stored = true;
       finish(e, idempotency_record_state::failed);
       return;
     }
@@ -849,7 +896,7 @@ class unique_claims {
       store_.purge_locked(shard, now, retired);
       if (store_.find_unexpired_locked(shard, key, retired, expired_at(now)) == nullptr) {
         auto fresh = std::make_unique<entry>(Key(key), h, std::move(owner));
-        fresh->expires_at = store_.expiry_from(now);  // the clock read above, once
+        fresh->expires_at = store_.expiry_from(store_.expiry_base(now));  // `now`, read once
         shard.insert(fresh.get());
         store_.complete_locked(shard, fresh.release(), retired);
         granted_now = true;

@@ -1189,3 +1189,125 @@ TEST_CASE("a request whose fingerprint cannot be computed records nothing", "[id
   CHECK(out.status == interlock::run_status::executed);
   CHECK(*out.result == 1);
 }
+
+namespace {
+/// A Result whose construction from an int throws for negative values: the operation
+/// returned (its effect happened), but its value cannot be stored.
+struct picky_result {
+  explicit picky_result(int v) : value(v) {
+    if (v < 0) throw std::invalid_argument("picky_result: negative");
+  }
+  int value;
+};
+}  // namespace
+
+TEST_CASE("a result that cannot be stored after op ran is stored as a failure, not re-run",
+          "[idempotency]") {
+  interlock::idempotency_guard<std::string, picky_result> guard;  // failure_policy::forget
+  int runs = 0;
+  auto op = [&runs] {
+    ++runs;  // the effect (a charge) happens here
+    return -1;
+  };
+  CHECK_THROWS_AS(guard.run("pay:1", std::string("amount=10"), op), std::invalid_argument);
+  // A retry gets the same failure instead of charging again.
+  CHECK_THROWS_AS(guard.run("pay:1", std::string("amount=10"), op), std::invalid_argument);
+  CHECK(runs == 1);
+  // An exception from op itself is still forgotten: a retry runs again.
+  auto failing = [&runs]() -> int {
+    ++runs;
+    throw std::runtime_error("declined");
+  };
+  CHECK_THROWS_AS(guard.run("pay:2", std::string("amount=10"), failing), std::runtime_error);
+  CHECK_THROWS_AS(guard.run("pay:2", std::string("amount=10"), failing), std::runtime_error);
+  CHECK(runs == 3);
+}
+
+namespace {
+thread_local bool on_slow_completer = false;  // set by the thread whose completion stalls
+}  // namespace
+
+TEST_CASE("idempotency_guard: completion order is expiry order when completions race",
+          "[idempotency]") {
+  // Thread A reads the clock to complete "a" and stalls; meanwhile time moves on and
+  // "b" completes. If A's clock read were outside the shard lock, "b" (later expiry)
+  // would sit before "a" in the shard's order, and a purge, which stops at the first
+  // unexpired record, would keep the expired "a".
+  std::atomic<std::int64_t> ms{0};
+  std::atomic<bool> stall_next{false};
+  std::atomic<bool> stalled{false};
+  std::atomic<bool> b_done{false};
+  auto now = [&] {
+    const std::chrono::steady_clock::time_point value{std::chrono::milliseconds(ms.load())};
+    if (on_slow_completer && stall_next.exchange(false)) {
+      stalled = true;
+      // Bounded: where the read is under the lock, "b" cannot complete meanwhile.
+      for (int i = 0; i < 200 && !b_done; ++i) std::this_thread::sleep_for(1ms);
+    }
+    return value;
+  };
+  interlock::idempotency_options options;
+  options.shards = 1;
+  options.time_to_live = 10ms;
+  interlock::idempotency_guard<std::string, int> guard(options, now);
+  std::thread a([&] {
+    on_slow_completer = true;
+    (void)guard.run("a", std::string("req"), [&] {
+      stall_next = true;  // the next clock read on this thread completes "a"
+      return 1;
+    });
+  });
+  while (!stalled) std::this_thread::sleep_for(1ms);
+  ms = 5;
+  (void)guard.run("b", std::string("req"), [] { return 2; });
+  b_done = true;
+  a.join();
+  ms = 10;  // "a" expires now (0 + 10), "b" at 15
+  CHECK(guard.purge_expired() == 1);
+  CHECK(guard.size() == 1);
+  CHECK(guard.run("b", std::string("req"), [] { return 3; }).status ==
+        interlock::run_status::replayed);
+}
+
+TEST_CASE("the default coarse clock never expires a record before its time to live",
+          "[idempotency]") {
+  // The coarse clock trails real time by up to a tick; counting the expiry from it
+  // could end a record up to a tick early. Whenever a call finds the record expired
+  // (and runs again), real time after the call must be past start + time to live.
+  interlock::idempotency_options options;
+  options.time_to_live = 20ms;
+  interlock::idempotency_guard<std::string, int> guard(options);
+  int early = 0;
+  for (int trial = 0; trial < 10; ++trial) {
+    const std::string key = "k" + std::to_string(trial);
+    const auto start = std::chrono::steady_clock::now();
+    REQUIRE(guard.run(key, std::string("req"), [] { return 1; }).status ==
+            interlock::run_status::executed);
+    for (;;) {
+      const auto out = guard.run(key, std::string("req"), [] { return 2; });
+      const auto after = std::chrono::steady_clock::now();
+      if (out.status == interlock::run_status::executed) {
+        if (after < start + options.time_to_live) ++early;
+        break;
+      }
+      std::this_thread::sleep_for(100us);
+    }
+  }
+  CHECK(early == 0);
+}
+
+TEST_CASE("capacity 0 keeps one record per shard, so a claim is still granted once",
+          "[unique_claims]") {
+  interlock::idempotency_options options;
+  options.capacity = 0;
+  options.shards = 1;
+  interlock::unique_claims<std::string> claims(options);
+  CHECK(claims.try_claim("nullifier:1"));
+  CHECK_FALSE(claims.try_claim("nullifier:1"));  // used to be evicted as it was granted
+  interlock::idempotency_guard<std::string, int> guard(options);
+  int runs = 0;
+  auto op = [&runs] { return ++runs; };
+  (void)guard.run("pay:1", std::string("req"), op);
+  CHECK(guard.run("pay:1", std::string("req"), op).status == interlock::run_status::replayed);
+  CHECK(runs == 1);
+}
