@@ -7013,8 +7013,13 @@ class keyed_mutex {
   void release_shared(entry* e) noexcept {
     // (R2) release: pairs with the next exclusive holder's acquire CAS (A1).
     const std::uint32_t old = e->state.fetch_sub(1, std::memory_order_release);
-    if ((old & reader_mask) == 1 && (old & waiter_mask) != 0) {
-      wake_waiters(e, (old & handoff_bit) != 0);
+    if ((old & waiter_mask) != 0) {
+      const std::uint32_t readers = old & reader_mask;
+      if (readers == 1) {
+        wake_waiters(e, (old & handoff_bit) != 0);  // the key is free now
+      } else if (readers == reader_mask) {
+        wake_waiters(e, true);  // below the reader cap again: a waiting reader fits
+      }
     }
     drop_ref(e);
   }

@@ -859,3 +859,28 @@ TEST_CASE("keyed_mutex: a starving writer's hand-off refuses new shared lockers"
   CHECK(exclusive_refused_with_readers);
   CHECK(writer_granted.load());
 }
+
+TEST_CASE("keyed_mutex: a reader waiting at the reader cap gets in when one reader leaves",
+          "[keyed_mutex]") {
+  interlock::keyed_mutex<std::string> locks;
+  constexpr std::size_t cap = 0xffff;  // readers one key holds at once
+  std::vector<interlock::keyed_mutex<std::string>::shared_guard> readers;
+  readers.reserve(cap);
+  for (std::size_t i = 0; i < cap; ++i) readers.push_back(locks.try_lock_shared("busy"));
+  REQUIRE(readers.back().owns_lock());
+  CHECK_FALSE(locks.try_lock_shared("busy").owns_lock());  // at the cap
+  std::atomic<bool> granted{false};
+  std::thread reader([&] {
+    auto g = locks.lock_shared("busy");
+    granted = g.owns_lock();
+  });
+  REQUIRE(eventually([&] { return locks.stats().waiters == 1; }));
+  // Long past the waiter's hand-off claim (about 1 ms): it now sleeps without a timer.
+  std::this_thread::sleep_for(100ms);
+  readers.pop_back();  // one slot opens while 65,534 readers stay
+  // Woken at once; it used to sleep until the last of the other readers left.
+  CHECK(eventually([&] { return granted.load(); }, 5000));
+  readers.clear();
+  reader.join();
+  CHECK(granted.load());
+}
