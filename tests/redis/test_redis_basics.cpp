@@ -15,6 +15,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -521,6 +522,60 @@ TEST_CASE("redis idempotency_guard: a waiter whose executor throws claims the ke
   CHECK(again.status == interlock::run_status::replayed);
   REQUIRE(again.has_result());
   CHECK(*again == "by the waiter");
+}
+
+namespace {
+/// A result whose codec cannot encode negative values: op can return one (its effect
+/// happened) that cannot be stored.
+struct unencodable {
+  int value;
+};
+struct unencodable_codec {
+  static std::string encode(const unencodable& v) {
+    if (v.value < 0) throw std::invalid_argument("cannot encode a negative value");
+    return std::to_string(v.value);
+  }
+  static unencodable decode(std::string_view bytes) {
+    return unencodable{std::stoi(std::string(bytes))};
+  }
+};
+}  // namespace
+
+TEST_CASE("redis idempotency_guard: a result that cannot be stored after op ran is not run again",
+          "[redis]") {
+  auto opts = redis_test::server("idem_unstored");
+  if (!opts) return;
+  r::idempotency_guard<unencodable, unencodable_codec> guard(*opts);
+  int runs = 0;
+  auto op = [&runs] {
+    ++runs;  // the effect (a charge) happens here
+    return unencodable{-1};
+  };
+  CHECK_THROWS_AS(guard.run("pay", std::string("req"), op), std::invalid_argument);
+  // Retries learn that it ran; they do not charge again.
+  CHECK_THROWS_AS(guard.run("pay", std::string("req"), op), r::result_not_stored);
+  CHECK_THROWS_WITH(guard.run("pay", std::string("req"), op),
+                    Catch::Contains("cannot encode a negative value"));
+  CHECK(runs == 1);
+  CHECK(guard.run("pay", std::string("other"), op).status == interlock::run_status::mismatch);
+  // An exception from op itself is still not stored: a retry runs again.
+  auto declined = [&runs]() -> unencodable {
+    ++runs;
+    throw std::runtime_error("declined");
+  };
+  CHECK_THROWS_AS(guard.run("pay:2", std::string("req"), declined), std::runtime_error);
+  CHECK_THROWS_AS(guard.run("pay:2", std::string("req"), declined), std::runtime_error);
+  CHECK(runs == 3);
+  // forget drops the failed record: the next call runs.
+  CHECK(guard.forget("pay"));
+  auto ok = [&runs] {
+    ++runs;
+    return unencodable{5};
+  };
+  const auto out = guard.run("pay", std::string("req"), ok);
+  CHECK(out.status == interlock::run_status::executed);
+  CHECK(out.result->value == 5);
+  CHECK(runs == 4);
 }
 
 TEST_CASE("redis unique_claims: one winner, owners, expiry", "[redis]") {

@@ -11,6 +11,8 @@
 // The record of key k is one Redis string, p + "idem:" + k (p = the key prefix):
 //   in progress:  "P" + fingerprint (64 hex) + executor token     PX = in_progress_ttl
 //   completed:    "C" + fingerprint (64 hex) + encoded result     PX = time_to_live
+//   failed:       "F" + fingerprint (64 hex) + error message      PX = time_to_live
+//                 (op ran, but its result could not be stored; see Failures)
 //   absent / expired: no key.
 // The fingerprint is the hex of interlock::content_digest(request) (or the request
 // itself when it is an interlock::digest); the result passes through
@@ -42,8 +44,12 @@
 // record always either completes or expires. With concurrency_policy::reject a
 // duplicate returns in_progress at once.
 //
-// Failures. An exception from op (or from encoding its result) abandons the record,
-// so a retry runs again, and reaches the caller. Failures are not stored
+// Failures. An exception from op abandons the record, so a retry runs again, and
+// reaches the caller. An exception after op returned (encoding its result, or
+// allocating it) is different: op's effect has happened, so the record is completed as
+// failed ("F", with the error's message) and later calls with the same request throw
+// result_not_stored instead of running op again, until it expires or is forgotten; the
+// executing caller gets the original exception. Failures are not stored
 // (failure_policy::store of the in-process guard has no cross-process form: an
 // exception object cannot be replayed in another process). A claim whose reply was
 // lost (an I/O error) is sent once more, on a new connection, with the same executor
@@ -75,8 +81,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <exception>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -85,6 +93,15 @@
 
 INTERLOCK_NAMESPACE_BEGIN
 namespace redis {
+
+/// Thrown by redis::idempotency_guard::run (and run_for, run_until) when the key's
+/// record says an earlier call ran the operation but could not store its result
+/// (encoding it threw): running it again would repeat its effect. what() carries the
+/// original error's message. forget(key) drops the record.
+class result_not_stored : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 /// Retention and behaviour of a redis::idempotency_guard.
 struct idempotency_options {
@@ -140,8 +157,8 @@ class idempotency_guard {
     return run_impl(key, request_fingerprint(request), op, deadline);
   }
 
-  /// Drops the completed record of `key` so the next call runs; false when there is
-  /// none or it is in progress (never dropped). Blocking: one round trip.
+  /// Drops the completed (or failed) record of `key` so the next call runs; false when
+  /// there is none or it is in progress (never dropped). Blocking: one round trip.
   bool forget(std::string_view key) {
     auto c = pool_->acquire();
     const std::string rk = record_key(key);
@@ -178,7 +195,7 @@ class idempotency_guard {
   static const script& forget_script() {
     static const script s(
         "local v = redis.call('GET', KEYS[1])\n"
-        "if v and string.sub(v, 1, 1) == 'C' then return redis.call('DEL', KEYS[1]) end\n"
+        "if v and string.sub(v, 1, 1) ~= 'P' then return redis.call('DEL', KEYS[1]) end\n"
         "return 0\n");
     return s;
   }
@@ -191,13 +208,14 @@ class idempotency_guard {
   static parsed parse(std::string_view record) {
     std::optional<digest> fp;
     if (record.size() >= header) fp = digest::from_hex(record.substr(1, 64));
-    if (!fp || (record[0] != 'P' && record[0] != 'C')) {
+    if (!fp || (record[0] != 'P' && record[0] != 'C' && record[0] != 'F')) {
       throw redis_error(redis_error::error_kind::server, "idempotency record",
                         "malformed record (not written by interlock)");
     }
-    return parsed{record[0] == 'P' ? idempotency_record_state::in_progress
-                                   : idempotency_record_state::completed,
-                  *fp, record.substr(header)};
+    const auto state = record[0] == 'P'   ? idempotency_record_state::in_progress
+                       : record[0] == 'C' ? idempotency_record_state::completed
+                                          : idempotency_record_state::failed;
+    return parsed{state, *fp, record.substr(header)};
   }
 
   outcome replay(std::string_view body, run_status status) const {
@@ -226,6 +244,12 @@ class idempotency_guard {
       switch (decide_idempotent(p.state, p.fingerprint, fingerprint, options_.on_concurrent)) {
         case idempotency_action::execute:  // not reached: an absent record was claimed
         case idempotency_action::replay:
+          if (p.state == idempotency_record_state::failed) {
+            throw result_not_stored(
+                "interlock::redis::idempotency_guard: the operation ran, but its result "
+                "could not be stored: " +
+                std::string(p.body));
+          }
           return replay(p.body, waited ? run_status::joined : run_status::replayed);
         case idempotency_action::mismatch:
           return outcome{run_status::mismatch, nullptr};
@@ -264,24 +288,56 @@ class idempotency_guard {
 
   template <class Op>
   outcome execute(connection& c, const std::string& rk, const std::string& in_progress, Op& op) {
+    const std::string ttl = detail::ttl_text(options_.time_to_live);
     std::shared_ptr<const Result> result;
     std::string completed;
+    bool op_returned = false;
     try {
-      result = std::make_shared<const Result>(op());
-      completed.reserve(header + 64);
-      completed.push_back('C');
-      completed.append(std::string_view(in_progress).substr(1, 64));
-      completed.append(Codec::encode(*result));
+      decltype(auto) value = op();
+      op_returned = true;
+      result = std::make_shared<const Result>(std::forward<decltype(value)>(value));
+      completed = record_of('C', in_progress, Codec::encode(*result));
     } catch (...) {
-      try {
-        (void)c.eval(detail::compare_and_delete_script(), {rk}, {in_progress});
-      } catch (...) {  // redis_error: the in-progress record expires by itself
+      if (op_returned) {
+        store_failure(c, rk, in_progress, ttl, std::current_exception());
+      } else {
+        try {
+          (void)c.eval(detail::compare_and_delete_script(), {rk}, {in_progress});
+        } catch (...) {  // redis_error: the in-progress record expires by itself
+        }
       }
       throw;
     }
-    const std::string ttl = detail::ttl_text(options_.time_to_live);
     (void)c.eval(complete_script(), {rk}, {in_progress, completed, ttl});
     return outcome{run_status::executed, std::move(result)};
+  }
+
+  /// `state` + the fingerprint of `in_progress` + `body`.
+  static std::string record_of(char state, std::string_view in_progress, std::string_view body) {
+    std::string record;
+    record.reserve(header + body.size());
+    record.push_back(state);
+    record.append(in_progress.substr(1, 64));
+    record.append(body);
+    return record;
+  }
+
+  /// Completes this executor's record as failed (see "Failures"): best effort. If it
+  /// cannot be written, the in-progress record expires and a retry runs op again.
+  static void store_failure(connection& c, const std::string& rk, const std::string& in_progress,
+                            const std::string& ttl, std::exception_ptr failure) noexcept {
+    try {
+      std::string message = "unknown exception";
+      try {
+        std::rethrow_exception(std::move(failure));
+      } catch (const std::exception& e) {
+        message = e.what();
+      } catch (...) {
+      }
+      (void)c.eval(complete_script(), {rk},
+                   {in_progress, record_of('F', in_progress, message), ttl});
+    } catch (...) {  // redis_error, bad_alloc: the in-progress record expires by itself
+    }
   }
 
   std::shared_ptr<connection_pool> pool_;
