@@ -754,24 +754,13 @@ class idempotency_guard {
     if (e.waiters.load(std::memory_order_seq_cst) > 0) detail::wake_all(e.state);  // (4)
   }
 
-  /// Converts what op returns into the record's Result. `returned` is set once op
-  /// has returned, before the conversion (which may throw: op ran all the same).
-  template <class Op>
-  struct op_result {
-    Op& op;
-    bool& returned;
-    operator Result() {  // NOLINT(google-explicit-constructor): emplace's argument
-      decltype(auto) value = std::invoke(op);
-      returned = true;
-      return Result(std::forward<decltype(value)>(value));
-    }
-  };
-
   template <class Op>
   outcome execute(entry& e, Op& op) {
-    bool op_returned = false;
+    bool op_returned = false;  // then a throw below comes from storing op's value
     try {
-      e.result.emplace(op_result<Op>{op, op_returned});
+      decltype(auto) value = std::invoke(op);
+      op_returned = true;
+      e.result.emplace(std::forward<decltype(value)>(value));
     } catch (...) {
       // A result that could not be stored after op ran is stored as a failure, whatever
       // the policy: running op again would repeat its effect.

@@ -1457,15 +1457,7 @@ inline const EVP_MD* sha256_algorithm() {
 /// a new one.
 class sha256 {
  public:
-  sha256() : context_(EVP_MD_CTX_new()) {
-    if (context_ == nullptr) detail::throw_openssl_error("EVP_MD_CTX_new");
-    try {
-      start();
-    } catch (...) {
-      EVP_MD_CTX_free(context_);
-      throw;
-    }
-  }
+  sha256() { ensure_context(); }
   sha256(sha256&& other) noexcept : context_(std::exchange(other.context_, nullptr)) {}
   sha256& operator=(sha256&& other) noexcept {
     if (this != &other) {
@@ -1516,7 +1508,7 @@ class sha256 {
   }
 
  private:
-  /// A moved-from hasher gets a fresh context with a new message started.
+  /// A new (or moved-from) hasher gets a fresh context with a new message started.
   void ensure_context() {
     if (context_ != nullptr) return;
     EVP_MD_CTX* fresh = EVP_MD_CTX_new();
@@ -1548,7 +1540,7 @@ class sha256 {
     detail::throw_openssl_error(operation);
   }
 
-  EVP_MD_CTX* context_;
+  EVP_MD_CTX* context_ = nullptr;  // null once moved from (see ensure_context)
 };
 
 namespace detail {

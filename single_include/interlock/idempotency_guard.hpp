@@ -2297,15 +2297,7 @@ inline const EVP_MD* sha256_algorithm() {
 /// a new one.
 class sha256 {
  public:
-  sha256() : context_(EVP_MD_CTX_new()) {
-    if (context_ == nullptr) detail::throw_openssl_error("EVP_MD_CTX_new");
-    try {
-      start();
-    } catch (...) {
-      EVP_MD_CTX_free(context_);
-      throw;
-    }
-  }
+  sha256() { ensure_context(); }
   sha256(sha256&& other) noexcept : context_(std::exchange(other.context_, nullptr)) {}
   sha256& operator=(sha256&& other) noexcept {
     if (this != &other) {
@@ -2356,7 +2348,7 @@ class sha256 {
   }
 
  private:
-  /// A moved-from hasher gets a fresh context with a new message started.
+  /// A new (or moved-from) hasher gets a fresh context with a new message started.
   void ensure_context() {
     if (context_ != nullptr) return;
     EVP_MD_CTX* fresh = EVP_MD_CTX_new();
@@ -2388,7 +2380,7 @@ class sha256 {
     detail::throw_openssl_error(operation);
   }
 
-  EVP_MD_CTX* context_;
+  EVP_MD_CTX* context_ = nullptr;  // null once moved from (see ensure_context)
 };
 
 namespace detail {
@@ -3452,24 +3444,13 @@ class idempotency_guard {
     if (e.waiters.load(std::memory_order_seq_cst) > 0) detail::wake_all(e.state);  // (4)
   }
 
-  /// Converts what op returns into the record's Result. `returned` is set once op
-  /// has returned, before the conversion (which may throw: op ran all the same).
-  template <class Op>
-  struct op_result {
-    Op& op;
-    bool& returned;
-    operator Result() {  // NOLINT(google-explicit-constructor): emplace's argument
-      decltype(auto) value = std::invoke(op);
-      returned = true;
-      return Result(std::forward<decltype(value)>(value));
-    }
-  };
-
   template <class Op>
   outcome execute(entry& e, Op& op) {
-    bool op_returned = false;
+    bool op_returned = false;  // then a throw below comes from storing op's value
     try {
-      e.result.emplace(op_result<Op>{op, op_returned});
+      decltype(auto) value = std::invoke(op);
+      op_returned = true;
+      e.result.emplace(std::forward<decltype(value)>(value));
     } catch (...) {
       // A result that could not be stored after op ran is stored as a failure, whatever
       // the policy: running op again would repeat its effect.

@@ -214,11 +214,8 @@ class sigpipe_suppressor {
       errno = saved_errno;
       return;  // ignored: a write fails with EPIPE and nothing is raised
     }
-    sigset_t pipe_only;
-    sigemptyset(&pipe_only);
-    sigaddset(&pipe_only, SIGPIPE);
-    sigset_t pending;
-    already_pending_ = ::sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1;
+    already_pending_ = sigpipe_pending();
+    const sigset_t pipe_only = only_sigpipe();
     active_ = ::pthread_sigmask(SIG_BLOCK, &pipe_only, &previous_) == 0;
     errno = saved_errno;
   }
@@ -227,11 +224,8 @@ class sigpipe_suppressor {
   ~sigpipe_suppressor() {
     if (!active_) return;
     const int saved_errno = errno;
-    sigset_t pending;
-    if (!already_pending_ && ::sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1) {
-      sigset_t pipe_only;
-      sigemptyset(&pipe_only);
-      sigaddset(&pipe_only, SIGPIPE);
+    if (!already_pending_ && sigpipe_pending()) {
+      const sigset_t pipe_only = only_sigpipe();
       const timespec no_wait{0, 0};
       while (::sigtimedwait(&pipe_only, nullptr, &no_wait) < 0 && errno == EINTR) {
       }
@@ -241,6 +235,17 @@ class sigpipe_suppressor {
   }
 
  private:
+  static sigset_t only_sigpipe() noexcept {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    return set;
+  }
+  static bool sigpipe_pending() noexcept {
+    sigset_t pending;
+    return ::sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1;
+  }
+
   sigset_t previous_{};
   bool already_pending_ = false;
   bool active_ = false;
