@@ -12,9 +12,11 @@
 // compare_exchange against that digest still succeeds (ETag semantics: ABA on content
 // is by design; use the stamp, or update(), when any intervening commit matters).
 //
-// Readers never block, never hash and never see a torn value: load() protects the
-// current node with a hazard pointer (see detail/hazard_pointer.hpp) and returns a
-// move-only snapshot that keeps that node alive until the snapshot is destroyed.
+// Readers never wait for a writer, never hash and never see a torn value: load()
+// protects the current node with a hazard pointer (see detail/hazard_pointer.hpp) and
+// returns a move-only snapshot that keeps that node alive until the snapshot is
+// destroyed. (A thread that holds more snapshots at once than ever before allocates a
+// hazard record, once: the only call into the allocator on the read path.)
 // Replaced nodes are reclaimed once no snapshot holds them: never freed under a
 // reader, never leaked, and at most a bounded number wait per thread.
 //
@@ -36,7 +38,10 @@
 // order agrees with their stamps. Waiting: a waiter registers, then reads the node
 // pointer with a seq_cst load; a commit's seq_cst CAS is followed by a seq_cst read of the
 // waiter count. One of the two sees the other, so no wake-up is lost, and a commit
-// with nobody waiting writes nothing but its node and its CAS.
+// with nobody waiting touches no waiter state beyond that one load. Waiters are woken
+// right after the CAS, before the replaced node is retired: retiring may run an older
+// value's destructor (and now and then a reclamation scan), and no waiter sleeps
+// through that.
 //
 // Exception safety: if the codec, T's copy or move constructor, `fn`, or an
 // allocation throws, or a commit meets a saturated clock (stamp_overflow_error), the
@@ -175,6 +180,8 @@ class cas_slot {
   /// freed, so a snapshot still holding it stays valid, and its T is destroyed by
   /// reclamation (a later retire or reclaim_retired() on this thread, or its exit)
   /// once no snapshot holds it. Precondition: no other thread is calling into the slot.
+  /// Seeing a commit (through load() or a wake) does not mean its writer has returned
+  /// from the call: join the writers, or synchronize with their return, first.
   ~cas_slot() = default;
 
   /// The current snapshot. Thread-safe. Lock-free (wait-free unless writers keep
@@ -307,10 +314,10 @@ class cas_slot {
     detail::hazard_guard fresh_guard;
     fresh_guard.protect_stable(fresh.get());
     const node* candidate = fresh.get();
-    const auto outcome = cell_.nodes.publish(fresh, current_guard, decide, stamp_before_publish());
+    const auto outcome =
+        cell_.nodes.publish(fresh, current_guard, decide, stamp_before_publish(), wake_waiters());
     if (!outcome.published)
       return result{false, snapshot(std::move(current_guard), outcome.current)};
-    notify_waiters();
     return result{true, snapshot(std::move(fresh_guard), candidate)};
   }
 
@@ -321,10 +328,10 @@ class cas_slot {
     detail::hazard_guard fresh_guard;
     fresh_guard.protect_stable(fresh.get());
     const node* candidate = fresh.get();
-    if (!cell_.nodes.publish_if_current(fresh, seen.node_, stamp_before_publish())) {
+    if (!cell_.nodes.publish_if_current(fresh, seen.node_, stamp_before_publish(),
+                                        wake_waiters())) {
       return std::nullopt;
     }
-    notify_waiters();
     return snapshot(std::move(fresh_guard), candidate);
   }
 
@@ -344,6 +351,13 @@ class cas_slot {
     throw stamp_overflow_error(
         "interlock::cas_slot: the clock is saturated (lamport_clock::max_time); no commit "
         "can get a new stamp");
+  }
+
+  /// The `published` step of both commits: wakes the waiters right after the CAS,
+  /// before the replaced node is retired (retiring may run an older value's
+  /// destructor; see detail::snapshot_cell::publish_if_current).
+  auto wake_waiters() noexcept {
+    return [this]() noexcept { notify_waiters(); };
   }
 
   /// After a commit: wakes the waiters, if any. A commit with no waiter writes nothing

@@ -1275,3 +1275,65 @@ TEST_CASE("commits on a saturated clock throw instead of reusing a stamp", "[cas
   CHECK(now.value() == 2);
   CHECK(now.stamp() == last.stamp());
 }
+
+namespace {
+/// A value whose destructor, while `hold` is set, waits (at most 5 s) for a waiter on
+/// the same slot to wake: a stand-in for a destructor that joins a watcher thread.
+struct waits_in_destructor {
+  static inline std::atomic<bool> hold{false};
+  static inline std::atomic<bool> waiter_woke{false};
+  static inline std::atomic<bool> woke_while_destroying{false};
+  static inline std::atomic<int> held{0};
+
+  explicit waits_in_destructor(std::uint64_t v) : value(v) {}
+  waits_in_destructor(const waits_in_destructor&) = default;
+  waits_in_destructor(waits_in_destructor&& other) noexcept : value(other.value) {
+    other.value = moved_from;
+  }
+  waits_in_destructor& operator=(const waits_in_destructor&) = default;
+  waits_in_destructor& operator=(waits_in_destructor&&) = default;
+  ~waits_in_destructor() {
+    if (value == moved_from || !hold.exchange(false)) return;
+    held.fetch_add(1);
+    const auto give_up = std::chrono::steady_clock::now() + 5s;
+    while (!waiter_woke.load() && std::chrono::steady_clock::now() < give_up) {
+      std::this_thread::sleep_for(1ms);
+    }
+    woke_while_destroying.store(waiter_woke.load());
+  }
+
+  static constexpr std::uint64_t moved_from = ~std::uint64_t{0};
+  std::uint64_t value;
+};
+}  // namespace
+
+template <>
+struct interlock::content_codec<waits_in_destructor> {
+  template <interlock::byte_sink Sink>
+  static void encode(const waits_in_destructor& w, Sink& sink) {
+    interlock::encode_field(sink, w.value);
+  }
+};
+
+TEST_CASE("a commit wakes its waiters before it runs an older value's destructor",
+          "[cas_slot][wait]") {
+  // Retiring the replaced node may free an older one (running ~T) on the committing
+  // thread. Waiters used to be woken only after that: a ~T that joins a thread waiting
+  // on this slot deadlocked (here: the destructor waits its full 5 s, in vain).
+  interlock::reclaim_retired();
+  cas_slot<waits_in_destructor> slot(waits_in_destructor(0));
+  // Enough commits for a reclamation scan: later commits each free an older value.
+  for (std::uint64_t i = 1; i <= 1500; ++i) slot.store(waits_in_destructor(i));
+  const auto seen = slot.load().stamp();
+  std::thread waiter([&] {
+    (void)slot.wait_for_change(seen);
+    waits_in_destructor::waiter_woke.store(true);
+  });
+  std::this_thread::sleep_for(100ms);  // let it fall asleep
+  waits_in_destructor::hold.store(true);
+  slot.store(waits_in_destructor(9999));
+  waiter.join();
+  REQUIRE(waits_in_destructor::held.load() == 1);  // an older value was destroyed here
+  CHECK(waits_in_destructor::woke_while_destroying.load());
+  interlock::reclaim_retired();
+}

@@ -67,21 +67,27 @@ class snapshot_cell {
     Node* current;
   };
 
+  /// Does nothing: the default `published` step.
+  struct nothing_to_announce {
+    void operator()() const noexcept {}
+  };
+
   /// Publishes `fresh` if decide(const Node* current) holds for the node current at
   /// the moment of the CAS; prepare(Node& fresh) runs after each successful decide and
   /// before each CAS attempt (cas_slot takes its stamp there). `current_guard`
   /// protects the node being checked; on a conflict it keeps protecting the node
-  /// returned. On success the cell owns `fresh` (released from the unique_ptr) and
-  /// the replaced node is retired. Lock-free: a retry means another writer published.
-  template <class Decide, class Prepare>
+  /// returned. On success the cell owns `fresh` (released from the unique_ptr),
+  /// published() (noexcept) runs, and then the replaced node is retired.
+  /// Lock-free: a retry means another writer published.
+  template <class Decide, class Prepare, class Published = nothing_to_announce>
   outcome publish(std::unique_ptr<Node>& fresh, hazard_guard& current_guard, Decide&& decide,
-                  Prepare&& prepare) {
+                  Prepare&& prepare, Published published = {}) {
     for (;;) {
       Node* current = current_guard.protect(head_);
       if (!decide(static_cast<const Node*>(current))) return {false, current};
       // `current` is protected, so its address cannot be reused before the CAS. On
       // failure the loop protects and checks the node that won.
-      if (publish_if_current(fresh, current, prepare)) return {true, current};
+      if (publish_if_current(fresh, current, prepare, published)) return {true, current};
     }
   }
 
@@ -96,9 +102,18 @@ class snapshot_cell {
   /// read-modify-write that already holds `expected` protected (so its address cannot
   /// be reused meanwhile: no ABA). Nothing here dereferences the current node, so no
   /// hazard pointer is taken. prepare(Node& fresh) runs once, before the CAS. On
-  /// success the cell owns `fresh` and `expected` is retired. Wait-free (one CAS).
-  template <class Prepare>
-  bool publish_if_current(std::unique_ptr<Node>& fresh, const Node* expected, Prepare&& prepare) {
+  /// success the cell owns `fresh`, published() (noexcept) runs, and then `expected`
+  /// is retired. Wait-free (one CAS), apart from what retiring runs.
+  ///
+  /// published() comes before retiring because retiring may run the destructor of an
+  /// older node's value, and now and then a reclamation scan (a membarrier system
+  /// call): cas_slot wakes its waiters there, so that no waiter sleeps through user
+  /// code (a destructor that joins a thread waiting on the same slot would deadlock).
+  template <class Prepare, class Published = nothing_to_announce>
+  bool publish_if_current(std::unique_ptr<Node>& fresh, const Node* expected, Prepare&& prepare,
+                          Published published = {}) {
+    static_assert(std::is_nothrow_invocable_v<Published&>,
+                  "snapshot_cell: the published step runs after the commit and must not throw");
     prepare(*fresh);
     Node* current = const_cast<Node*>(expected);  // compared, never written through
     // (1) seq_cst on success: a release that publishes the node's contents to readers'
@@ -110,6 +125,7 @@ class snapshot_cell {
       return false;
     }
     fresh.release();  // owned by the cell now
+    published();
     if (current != nullptr) hazard_domain::instance().retire(current);
     return true;
   }
