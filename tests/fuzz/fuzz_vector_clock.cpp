@@ -1,8 +1,10 @@
 // libFuzzer target: runs the binary and text decoders of vector_clock (integer and
-// string node ids) on arbitrary input; whatever decodes must survive encode -> decode
-// unchanged in both encodings, or the target traps.
+// string node ids) on arbitrary input; whatever decodes must re-encode to the very
+// input (decoding is canonical) and survive encode -> decode unchanged in both
+// encodings, or the target traps.
 #include <interlock/vector_clock.hpp>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -22,8 +24,16 @@ void check_round_trips(const Clock& clock) {
 
 template <class Clock>
 void fuzz_one(std::span<const std::byte> bytes, std::string_view text) {
-  if (const auto decoded = Clock::decode_binary(bytes)) check_round_trips(*decoded);
-  if (const auto decoded = Clock::decode_text(text)) check_round_trips(*decoded);
+  // Decoding is canonical: whatever decodes is exactly the encoding of its value.
+  if (const auto decoded = Clock::decode_binary(bytes)) {
+    const auto again = decoded->encode_binary();
+    if (!std::equal(again.begin(), again.end(), bytes.begin(), bytes.end())) __builtin_trap();
+    check_round_trips(*decoded);
+  }
+  if (const auto decoded = Clock::decode_text(text)) {
+    if (decoded->to_string() != text) __builtin_trap();
+    check_round_trips(*decoded);
+  }
 }
 
 }  // namespace

@@ -378,6 +378,47 @@ TEST_CASE("vector_clock text decoding rejects hostile input", "[vector_clock][en
   CHECK(interlock::to_string(E::trailing_bytes) == std::string("trailing bytes"));
 }
 
+TEST_CASE("vector_clock decoding is canonical: only the encoder's own form decodes",
+          "[vector_clock][encoding]") {
+  using E = clock_decode_error;
+  // Overlong varints: the count, an id and a counter written with a needless 0x80 byte.
+  CHECK(binary_error<clock64>(bytes({0x00, 0x81, 0x00, 0x05, 0x01})) == E::non_canonical);
+  CHECK(binary_error<clock64>(bytes({0x00, 0x01, 0x85, 0x00, 0x01})) == E::non_canonical);
+  CHECK(binary_error<clock64>(bytes({0x00, 0x01, 0x05, 0x81, 0x80, 0x00})) == E::non_canonical);
+  CHECK(binary_error<clock64>(bytes({0x01, 0x82, 0x00, 0x00})) == E::non_canonical);  // bound
+  // Text: leading zeros and negative zero in counters, bounds and integer ids.
+  CHECK(text_error<string_clock>("{a:01}") == E::non_canonical);
+  CHECK(text_error<string_clock>("{a:00}") == E::non_canonical);
+  CHECK(text_error<string_clock>("{a:1}~02") == E::non_canonical);
+  using signed_clock = interlock::vector_clock<std::int64_t>;
+  CHECK(text_error<clock64>("{007:1}") == E::non_canonical);
+  CHECK(text_error<signed_clock>("{-0:1}") == E::non_canonical);
+  CHECK(text_error<signed_clock>("{-05:1}") == E::non_canonical);
+  // Text: escapes of plain characters, and lowercase hex.
+  CHECK(text_error<string_clock>("{%61:1}") == E::non_canonical);
+  CHECK(text_error<string_clock>("{%2d:1}") == E::non_canonical);
+  CHECK(text_error<string_clock>("{%fF:1}") == E::non_canonical);
+  CHECK(text_error<string_clock>("{%g0:1}") == E::bad_syntax);
+  // The canonical forms of the same values decode, and zeros that are the whole number
+  // are still what they were (an id of 0; a counter of 0 is rejected as zero_counter).
+  CHECK(string_clock::decode_text("{%20:1,a:1}").has_value());
+  CHECK(clock64::decode_binary(bytes({0x00, 0x01, 0x00, 0x01})).has_value());
+  CHECK(signed_clock::decode_text("{-5:1,0:2}").has_value());
+  CHECK(text_error<string_clock>("{a:0}") == E::zero_counter);
+  CHECK(interlock::to_string(E::non_canonical) == std::string("non-canonical encoding"));
+
+  // Every accepted input is the encoding of what it decodes to.
+  std::mt19937_64 random(5);
+  for (int round = 0; round < 200; ++round) {
+    auto clock = random_clock<std::uint64_t>(random, 20, 1u << 20);
+    if (round % 3 == 0) clock.prune(4);
+    const auto binary = clock.encode_binary();
+    const auto text = clock.to_string();
+    CHECK(clock64::decode_binary(binary)->encode_binary() == binary);
+    CHECK(clock64::decode_text(text)->to_string() == text);
+  }
+}
+
 TEST_CASE("vector_clock prune drops the smallest counters and remembers the bound",
           "[vector_clock][prune]") {
   string_clock clock{{"a", 5}, {"b", 1}, {"c", 3}, {"d", 1}};
@@ -563,6 +604,32 @@ TEST_CASE(
   CHECK(throws > 0);
 }
 
+TEST_CASE(
+    "atomic_vector_clock receive: a failed receipt leaves the clock unchanged, so the next "
+    "event does not claim the message",
+    "[vector_clock][exceptions]") {
+  const fragile_clock start{{"a", 1}, {"b", 1}};
+  const fragile_clock message{{"b", 5}, {"c", 1}};
+  int throws = 0;
+  for (int copies = 0;; ++copies) {
+    REQUIRE(copies < 100);
+    interlock::atomic_vector_clock<fragile_id> me(fragile_id("a"), start);
+    try {
+      const copy_failure_after failure(copies);
+      (void)me.receive(message);
+    } catch (const injected_failure&) {
+      ++throws;
+      INFO("failed at copy " << copies);
+      REQUIRE(me.snapshot() == start);
+      REQUIRE_FALSE(me.tick().descends(fragile_clock{{"b", 5}}));  // b:5 was never taken in
+      continue;
+    }
+    CHECK(me.snapshot() == fragile_clock{{"a", 2}, {"b", 5}, {"c", 1}});
+    break;
+  }
+  CHECK(throws > 0);
+}
+
 TEST_CASE("vector_clock copy assignment: a throw while copying ids leaves the target unchanged",
           "[vector_clock][exceptions]") {
   fragile_clock large;  // spilled to the heap
@@ -664,4 +731,14 @@ TEST_CASE("vector_clock: ids wider than 64 bits are not encodable", "[vector_clo
   CHECK(a.concurrent_with(b));
   a.merge(b);
   CHECK(a.size() == 2);
+}
+
+TEST_CASE("vector_clock: character types are not encodable ids (no to_chars for them)",
+          "[vector_clock][encoding]") {
+  CHECK_FALSE(interlock::detail::encodable_node_id<wchar_t>);
+  CHECK_FALSE(interlock::detail::encodable_node_id<char8_t>);
+  CHECK_FALSE(interlock::detail::encodable_node_id<char16_t>);
+  CHECK_FALSE(interlock::detail::encodable_node_id<char32_t>);
+  CHECK(interlock::detail::encodable_node_id<char>);
+  CHECK_FALSE(has_encode_binary<interlock::vector_clock<char32_t>>);
 }
