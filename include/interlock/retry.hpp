@@ -43,8 +43,8 @@
 //                 backoff, while consecutive delays stay decorrelated. (The earlier
 //                 "decorrelated jitter", sleep = uniform(base, 3 * previous sleep), can
 //                 fall back to `base` at any step: its per-attempt medians stall.)
-// Every delay satisfies 0 <= delay <= max_delay, whatever the parameters (a
-// non-finite intermediate is capped at max_delay).
+// Every delay satisfies 0 <= delay <= max(max_delay, 0), whatever the parameters (a
+// non-finite intermediate is capped at max_delay; a max_delay <= 0 means no delay).
 //
 // Time is counted from the first conflict: `elapsed` (reported) and `max_elapsed`
 // (the bound) measure the time spent retrying, i.e. from the end of the first attempt
@@ -53,8 +53,9 @@
 // anyway, and a loop that never conflicts never reads the clock (an in-process
 // versioned<T>::update that commits at once costs no clock reads). Before each retry
 // the loop checks the time spent so far: a retry whose delay would end after
-// `max_elapsed` is not made, so no retry starts after the bound (the last attempt may
-// still run past it).
+// `max_elapsed` is not made, so no retry is scheduled to start after the bound (a
+// sleep that oversleeps may still start one a little late, and the last attempt may
+// run past it).
 //
 // Thread-safety: retry_policy is a plain value; retry_on_conflict holds no shared
 // state (the default environment's random engine is per thread).
@@ -124,9 +125,19 @@ struct retry_policy {
   }
 };
 
+/// A source of random bits: a callable returning a 64-bit unsigned integer. A
+/// narrower type (int from rand(), a uint32_t) is rejected: its top bits would always
+/// be 0, and jitter drawn from them would be no jitter at all. A 64-bit type carrying
+/// only 32 random bits (std::mt19937's result on LP64) is fine: see
+/// backoff_schedule::unit.
+template <class Random>
+concept random_bits_source = std::invocable<Random&> &&
+                             std::unsigned_integral<std::invoke_result_t<Random&>> &&
+                             sizeof(std::invoke_result_t<Random&>) == sizeof(std::uint64_t);
+
 /// The delays of one retry loop, in order. Not thread-safe (one per loop).
-/// next(random) takes a callable returning 64 uniformly distributed random bits,
-/// called only by the jitter kinds that need it.
+/// next(random) takes a random_bits_source, called only by the jitter kinds that need
+/// it (twice per delay).
 class backoff_schedule {
  public:
   explicit backoff_schedule(const retry_policy& policy) noexcept
@@ -134,9 +145,8 @@ class backoff_schedule {
 
   /// The delay before the next retry. Always within [0, policy.max_delay].
   /// Complexity O(1); never throws unless `random` does.
-  template <class Random>
-  requires std::is_invocable_r_v<std::uint64_t, Random&> std::chrono::nanoseconds next(
-      Random& random) {
+  template <random_bits_source Random>
+  std::chrono::nanoseconds next(Random& random) {
     const double cap = to_double(policy_.max_delay);
     if (!(cap > 0)) return std::chrono::nanoseconds{0};
     if (retry_ < std::numeric_limits<std::uint32_t>::max()) ++retry_;  // saturates
@@ -194,10 +204,16 @@ class backoff_schedule {
     return base;
   }
 
-  /// Uniform in [0, 1) from the top 53 bits.
+  /// Uniform in [0, 1) from the top 53 bits of two draws mixed: the second draw's low
+  /// half fills the top half, so a source with only 32 random bits per draw
+  /// (std::mt19937) still fills all 53, where one draw's top bits would always be 0
+  /// (full jitter would then always be 0). From a 64-bit source the mix is as uniform
+  /// as either draw.
   template <class Random>
   static double unit(Random& random) {
-    const auto bits = static_cast<std::uint64_t>(random());
+    const std::uint64_t first = random();
+    const std::uint64_t second = random();
+    const std::uint64_t bits = first ^ (second << 32) ^ (second >> 32);
     return static_cast<double>(bits >> 11) * 0x1.0p-53;
   }
 
@@ -248,7 +264,8 @@ template <class Env>
 concept retry_environment_like = requires(Env& env, std::chrono::nanoseconds d) {
   {env.now() - env.now()};
   env.sleep_for(d);
-  { env.random() } -> std::convertible_to<std::uint64_t>;
+  requires std::unsigned_integral<std::remove_cvref_t<decltype(env.random())>> &&
+      sizeof(std::remove_cvref_t<decltype(env.random())>) == sizeof(std::uint64_t);
 };
 
 /// Why a retry loop ended.
@@ -275,10 +292,11 @@ struct retry_outcome {
 /// Calls `attempt()` until it returns an engaged std::optional<R> (success) or the
 /// policy gives up, sleeping the policy's delay between attempts. Only an empty
 /// optional (a conflict) is retried; an exception from `attempt`, the environment
-/// or R's move passes through at once. Thread-safety: as safe as `attempt` and the
-/// environment (the default one is). Progress: blocking (it sleeps) when the policy
-/// has delays; otherwise as `attempt`. Returns the outcome; when it gave up, the
-/// result is empty and `status` says why.
+/// or R's move passes through at once, except the clock's after a successful
+/// attempt (its effect stands; `elapsed` then reports the time slept). Thread-safety: as safe as
+/// `attempt` and the environment (the default one is). Progress: blocking (it sleeps) when the
+/// policy has delays; otherwise as `attempt`. Returns the outcome; when it gave up, the result is
+/// empty and `status` says why.
 template <class Attempt, class Env = system_retry_environment>
 requires retry_environment_like<std::remove_reference_t<Env>> && requires(Attempt& a) {
   a().has_value();
@@ -299,6 +317,17 @@ auto retry_on_conflict(const retry_policy& policy, Attempt&& attempt, Env&& env 
         std::chrono::duration_cast<std::chrono::nanoseconds>(env.now() - *first_conflict);
     return elapsed > std::chrono::nanoseconds::zero() ? elapsed : std::chrono::nanoseconds{0};
   };
+  // After a success the attempt's effect stands (a commit was made): a clock that
+  // throws now must not turn it into an exception, on which a caller would repeat the
+  // update. The time slept since the first conflict stands in for the reading.
+  std::chrono::nanoseconds slept{0};
+  const auto elapsed_after_success = [&]() noexcept -> std::chrono::nanoseconds {
+    try {
+      return since_first_conflict();
+    } catch (...) {
+      return slept;
+    }
+  };
   const std::uint32_t max_attempts = policy.max_attempts == 0 ? 1 : policy.max_attempts;
   const bool time_bounded = policy.max_elapsed != retry_policy::unlimited_time;
   backoff_schedule schedule(policy);
@@ -307,7 +336,7 @@ auto retry_on_conflict(const retry_policy& policy, Attempt&& attempt, Env&& env 
   // Saturates at the maximum: an unlimited policy keeps retrying past 2^32 attempts.
   for (std::uint32_t attempts = 1;; attempts += attempts < UINT32_MAX ? 1 : 0) {
     if (optional_type result = attempt(); result.has_value()) {
-      return outcome{std::move(result), retry_status::succeeded, attempts, since_first_conflict()};
+      return outcome{std::move(result), retry_status::succeeded, attempts, elapsed_after_success()};
     }
     if (!first_conflict) first_conflict.emplace(env.now());
     if (max_attempts != retry_policy::unlimited_attempts && attempts >= max_attempts) {
@@ -320,7 +349,11 @@ auto retry_on_conflict(const retry_policy& policy, Attempt&& attempt, Env&& env 
         return outcome{std::nullopt, retry_status::out_of_time, attempts, elapsed};
       }
     }
-    if (delay.count() > 0) env.sleep_for(delay);
+    if (delay.count() > 0) {
+      env.sleep_for(delay);
+      slept = delay > std::chrono::nanoseconds::max() - slept ? std::chrono::nanoseconds::max()
+                                                              : slept + delay;
+    }
   }
 }
 

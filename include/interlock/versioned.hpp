@@ -21,8 +21,10 @@
 //    rarely overlaps it) and alignof(T) <= 8. A sequence counter `seq` equals
 //    2 * version while the value is stable and is odd while a write is in progress.
 //    Readers copy the value word by word with atomic loads into a local buffer and
-//    keep the copy only if `seq` was even and unchanged around it: they never write
-//    shared memory, never block a writer, and never return a torn value. A writer
+//    keep the copy only if `seq` was even and unchanged around it: they never return
+//    a torn value, and write shared memory only when starving (after 16 failed
+//    copies in a row a reader raises a counter that makes writers pause briefly, at
+//    most 256 CPU pauses, before their next claim; see Progress). A writer
 //    claims the value with one CAS of `seq` from 2v to 2v + 1 (the version check and
 //    the claim are the same instruction), stores the words and publishes 2v + 2.
 //  - Snapshot publication, for every other T: the value lives in an immutable node
@@ -120,9 +122,13 @@ struct versioned_snapshot {
 namespace detail {
 
 /// True when versioned<T> uses the seqlock representation.
+/// Trivially copy-assignable too: a T with a const or reference member is trivially
+/// copyable, but writing new bytes over a live one (as a reader's copy does) or making
+/// one from zero bytes would be undefined; such a T takes the node path.
 template <class T>
-inline constexpr bool seqlock_eligible = std::is_trivially_copyable_v<T> && sizeof(T) <= 64 &&
-                                         alignof(T) <= 8;
+inline constexpr bool seqlock_eligible =
+    std::is_trivially_copyable_v<T>&& std::is_trivially_copy_assignable_v<T> && sizeof(T) <= 64 &&
+    alignof(T) <= 8;
 
 /// One step of a spin-wait: a CPU pause, and after a while, yielding the CPU to the
 /// (possibly descheduled) thread we wait for.
@@ -172,7 +178,8 @@ class seqlock_cell {
 
   [[nodiscard]] bool validate(version_type version) const noexcept {
     // (R4) as in version(); a write in progress on top of `version` already fails.
-    return version <= max_version && seq_.load(std::memory_order_acquire) == 2 * version;
+    // The last version a commit can make is max_version + 1; twice it still fits.
+    return version <= max_version + 1 && seq_.load(std::memory_order_acquire) == 2 * version;
   }
 
   /// Commits `desired` as version expected + 1 if the version is still `expected`.
@@ -210,6 +217,9 @@ class seqlock_cell {
   }
 
  private:
+  // The largest version a commit can start from: the seqlock path stops at version
+  // 2^63 - 1 (then every commit conflicts), which takes 2^63 commits: 292 years at a
+  // billion a second.
   static constexpr version_type max_version = std::numeric_limits<std::uint64_t>::max() / 2 - 1;
   /// Failed attempts in a row after which a reader asks writers to pause.
   static constexpr unsigned starvation_threshold = 16;
@@ -261,7 +271,9 @@ class seqlock_cell {
         }
       }
       // Relaxed: a progress hint (see let_starving_readers_through), ordered with nothing.
-      if (++failures == starvation_threshold)
+      // Counted up to the threshold only: a count that wrapped would announce this
+      // reader twice and withdraw it once, slowing every writer for good.
+      if (failures < starvation_threshold && ++failures == starvation_threshold)
         starving_readers_.fetch_add(1, std::memory_order_relaxed);
       spin_pause(spins);
     }

@@ -17,9 +17,11 @@
 // compare_exchange against that digest still succeeds (ETag semantics: ABA on content
 // is by design; use the stamp, or update(), when any intervening commit matters).
 //
-// Readers never block, never hash and never see a torn value: load() protects the
-// current node with a hazard pointer (see detail/hazard_pointer.hpp) and returns a
-// move-only snapshot that keeps that node alive until the snapshot is destroyed.
+// Readers never wait for a writer, never hash and never see a torn value: load()
+// protects the current node with a hazard pointer (see detail/hazard_pointer.hpp) and
+// returns a move-only snapshot that keeps that node alive until the snapshot is
+// destroyed. (A thread that holds more snapshots at once than ever before allocates a
+// hazard record, once: the only call into the allocator on the read path.)
 // Replaced nodes are reclaimed once no snapshot holds them: never freed under a
 // reader, never leaked, and at most a bounded number wait per thread.
 //
@@ -41,7 +43,10 @@
 // order agrees with their stamps. Waiting: a waiter registers, then reads the node
 // pointer with a seq_cst load; a commit's seq_cst CAS is followed by a seq_cst read of the
 // waiter count. One of the two sees the other, so no wake-up is lost, and a commit
-// with nobody waiting writes nothing but its node and its CAS.
+// with nobody waiting touches no waiter state beyond that one load. Waiters are woken
+// right after the CAS, before the replaced node is retired: retiring may run an older
+// value's destructor (and now and then a reclamation scan), and no waiter sleeps
+// through that.
 //
 // Exception safety: if the codec, T's copy or move constructor, `fn`, or an
 // allocation throws, or a commit meets a saturated clock (stamp_overflow_error), the
@@ -953,21 +958,27 @@ class snapshot_cell {
     Node* current;
   };
 
+  /// Does nothing: the default `published` step.
+  struct nothing_to_announce {
+    void operator()() const noexcept {}
+  };
+
   /// Publishes `fresh` if decide(const Node* current) holds for the node current at
   /// the moment of the CAS; prepare(Node& fresh) runs after each successful decide and
   /// before each CAS attempt (cas_slot takes its stamp there). `current_guard`
   /// protects the node being checked; on a conflict it keeps protecting the node
-  /// returned. On success the cell owns `fresh` (released from the unique_ptr) and
-  /// the replaced node is retired. Lock-free: a retry means another writer published.
-  template <class Decide, class Prepare>
+  /// returned. On success the cell owns `fresh` (released from the unique_ptr),
+  /// published() (noexcept) runs, and then the replaced node is retired.
+  /// Lock-free: a retry means another writer published.
+  template <class Decide, class Prepare, class Published = nothing_to_announce>
   outcome publish(std::unique_ptr<Node>& fresh, hazard_guard& current_guard, Decide&& decide,
-                  Prepare&& prepare) {
+                  Prepare&& prepare, Published published = {}) {
     for (;;) {
       Node* current = current_guard.protect(head_);
       if (!decide(static_cast<const Node*>(current))) return {false, current};
       // `current` is protected, so its address cannot be reused before the CAS. On
       // failure the loop protects and checks the node that won.
-      if (publish_if_current(fresh, current, prepare)) return {true, current};
+      if (publish_if_current(fresh, current, prepare, published)) return {true, current};
     }
   }
 
@@ -982,9 +993,18 @@ class snapshot_cell {
   /// read-modify-write that already holds `expected` protected (so its address cannot
   /// be reused meanwhile: no ABA). Nothing here dereferences the current node, so no
   /// hazard pointer is taken. prepare(Node& fresh) runs once, before the CAS. On
-  /// success the cell owns `fresh` and `expected` is retired. Wait-free (one CAS).
-  template <class Prepare>
-  bool publish_if_current(std::unique_ptr<Node>& fresh, const Node* expected, Prepare&& prepare) {
+  /// success the cell owns `fresh`, published() (noexcept) runs, and then `expected`
+  /// is retired. Wait-free (one CAS), apart from what retiring runs.
+  ///
+  /// published() comes before retiring because retiring may run the destructor of an
+  /// older node's value, and now and then a reclamation scan (a membarrier system
+  /// call): cas_slot wakes its waiters there, so that no waiter sleeps through user
+  /// code (a destructor that joins a thread waiting on the same slot would deadlock).
+  template <class Prepare, class Published = nothing_to_announce>
+  bool publish_if_current(std::unique_ptr<Node>& fresh, const Node* expected, Prepare&& prepare,
+                          Published published = {}) {
+    static_assert(std::is_nothrow_invocable_v<Published&>,
+                  "snapshot_cell: the published step runs after the commit and must not throw");
     prepare(*fresh);
     Node* current = const_cast<Node*>(expected);  // compared, never written through
     // (1) seq_cst on success: a release that publishes the node's contents to readers'
@@ -996,6 +1016,7 @@ class snapshot_cell {
       return false;
     }
     fresh.release();  // owned by the cell now
+    published();
     if (current != nullptr) hazard_domain::instance().retire(current);
     return true;
   }
@@ -1089,7 +1110,11 @@ bool wait_until(wait_word& word, std::uint32_t expected,
   const long long ns = time_left(deadline).count();
   if (ns <= 0) return false;
   constexpr long long billion = 1'000'000'000;
-  const long long capped = ns > 3600 * billion ? 3600 * billion : ns;  // re-armed by callers
+  // The futex timeout is relative, measured on CLOCK_MONOTONIC. On a clock that can
+  // jump (system_clock), sleep at most a second at a time, so a deadline that a jump
+  // brought forward is noticed within a second; callers re-arm.
+  constexpr long long longest = Clock::is_steady ? 3600 * billion : billion;
+  const long long capped = ns > longest ? longest : ns;
   timespec timeout{};
   timeout.tv_sec = static_cast<time_t>(capped / billion);
   timeout.tv_nsec = static_cast<long>(capped % billion);
@@ -2032,6 +2057,8 @@ class cas_slot {
   /// freed, so a snapshot still holding it stays valid, and its T is destroyed by
   /// reclamation (a later retire or reclaim_retired() on this thread, or its exit)
   /// once no snapshot holds it. Precondition: no other thread is calling into the slot.
+  /// Seeing a commit (through load() or a wake) does not mean its writer has returned
+  /// from the call: join the writers, or synchronize with their return, first.
   ~cas_slot() = default;
 
   /// The current snapshot. Thread-safe. Lock-free (wait-free unless writers keep
@@ -2164,10 +2191,10 @@ class cas_slot {
     detail::hazard_guard fresh_guard;
     fresh_guard.protect_stable(fresh.get());
     const node* candidate = fresh.get();
-    const auto outcome = cell_.nodes.publish(fresh, current_guard, decide, stamp_before_publish());
+    const auto outcome =
+        cell_.nodes.publish(fresh, current_guard, decide, stamp_before_publish(), wake_waiters());
     if (!outcome.published)
       return result{false, snapshot(std::move(current_guard), outcome.current)};
-    notify_waiters();
     return result{true, snapshot(std::move(fresh_guard), candidate)};
   }
 
@@ -2178,10 +2205,10 @@ class cas_slot {
     detail::hazard_guard fresh_guard;
     fresh_guard.protect_stable(fresh.get());
     const node* candidate = fresh.get();
-    if (!cell_.nodes.publish_if_current(fresh, seen.node_, stamp_before_publish())) {
+    if (!cell_.nodes.publish_if_current(fresh, seen.node_, stamp_before_publish(),
+                                        wake_waiters())) {
       return std::nullopt;
     }
-    notify_waiters();
     return snapshot(std::move(fresh_guard), candidate);
   }
 
@@ -2201,6 +2228,13 @@ class cas_slot {
     throw stamp_overflow_error(
         "interlock::cas_slot: the clock is saturated (lamport_clock::max_time); no commit "
         "can get a new stamp");
+  }
+
+  /// The `published` step of both commits: wakes the waiters right after the CAS,
+  /// before the replaced node is retired (retiring may run an older value's
+  /// destructor; see detail::snapshot_cell::publish_if_current).
+  auto wake_waiters() noexcept {
+    return [this]() noexcept { notify_waiters(); };
   }
 
   /// After a commit: wakes the waiters, if any. A commit with no waiter writes nothing

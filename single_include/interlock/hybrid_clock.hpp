@@ -245,7 +245,9 @@ struct coarse_wall_clock_ms {
 /// returning milliseconds as std::uint64_t; a lambda, a functor, or
 /// std::function<std::uint64_t()> for tests).
 ///
-/// Thread-safety: every member may be called concurrently.
+/// Thread-safety: every member may be called concurrently, provided PhysicalClock may
+/// be: now() and update() call it from every calling thread at once, with no lock. A
+/// stateful test clock (a mutable lambda, a counter) must make its state atomic.
 template <class PhysicalClock = coarse_wall_clock_ms>
 class basic_hybrid_clock {
  public:

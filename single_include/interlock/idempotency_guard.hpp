@@ -1107,7 +1107,11 @@ bool wait_until(wait_word& word, std::uint32_t expected,
   const long long ns = time_left(deadline).count();
   if (ns <= 0) return false;
   constexpr long long billion = 1'000'000'000;
-  const long long capped = ns > 3600 * billion ? 3600 * billion : ns;  // re-armed by callers
+  // The futex timeout is relative, measured on CLOCK_MONOTONIC. On a clock that can
+  // jump (system_clock), sleep at most a second at a time, so a deadline that a jump
+  // brought forward is noticed within a second; callers re-arm.
+  constexpr long long longest = Clock::is_steady ? 3600 * billion : billion;
+  const long long capped = ns > longest ? longest : ns;
   timespec timeout{};
   timeout.tv_sec = static_cast<time_t>(capped / billion);
   timeout.tv_nsec = static_cast<long>(capped % billion);
@@ -2887,6 +2891,21 @@ struct idempotency_options {
   bool pooled_records = false;
 };
 
+/// Retention of a unique_claims: what it keeps and for how long. Its own type, because
+/// a claim's defaults are not a cached result's: a nullifier spent once must stay spent,
+/// so by default claims never expire and none is evicted (idempotency_options' 24 h time
+/// to live would let a double spend through a day later).
+struct claim_options {
+  /// How long a claim is kept after it was granted; nanoseconds::max() (the default):
+  /// until released.
+  std::chrono::nanoseconds time_to_live = std::chrono::nanoseconds::max();
+  /// The most claims kept. Beyond it the oldest are evicted, and an evicted key can be
+  /// claimed again: set it only where that is acceptable. Per shard, as in
+  /// idempotency_options; at least 1 per shard.
+  std::size_t capacity = std::numeric_limits<std::size_t>::max();
+  std::size_t shards = 64;
+};
+
 /// Counters of an idempotency_guard since construction (each read with a relaxed
 /// load: exact per counter, not a snapshot across counters).
 struct idempotency_stats {
@@ -3227,10 +3246,14 @@ class idempotency_guard {
     return run_impl(key, fingerprint_of(request), op, &deadline);
   }
 
-  /// As run_for, with a deadline on the steady clock.
-  template <class K, class Request, class Op>
-  outcome run_until(const K& key, const Request& request, steady_deadline deadline, Op&& op) {
-    return run_impl(key, fingerprint_of(request), op, &deadline);
+  /// As run_for, with a deadline on any clock (steady_clock deadlines are used as they
+  /// are; others are converted once to the time left, saturating, so
+  /// time_point<C, hours>::max() waits as long as it takes).
+  template <class K, class Request, class DeadlineClock, class Duration, class Op>
+  outcome run_until(const K& key, const Request& request,
+                    const std::chrono::time_point<DeadlineClock, Duration>& deadline, Op&& op) {
+    const steady_deadline steady = detail::steady_deadline_of(deadline);
+    return run_impl(key, fingerprint_of(request), op, &steady);
   }
 
   /// Drops the completed (or stored failed) record for `key`, so the next call runs.
@@ -3541,16 +3564,12 @@ class unique_claims {
  public:
   using time_point = typename Clock::time_point;
 
-  /// Options whose time_to_live defaults to "never expires".
-  static idempotency_options default_options() {
-    idempotency_options options;
-    options.time_to_live = std::chrono::nanoseconds::max();
-    return options;
-  }
+  /// The default options: claims never expire and none is evicted.
+  static claim_options default_options() { return {}; }
 
-  explicit unique_claims(idempotency_options options = default_options(),
-                         std::function<time_point()> now = nullptr)
-      : store_(options, std::move(now)) {}
+  /// `now` replaces Clock::now for expiry (tests pass a fake clock; it must not throw).
+  explicit unique_claims(claim_options options = {}, std::function<time_point()> now = nullptr)
+      : store_(retention_of(options), std::move(now)) {}
 
   /// True for exactly one caller per key until release(key) or expiry. Lock-free
   /// when the key is already claimed; otherwise locks one shard. Throws only
@@ -3639,6 +3658,14 @@ class unique_claims {
   [[nodiscard]] std::size_t size() const { return store_.table().size(); }
 
  private:
+  static idempotency_options retention_of(const claim_options& options) {
+    idempotency_options retention;
+    retention.time_to_live = options.time_to_live;
+    retention.capacity = options.capacity;
+    retention.shards = options.shards;
+    return retention;
+  }
+
   template <class K, class Releasable>
   bool release_if(const K& key, Releasable&& releasable) {
     const std::uint64_t h = store_.table().hash_of(key);

@@ -24,9 +24,11 @@
 // compare_exchange against that digest still succeeds (ETag semantics: ABA on content
 // is by design; use the stamp, or update(), when any intervening commit matters).
 //
-// Readers never block, never hash and never see a torn value: load() protects the
-// current node with a hazard pointer (see detail/hazard_pointer.hpp) and returns a
-// move-only snapshot that keeps that node alive until the snapshot is destroyed.
+// Readers never wait for a writer, never hash and never see a torn value: load()
+// protects the current node with a hazard pointer (see detail/hazard_pointer.hpp) and
+// returns a move-only snapshot that keeps that node alive until the snapshot is
+// destroyed. (A thread that holds more snapshots at once than ever before allocates a
+// hazard record, once: the only call into the allocator on the read path.)
 // Replaced nodes are reclaimed once no snapshot holds them: never freed under a
 // reader, never leaked, and at most a bounded number wait per thread.
 //
@@ -48,7 +50,10 @@
 // order agrees with their stamps. Waiting: a waiter registers, then reads the node
 // pointer with a seq_cst load; a commit's seq_cst CAS is followed by a seq_cst read of the
 // waiter count. One of the two sees the other, so no wake-up is lost, and a commit
-// with nobody waiting writes nothing but its node and its CAS.
+// with nobody waiting touches no waiter state beyond that one load. Waiters are woken
+// right after the CAS, before the replaced node is retired: retiring may run an older
+// value's destructor (and now and then a reclamation scan), and no waiter sleeps
+// through that.
 //
 // Exception safety: if the codec, T's copy or move constructor, `fn`, or an
 // allocation throws, or a commit meets a saturated clock (stamp_overflow_error), the
@@ -960,21 +965,27 @@ class snapshot_cell {
     Node* current;
   };
 
+  /// Does nothing: the default `published` step.
+  struct nothing_to_announce {
+    void operator()() const noexcept {}
+  };
+
   /// Publishes `fresh` if decide(const Node* current) holds for the node current at
   /// the moment of the CAS; prepare(Node& fresh) runs after each successful decide and
   /// before each CAS attempt (cas_slot takes its stamp there). `current_guard`
   /// protects the node being checked; on a conflict it keeps protecting the node
-  /// returned. On success the cell owns `fresh` (released from the unique_ptr) and
-  /// the replaced node is retired. Lock-free: a retry means another writer published.
-  template <class Decide, class Prepare>
+  /// returned. On success the cell owns `fresh` (released from the unique_ptr),
+  /// published() (noexcept) runs, and then the replaced node is retired.
+  /// Lock-free: a retry means another writer published.
+  template <class Decide, class Prepare, class Published = nothing_to_announce>
   outcome publish(std::unique_ptr<Node>& fresh, hazard_guard& current_guard, Decide&& decide,
-                  Prepare&& prepare) {
+                  Prepare&& prepare, Published published = {}) {
     for (;;) {
       Node* current = current_guard.protect(head_);
       if (!decide(static_cast<const Node*>(current))) return {false, current};
       // `current` is protected, so its address cannot be reused before the CAS. On
       // failure the loop protects and checks the node that won.
-      if (publish_if_current(fresh, current, prepare)) return {true, current};
+      if (publish_if_current(fresh, current, prepare, published)) return {true, current};
     }
   }
 
@@ -989,9 +1000,18 @@ class snapshot_cell {
   /// read-modify-write that already holds `expected` protected (so its address cannot
   /// be reused meanwhile: no ABA). Nothing here dereferences the current node, so no
   /// hazard pointer is taken. prepare(Node& fresh) runs once, before the CAS. On
-  /// success the cell owns `fresh` and `expected` is retired. Wait-free (one CAS).
-  template <class Prepare>
-  bool publish_if_current(std::unique_ptr<Node>& fresh, const Node* expected, Prepare&& prepare) {
+  /// success the cell owns `fresh`, published() (noexcept) runs, and then `expected`
+  /// is retired. Wait-free (one CAS), apart from what retiring runs.
+  ///
+  /// published() comes before retiring because retiring may run the destructor of an
+  /// older node's value, and now and then a reclamation scan (a membarrier system
+  /// call): cas_slot wakes its waiters there, so that no waiter sleeps through user
+  /// code (a destructor that joins a thread waiting on the same slot would deadlock).
+  template <class Prepare, class Published = nothing_to_announce>
+  bool publish_if_current(std::unique_ptr<Node>& fresh, const Node* expected, Prepare&& prepare,
+                          Published published = {}) {
+    static_assert(std::is_nothrow_invocable_v<Published&>,
+                  "snapshot_cell: the published step runs after the commit and must not throw");
     prepare(*fresh);
     Node* current = const_cast<Node*>(expected);  // compared, never written through
     // (1) seq_cst on success: a release that publishes the node's contents to readers'
@@ -1003,6 +1023,7 @@ class snapshot_cell {
       return false;
     }
     fresh.release();  // owned by the cell now
+    published();
     if (current != nullptr) hazard_domain::instance().retire(current);
     return true;
   }
@@ -1096,7 +1117,11 @@ bool wait_until(wait_word& word, std::uint32_t expected,
   const long long ns = time_left(deadline).count();
   if (ns <= 0) return false;
   constexpr long long billion = 1'000'000'000;
-  const long long capped = ns > 3600 * billion ? 3600 * billion : ns;  // re-armed by callers
+  // The futex timeout is relative, measured on CLOCK_MONOTONIC. On a clock that can
+  // jump (system_clock), sleep at most a second at a time, so a deadline that a jump
+  // brought forward is noticed within a second; callers re-arm.
+  constexpr long long longest = Clock::is_steady ? 3600 * billion : billion;
+  const long long capped = ns > longest ? longest : ns;
   timespec timeout{};
   timeout.tv_sec = static_cast<time_t>(capped / billion);
   timeout.tv_nsec = static_cast<long>(capped % billion);
@@ -2039,6 +2064,8 @@ class cas_slot {
   /// freed, so a snapshot still holding it stays valid, and its T is destroyed by
   /// reclamation (a later retire or reclaim_retired() on this thread, or its exit)
   /// once no snapshot holds it. Precondition: no other thread is calling into the slot.
+  /// Seeing a commit (through load() or a wake) does not mean its writer has returned
+  /// from the call: join the writers, or synchronize with their return, first.
   ~cas_slot() = default;
 
   /// The current snapshot. Thread-safe. Lock-free (wait-free unless writers keep
@@ -2171,10 +2198,10 @@ class cas_slot {
     detail::hazard_guard fresh_guard;
     fresh_guard.protect_stable(fresh.get());
     const node* candidate = fresh.get();
-    const auto outcome = cell_.nodes.publish(fresh, current_guard, decide, stamp_before_publish());
+    const auto outcome =
+        cell_.nodes.publish(fresh, current_guard, decide, stamp_before_publish(), wake_waiters());
     if (!outcome.published)
       return result{false, snapshot(std::move(current_guard), outcome.current)};
-    notify_waiters();
     return result{true, snapshot(std::move(fresh_guard), candidate)};
   }
 
@@ -2185,10 +2212,10 @@ class cas_slot {
     detail::hazard_guard fresh_guard;
     fresh_guard.protect_stable(fresh.get());
     const node* candidate = fresh.get();
-    if (!cell_.nodes.publish_if_current(fresh, seen.node_, stamp_before_publish())) {
+    if (!cell_.nodes.publish_if_current(fresh, seen.node_, stamp_before_publish(),
+                                        wake_waiters())) {
       return std::nullopt;
     }
-    notify_waiters();
     return snapshot(std::move(fresh_guard), candidate);
   }
 
@@ -2208,6 +2235,13 @@ class cas_slot {
     throw stamp_overflow_error(
         "interlock::cas_slot: the clock is saturated (lamport_clock::max_time); no commit "
         "can get a new stamp");
+  }
+
+  /// The `published` step of both commits: wakes the waiters right after the CAS,
+  /// before the replaced node is retired (retiring may run an older value's
+  /// destructor; see detail::snapshot_cell::publish_if_current).
+  auto wake_waiters() noexcept {
+    return [this]() noexcept { notify_waiters(); };
   }
 
   /// After a commit: wakes the waiters, if any. A commit with no waiter writes nothing
@@ -2391,8 +2425,11 @@ INTERLOCK_NAMESPACE_END
 // varint; signed: zigzag varint; std::string: varint length + bytes) and the counter
 // (varint), in strictly increasing node order. Text: `{a:3,b:1}`, with a `~N` suffix
 // when pruned with bound N (`{a:3}~2`); string ids use [A-Za-z0-9_.-] and %XX escapes
-// for any other byte, integer ids are decimal; no whitespace. Decoding is strict and
-// never trusts the input: see clock_decode_error. Counters and the bound must not
+// for any other byte (uppercase hex), integer ids are decimal; no whitespace. Decoding
+// is strict and never trusts the input: see clock_decode_error. It is also canonical:
+// each clock has exactly one binary and one text form that decode (no overlong
+// varints, leading zeros, "-0" or needless escapes), so encodings can be compared,
+// hashed or signed as they are. Counters and the bound must not
 // exceed `max_counter` (2^64 - 2). At most `max_entries` (65536)
 // entries and `max_node_id_length` (1024) bytes per string id are accepted, and a
 // declared count is checked against the bytes left before anything is allocated.
@@ -2449,7 +2486,10 @@ enum class clock_decode_error {
   unsorted_nodes,        ///< nodes not in increasing order
   trailing_bytes,        ///< bytes after the last entry
   bad_syntax,            ///< text that does not follow the grammar
-  counter_out_of_range   ///< a counter or pruned bound above max_counter (2^64 - 2)
+  counter_out_of_range,  ///< a counter or pruned bound above max_counter (2^64 - 2)
+  non_canonical          ///< a value in a longer form than the encoder writes: an overlong
+                         ///< varint, a number with leading zeros or "-0", an escape of a
+                         ///< plain character or one in lowercase hex
 };
 
 /// A short English description of `error`, e.g. "truncated input".
@@ -2483,6 +2523,8 @@ enum class clock_decode_error {
       return "bad syntax";
     case clock_decode_error::counter_out_of_range:
       return "counter out of range";
+    case clock_decode_error::non_canonical:
+      return "non-canonical encoding";
   }
   return "unknown error";
 }
@@ -2542,7 +2584,9 @@ concept clock_node_id = std::totally_ordered<T> && std::semiregular<T>;
 /// __int128, would be cut).
 template <class T>
 concept encodable_node_id = std::same_as<T, std::string> ||
-    (std::integral<T> && !std::same_as<T, bool> && sizeof(T) <= sizeof(std::uint64_t));
+    (std::integral<T> && !std::same_as<T, bool> && sizeof(T) <= sizeof(std::uint64_t) &&
+     !std::same_as<T, wchar_t> && !std::same_as<T, char8_t> && !std::same_as<T, char16_t> &&
+     !std::same_as<T, char32_t>);  // no std::to_chars / from_chars for these
 
 inline void put_varint(std::vector<std::byte>& out, std::uint64_t value) {
   while (value >= 0x80) {
@@ -2552,7 +2596,8 @@ inline void put_varint(std::vector<std::byte>& out, std::uint64_t value) {
   out.push_back(static_cast<std::byte>(value));
 }
 
-/// Reads a LEB128 varint from the front of `in` and advances it.
+/// Reads a LEB128 varint from the front of `in` and advances it. Rejects an overlong
+/// one (a last byte of 0 after the first), which put_varint never writes.
 inline std::optional<clock_decode_error> get_varint(std::span<const std::byte>& in,
                                                     std::uint64_t& value) noexcept {
   value = 0;
@@ -2562,6 +2607,7 @@ inline std::optional<clock_decode_error> get_varint(std::span<const std::byte>& 
     if (i == 9 && byte > 1) return clock_decode_error::varint_overflow;
     value |= (byte & 0x7FU) << (7 * i);
     if ((byte & 0x80U) == 0) {
+      if (i > 0 && byte == 0) return clock_decode_error::non_canonical;
       in = in.subspan(i + 1);
       return std::nullopt;
     }
@@ -2599,11 +2645,22 @@ inline bool is_plain_id_char(char c) noexcept {
          c == '.' || c == '-';
 }
 
+/// The value of an uppercase hex digit (what the encoder writes); -1 for anything else.
 inline int hex_digit(char c) noexcept {
   if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
   if (c >= 'A' && c <= 'F') return c - 'A' + 10;
   return -1;
+}
+
+inline bool is_lowercase_hex(char c) noexcept { return c >= 'a' && c <= 'f'; }
+
+/// True when the decimal number at text[pos] has a leading zero ("01") or is a
+/// negative zero ("-0", "-00"): forms std::to_chars never writes.
+inline bool non_canonical_decimal(std::string_view text, std::size_t pos) noexcept {
+  if (pos < text.size() && text[pos] == '-') {
+    return pos + 1 < text.size() && text[pos + 1] == '0';
+  }
+  return pos + 1 < text.size() && text[pos] == '0' && text[pos + 1] >= '0' && text[pos + 1] <= '9';
 }
 
 }  // namespace detail
@@ -2741,7 +2798,9 @@ class vector_clock {
   /// Complexity: O(n + m); one pass and no allocation when `other` has no node missing
   /// here. Throws only what allocation and copying ids throw (when nodes are added);
   /// on a throw this clock holds its old nodes with some counters already raised (a
-  /// valid clock that descends the original).
+  /// valid clock that descends the original). For all or nothing, merge into a copy
+  /// and move it back, as atomic_vector_clock::receive does (a strong merge here would
+  /// cost a second pass on every call: measured 1.5x-2x slower at 4-64 nodes).
   vector_clock& merge(const vector_clock& other) {
     if (this == &other) return *this;
     // Copy the missing entries before the size changes: a throw here leaves a valid
@@ -3012,8 +3071,14 @@ class vector_clock {
               if (text.size() - pos < 3) return clock_decode_error::bad_syntax;
               const int high = detail::hex_digit(text[pos + 1]);
               const int low = detail::hex_digit(text[pos + 2]);
-              if (high < 0 || low < 0) return clock_decode_error::bad_syntax;
+              if (high < 0 || low < 0) {
+                const bool lowercase = (high >= 0 || detail::is_lowercase_hex(text[pos + 1])) &&
+                                       (low >= 0 || detail::is_lowercase_hex(text[pos + 2]));
+                return lowercase ? clock_decode_error::non_canonical
+                                 : clock_decode_error::bad_syntax;
+              }
               c = static_cast<char>(static_cast<unsigned char>(high * 16 + low));
+              if (detail::is_plain_id_char(c)) return clock_decode_error::non_canonical;
               pos += 3;
             } else if (detail::is_plain_id_char(c)) {
               ++pos;
@@ -3024,6 +3089,7 @@ class vector_clock {
             e.node.push_back(c);
           }
         } else {
+          if (detail::non_canonical_decimal(text, pos)) return clock_decode_error::non_canonical;
           const auto [ptr, ec] =
               std::from_chars(text.data() + pos, text.data() + text.size(), e.node);
           if (ec == std::errc::result_out_of_range) return clock_decode_error::node_id_out_of_range;
@@ -3235,6 +3301,7 @@ class vector_clock {
     if (pos >= text.size() || text[pos] < '0' || text[pos] > '9') {
       return clock_decode_error::bad_syntax;
     }
+    if (detail::non_canonical_decimal(text, pos)) return clock_decode_error::non_canonical;
     const auto [ptr, ec] = std::from_chars(text.data() + pos, text.data() + text.size(), value);
     if (ec != std::errc{}) return clock_decode_error::bad_syntax;  // out of range
     pos = static_cast<std::size_t>(ptr - text.data());
@@ -3291,21 +3358,22 @@ class atomic_vector_clock {
   }
 
   /// Records the receipt of a message stamped `remote`: merges it, ticks, and returns
-  /// the result. Thread-safe; blocking (short critical section). Complexity: O(n + m).
-  /// Throws clock_overflow_error, before changing the clock, when the own counter
-  /// after the merge would pass max_counter; otherwise only what allocation throws
-  /// (the clock then descends the original).
+  /// the result. Thread-safe; blocking (short critical section). Complexity: O(n + m),
+  /// two copies of the clock. Throws clock_overflow_error when the own counter after
+  /// the merge would pass max_counter; otherwise only what allocation and copying ids
+  /// throw. On any throw the clock is unchanged, so a message whose receipt failed is
+  /// not counted as seen (the next event does not claim it).
   clock_type receive(const clock_type& remote) {
     const std::lock_guard lock(mutex_);
-    // Check the tick's overflow before merging, so that an overflow changes nothing.
-    const std::uint64_t own = std::max(
-        {clock_.get(self_), remote.get(self_), clock_.pruned_bound(), remote.pruned_bound()});
-    if (own >= clock_type::max_counter) {
-      throw clock_overflow_error("interlock::atomic_vector_clock: counter would pass max_counter");
-    }
-    clock_.merge(remote);
-    clock_.tick(self_);
-    return clock_;
+    // Built aside and committed by a move: every step that can throw (copying,
+    // merging, the tick's overflow check and allocation, the caller's copy) runs
+    // before the clock changes.
+    clock_type next = clock_;
+    next.merge(remote);
+    next.tick(self_);
+    clock_type stamped = next;
+    clock_ = std::move(next);
+    return stamped;
   }
 
   /// A copy of the current clock. Thread-safe; blocking (short critical section).
@@ -4019,7 +4087,9 @@ struct coarse_wall_clock_ms {
 /// returning milliseconds as std::uint64_t; a lambda, a functor, or
 /// std::function<std::uint64_t()> for tests).
 ///
-/// Thread-safety: every member may be called concurrently.
+/// Thread-safety: every member may be called concurrently, provided PhysicalClock may
+/// be: now() and update() call it from every calling thread at once, with no lock. A
+/// stateful test clock (a mutable lambda, a counter) must make its state atomic.
 template <class PhysicalClock = coarse_wall_clock_ms>
 class basic_hybrid_clock {
  public:
@@ -5512,6 +5582,21 @@ struct idempotency_options {
   bool pooled_records = false;
 };
 
+/// Retention of a unique_claims: what it keeps and for how long. Its own type, because
+/// a claim's defaults are not a cached result's: a nullifier spent once must stay spent,
+/// so by default claims never expire and none is evicted (idempotency_options' 24 h time
+/// to live would let a double spend through a day later).
+struct claim_options {
+  /// How long a claim is kept after it was granted; nanoseconds::max() (the default):
+  /// until released.
+  std::chrono::nanoseconds time_to_live = std::chrono::nanoseconds::max();
+  /// The most claims kept. Beyond it the oldest are evicted, and an evicted key can be
+  /// claimed again: set it only where that is acceptable. Per shard, as in
+  /// idempotency_options; at least 1 per shard.
+  std::size_t capacity = std::numeric_limits<std::size_t>::max();
+  std::size_t shards = 64;
+};
+
 /// Counters of an idempotency_guard since construction (each read with a relaxed
 /// load: exact per counter, not a snapshot across counters).
 struct idempotency_stats {
@@ -5852,10 +5937,14 @@ class idempotency_guard {
     return run_impl(key, fingerprint_of(request), op, &deadline);
   }
 
-  /// As run_for, with a deadline on the steady clock.
-  template <class K, class Request, class Op>
-  outcome run_until(const K& key, const Request& request, steady_deadline deadline, Op&& op) {
-    return run_impl(key, fingerprint_of(request), op, &deadline);
+  /// As run_for, with a deadline on any clock (steady_clock deadlines are used as they
+  /// are; others are converted once to the time left, saturating, so
+  /// time_point<C, hours>::max() waits as long as it takes).
+  template <class K, class Request, class DeadlineClock, class Duration, class Op>
+  outcome run_until(const K& key, const Request& request,
+                    const std::chrono::time_point<DeadlineClock, Duration>& deadline, Op&& op) {
+    const steady_deadline steady = detail::steady_deadline_of(deadline);
+    return run_impl(key, fingerprint_of(request), op, &steady);
   }
 
   /// Drops the completed (or stored failed) record for `key`, so the next call runs.
@@ -6166,16 +6255,12 @@ class unique_claims {
  public:
   using time_point = typename Clock::time_point;
 
-  /// Options whose time_to_live defaults to "never expires".
-  static idempotency_options default_options() {
-    idempotency_options options;
-    options.time_to_live = std::chrono::nanoseconds::max();
-    return options;
-  }
+  /// The default options: claims never expire and none is evicted.
+  static claim_options default_options() { return {}; }
 
-  explicit unique_claims(idempotency_options options = default_options(),
-                         std::function<time_point()> now = nullptr)
-      : store_(options, std::move(now)) {}
+  /// `now` replaces Clock::now for expiry (tests pass a fake clock; it must not throw).
+  explicit unique_claims(claim_options options = {}, std::function<time_point()> now = nullptr)
+      : store_(retention_of(options), std::move(now)) {}
 
   /// True for exactly one caller per key until release(key) or expiry. Lock-free
   /// when the key is already claimed; otherwise locks one shard. Throws only
@@ -6264,6 +6349,14 @@ class unique_claims {
   [[nodiscard]] std::size_t size() const { return store_.table().size(); }
 
  private:
+  static idempotency_options retention_of(const claim_options& options) {
+    idempotency_options retention;
+    retention.time_to_live = options.time_to_live;
+    retention.capacity = options.capacity;
+    retention.shards = options.shards;
+    return retention;
+  }
+
   template <class K, class Releasable>
   bool release_if(const K& key, Releasable&& releasable) {
     const std::uint64_t h = store_.table().hash_of(key);
@@ -7349,8 +7442,8 @@ INTERLOCK_NAMESPACE_END
 //                 backoff, while consecutive delays stay decorrelated. (The earlier
 //                 "decorrelated jitter", sleep = uniform(base, 3 * previous sleep), can
 //                 fall back to `base` at any step: its per-attempt medians stall.)
-// Every delay satisfies 0 <= delay <= max_delay, whatever the parameters (a
-// non-finite intermediate is capped at max_delay).
+// Every delay satisfies 0 <= delay <= max(max_delay, 0), whatever the parameters (a
+// non-finite intermediate is capped at max_delay; a max_delay <= 0 means no delay).
 //
 // Time is counted from the first conflict: `elapsed` (reported) and `max_elapsed`
 // (the bound) measure the time spent retrying, i.e. from the end of the first attempt
@@ -7359,8 +7452,9 @@ INTERLOCK_NAMESPACE_END
 // anyway, and a loop that never conflicts never reads the clock (an in-process
 // versioned<T>::update that commits at once costs no clock reads). Before each retry
 // the loop checks the time spent so far: a retry whose delay would end after
-// `max_elapsed` is not made, so no retry starts after the bound (the last attempt may
-// still run past it).
+// `max_elapsed` is not made, so no retry is scheduled to start after the bound (a
+// sleep that oversleeps may still start one a little late, and the last attempt may
+// run past it).
 //
 // Thread-safety: retry_policy is a plain value; retry_on_conflict holds no shared
 // state (the default environment's random engine is per thread).
@@ -7429,9 +7523,19 @@ struct retry_policy {
   }
 };
 
+/// A source of random bits: a callable returning a 64-bit unsigned integer. A
+/// narrower type (int from rand(), a uint32_t) is rejected: its top bits would always
+/// be 0, and jitter drawn from them would be no jitter at all. A 64-bit type carrying
+/// only 32 random bits (std::mt19937's result on LP64) is fine: see
+/// backoff_schedule::unit.
+template <class Random>
+concept random_bits_source = std::invocable<Random&> &&
+                             std::unsigned_integral<std::invoke_result_t<Random&>> &&
+                             sizeof(std::invoke_result_t<Random&>) == sizeof(std::uint64_t);
+
 /// The delays of one retry loop, in order. Not thread-safe (one per loop).
-/// next(random) takes a callable returning 64 uniformly distributed random bits,
-/// called only by the jitter kinds that need it.
+/// next(random) takes a random_bits_source, called only by the jitter kinds that need
+/// it (twice per delay).
 class backoff_schedule {
  public:
   explicit backoff_schedule(const retry_policy& policy) noexcept
@@ -7439,9 +7543,8 @@ class backoff_schedule {
 
   /// The delay before the next retry. Always within [0, policy.max_delay].
   /// Complexity O(1); never throws unless `random` does.
-  template <class Random>
-  requires std::is_invocable_r_v<std::uint64_t, Random&> std::chrono::nanoseconds next(
-      Random& random) {
+  template <random_bits_source Random>
+  std::chrono::nanoseconds next(Random& random) {
     const double cap = to_double(policy_.max_delay);
     if (!(cap > 0)) return std::chrono::nanoseconds{0};
     if (retry_ < std::numeric_limits<std::uint32_t>::max()) ++retry_;  // saturates
@@ -7499,10 +7602,16 @@ class backoff_schedule {
     return base;
   }
 
-  /// Uniform in [0, 1) from the top 53 bits.
+  /// Uniform in [0, 1) from the top 53 bits of two draws mixed: the second draw's low
+  /// half fills the top half, so a source with only 32 random bits per draw
+  /// (std::mt19937) still fills all 53, where one draw's top bits would always be 0
+  /// (full jitter would then always be 0). From a 64-bit source the mix is as uniform
+  /// as either draw.
   template <class Random>
   static double unit(Random& random) {
-    const auto bits = static_cast<std::uint64_t>(random());
+    const std::uint64_t first = random();
+    const std::uint64_t second = random();
+    const std::uint64_t bits = first ^ (second << 32) ^ (second >> 32);
     return static_cast<double>(bits >> 11) * 0x1.0p-53;
   }
 
@@ -7553,7 +7662,8 @@ template <class Env>
 concept retry_environment_like = requires(Env& env, std::chrono::nanoseconds d) {
   {env.now() - env.now()};
   env.sleep_for(d);
-  { env.random() } -> std::convertible_to<std::uint64_t>;
+  requires std::unsigned_integral<std::remove_cvref_t<decltype(env.random())>> &&
+      sizeof(std::remove_cvref_t<decltype(env.random())>) == sizeof(std::uint64_t);
 };
 
 /// Why a retry loop ended.
@@ -7580,10 +7690,11 @@ struct retry_outcome {
 /// Calls `attempt()` until it returns an engaged std::optional<R> (success) or the
 /// policy gives up, sleeping the policy's delay between attempts. Only an empty
 /// optional (a conflict) is retried; an exception from `attempt`, the environment
-/// or R's move passes through at once. Thread-safety: as safe as `attempt` and the
-/// environment (the default one is). Progress: blocking (it sleeps) when the policy
-/// has delays; otherwise as `attempt`. Returns the outcome; when it gave up, the
-/// result is empty and `status` says why.
+/// or R's move passes through at once, except the clock's after a successful
+/// attempt (its effect stands; `elapsed` then reports the time slept). Thread-safety: as safe as
+/// `attempt` and the environment (the default one is). Progress: blocking (it sleeps) when the
+/// policy has delays; otherwise as `attempt`. Returns the outcome; when it gave up, the result is
+/// empty and `status` says why.
 template <class Attempt, class Env = system_retry_environment>
 requires retry_environment_like<std::remove_reference_t<Env>> && requires(Attempt& a) {
   a().has_value();
@@ -7604,6 +7715,17 @@ auto retry_on_conflict(const retry_policy& policy, Attempt&& attempt, Env&& env 
         std::chrono::duration_cast<std::chrono::nanoseconds>(env.now() - *first_conflict);
     return elapsed > std::chrono::nanoseconds::zero() ? elapsed : std::chrono::nanoseconds{0};
   };
+  // After a success the attempt's effect stands (a commit was made): a clock that
+  // throws now must not turn it into an exception, on which a caller would repeat the
+  // update. The time slept since the first conflict stands in for the reading.
+  std::chrono::nanoseconds slept{0};
+  const auto elapsed_after_success = [&]() noexcept -> std::chrono::nanoseconds {
+    try {
+      return since_first_conflict();
+    } catch (...) {
+      return slept;
+    }
+  };
   const std::uint32_t max_attempts = policy.max_attempts == 0 ? 1 : policy.max_attempts;
   const bool time_bounded = policy.max_elapsed != retry_policy::unlimited_time;
   backoff_schedule schedule(policy);
@@ -7612,7 +7734,7 @@ auto retry_on_conflict(const retry_policy& policy, Attempt&& attempt, Env&& env 
   // Saturates at the maximum: an unlimited policy keeps retrying past 2^32 attempts.
   for (std::uint32_t attempts = 1;; attempts += attempts < UINT32_MAX ? 1 : 0) {
     if (optional_type result = attempt(); result.has_value()) {
-      return outcome{std::move(result), retry_status::succeeded, attempts, since_first_conflict()};
+      return outcome{std::move(result), retry_status::succeeded, attempts, elapsed_after_success()};
     }
     if (!first_conflict) first_conflict.emplace(env.now());
     if (max_attempts != retry_policy::unlimited_attempts && attempts >= max_attempts) {
@@ -7625,7 +7747,11 @@ auto retry_on_conflict(const retry_policy& policy, Attempt&& attempt, Env&& env 
         return outcome{std::nullopt, retry_status::out_of_time, attempts, elapsed};
       }
     }
-    if (delay.count() > 0) env.sleep_for(delay);
+    if (delay.count() > 0) {
+      env.sleep_for(delay);
+      slept = delay > std::chrono::nanoseconds::max() - slept ? std::chrono::nanoseconds::max()
+                                                              : slept + delay;
+    }
   }
 }
 
@@ -7658,8 +7784,10 @@ INTERLOCK_NAMESPACE_END
 //    rarely overlaps it) and alignof(T) <= 8. A sequence counter `seq` equals
 //    2 * version while the value is stable and is odd while a write is in progress.
 //    Readers copy the value word by word with atomic loads into a local buffer and
-//    keep the copy only if `seq` was even and unchanged around it: they never write
-//    shared memory, never block a writer, and never return a torn value. A writer
+//    keep the copy only if `seq` was even and unchanged around it: they never return
+//    a torn value, and write shared memory only when starving (after 16 failed
+//    copies in a row a reader raises a counter that makes writers pause briefly, at
+//    most 256 CPU pauses, before their next claim; see Progress). A writer
 //    claims the value with one CAS of `seq` from 2v to 2v + 1 (the version check and
 //    the claim are the same instruction), stores the words and publishes 2v + 2.
 //  - Snapshot publication, for every other T: the value lives in an immutable node
@@ -7751,9 +7879,13 @@ struct versioned_snapshot {
 namespace detail {
 
 /// True when versioned<T> uses the seqlock representation.
+/// Trivially copy-assignable too: a T with a const or reference member is trivially
+/// copyable, but writing new bytes over a live one (as a reader's copy does) or making
+/// one from zero bytes would be undefined; such a T takes the node path.
 template <class T>
-inline constexpr bool seqlock_eligible = std::is_trivially_copyable_v<T> && sizeof(T) <= 64 &&
-                                         alignof(T) <= 8;
+inline constexpr bool seqlock_eligible =
+    std::is_trivially_copyable_v<T>&& std::is_trivially_copy_assignable_v<T> && sizeof(T) <= 64 &&
+    alignof(T) <= 8;
 
 /// One step of a spin-wait: a CPU pause, and after a while, yielding the CPU to the
 /// (possibly descheduled) thread we wait for.
@@ -7803,7 +7935,8 @@ class seqlock_cell {
 
   [[nodiscard]] bool validate(version_type version) const noexcept {
     // (R4) as in version(); a write in progress on top of `version` already fails.
-    return version <= max_version && seq_.load(std::memory_order_acquire) == 2 * version;
+    // The last version a commit can make is max_version + 1; twice it still fits.
+    return version <= max_version + 1 && seq_.load(std::memory_order_acquire) == 2 * version;
   }
 
   /// Commits `desired` as version expected + 1 if the version is still `expected`.
@@ -7841,6 +7974,9 @@ class seqlock_cell {
   }
 
  private:
+  // The largest version a commit can start from: the seqlock path stops at version
+  // 2^63 - 1 (then every commit conflicts), which takes 2^63 commits: 292 years at a
+  // billion a second.
   static constexpr version_type max_version = std::numeric_limits<std::uint64_t>::max() / 2 - 1;
   /// Failed attempts in a row after which a reader asks writers to pause.
   static constexpr unsigned starvation_threshold = 16;
@@ -7892,7 +8028,9 @@ class seqlock_cell {
         }
       }
       // Relaxed: a progress hint (see let_starving_readers_through), ordered with nothing.
-      if (++failures == starvation_threshold)
+      // Counted up to the threshold only: a count that wrapped would announce this
+      // reader twice and withdraw it once, slowing every writer for good.
+      if (failures < starvation_threshold && ++failures == starvation_threshold)
         starving_readers_.fetch_add(1, std::memory_order_relaxed);
       spin_pause(spins);
     }

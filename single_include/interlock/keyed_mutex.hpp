@@ -1214,7 +1214,11 @@ bool wait_until(wait_word& word, std::uint32_t expected,
   const long long ns = time_left(deadline).count();
   if (ns <= 0) return false;
   constexpr long long billion = 1'000'000'000;
-  const long long capped = ns > 3600 * billion ? 3600 * billion : ns;  // re-armed by callers
+  // The futex timeout is relative, measured on CLOCK_MONOTONIC. On a clock that can
+  // jump (system_clock), sleep at most a second at a time, so a deadline that a jump
+  // brought forward is noticed within a second; callers re-arm.
+  constexpr long long longest = Clock::is_steady ? 3600 * billion : billion;
+  const long long capped = ns > longest ? longest : ns;
   timespec timeout{};
   timeout.tv_sec = static_cast<time_t>(capped / billion);
   timeout.tv_nsec = static_cast<long>(capped % billion);

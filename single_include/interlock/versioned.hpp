@@ -26,8 +26,10 @@
 //    rarely overlaps it) and alignof(T) <= 8. A sequence counter `seq` equals
 //    2 * version while the value is stable and is odd while a write is in progress.
 //    Readers copy the value word by word with atomic loads into a local buffer and
-//    keep the copy only if `seq` was even and unchanged around it: they never write
-//    shared memory, never block a writer, and never return a torn value. A writer
+//    keep the copy only if `seq` was even and unchanged around it: they never return
+//    a torn value, and write shared memory only when starving (after 16 failed
+//    copies in a row a reader raises a counter that makes writers pause briefly, at
+//    most 256 CPU pauses, before their next claim; see Progress). A writer
 //    claims the value with one CAS of `seq` from 2v to 2v + 1 (the version check and
 //    the claim are the same instruction), stores the words and publishes 2v + 2.
 //  - Snapshot publication, for every other T: the value lives in an immutable node
@@ -871,21 +873,27 @@ class snapshot_cell {
     Node* current;
   };
 
+  /// Does nothing: the default `published` step.
+  struct nothing_to_announce {
+    void operator()() const noexcept {}
+  };
+
   /// Publishes `fresh` if decide(const Node* current) holds for the node current at
   /// the moment of the CAS; prepare(Node& fresh) runs after each successful decide and
   /// before each CAS attempt (cas_slot takes its stamp there). `current_guard`
   /// protects the node being checked; on a conflict it keeps protecting the node
-  /// returned. On success the cell owns `fresh` (released from the unique_ptr) and
-  /// the replaced node is retired. Lock-free: a retry means another writer published.
-  template <class Decide, class Prepare>
+  /// returned. On success the cell owns `fresh` (released from the unique_ptr),
+  /// published() (noexcept) runs, and then the replaced node is retired.
+  /// Lock-free: a retry means another writer published.
+  template <class Decide, class Prepare, class Published = nothing_to_announce>
   outcome publish(std::unique_ptr<Node>& fresh, hazard_guard& current_guard, Decide&& decide,
-                  Prepare&& prepare) {
+                  Prepare&& prepare, Published published = {}) {
     for (;;) {
       Node* current = current_guard.protect(head_);
       if (!decide(static_cast<const Node*>(current))) return {false, current};
       // `current` is protected, so its address cannot be reused before the CAS. On
       // failure the loop protects and checks the node that won.
-      if (publish_if_current(fresh, current, prepare)) return {true, current};
+      if (publish_if_current(fresh, current, prepare, published)) return {true, current};
     }
   }
 
@@ -900,9 +908,18 @@ class snapshot_cell {
   /// read-modify-write that already holds `expected` protected (so its address cannot
   /// be reused meanwhile: no ABA). Nothing here dereferences the current node, so no
   /// hazard pointer is taken. prepare(Node& fresh) runs once, before the CAS. On
-  /// success the cell owns `fresh` and `expected` is retired. Wait-free (one CAS).
-  template <class Prepare>
-  bool publish_if_current(std::unique_ptr<Node>& fresh, const Node* expected, Prepare&& prepare) {
+  /// success the cell owns `fresh`, published() (noexcept) runs, and then `expected`
+  /// is retired. Wait-free (one CAS), apart from what retiring runs.
+  ///
+  /// published() comes before retiring because retiring may run the destructor of an
+  /// older node's value, and now and then a reclamation scan (a membarrier system
+  /// call): cas_slot wakes its waiters there, so that no waiter sleeps through user
+  /// code (a destructor that joins a thread waiting on the same slot would deadlock).
+  template <class Prepare, class Published = nothing_to_announce>
+  bool publish_if_current(std::unique_ptr<Node>& fresh, const Node* expected, Prepare&& prepare,
+                          Published published = {}) {
+    static_assert(std::is_nothrow_invocable_v<Published&>,
+                  "snapshot_cell: the published step runs after the commit and must not throw");
     prepare(*fresh);
     Node* current = const_cast<Node*>(expected);  // compared, never written through
     // (1) seq_cst on success: a release that publishes the node's contents to readers'
@@ -914,6 +931,7 @@ class snapshot_cell {
       return false;
     }
     fresh.release();  // owned by the cell now
+    published();
     if (current != nullptr) hazard_domain::instance().retire(current);
     return true;
   }
@@ -1136,7 +1154,11 @@ bool wait_until(wait_word& word, std::uint32_t expected,
   const long long ns = time_left(deadline).count();
   if (ns <= 0) return false;
   constexpr long long billion = 1'000'000'000;
-  const long long capped = ns > 3600 * billion ? 3600 * billion : ns;  // re-armed by callers
+  // The futex timeout is relative, measured on CLOCK_MONOTONIC. On a clock that can
+  // jump (system_clock), sleep at most a second at a time, so a deadline that a jump
+  // brought forward is noticed within a second; callers re-arm.
+  constexpr long long longest = Clock::is_steady ? 3600 * billion : billion;
+  const long long capped = ns > longest ? longest : ns;
   timespec timeout{};
   timeout.tv_sec = static_cast<time_t>(capped / billion);
   timeout.tv_nsec = static_cast<long>(capped % billion);
@@ -1304,8 +1326,8 @@ INTERLOCK_NAMESPACE_END
 //                 backoff, while consecutive delays stay decorrelated. (The earlier
 //                 "decorrelated jitter", sleep = uniform(base, 3 * previous sleep), can
 //                 fall back to `base` at any step: its per-attempt medians stall.)
-// Every delay satisfies 0 <= delay <= max_delay, whatever the parameters (a
-// non-finite intermediate is capped at max_delay).
+// Every delay satisfies 0 <= delay <= max(max_delay, 0), whatever the parameters (a
+// non-finite intermediate is capped at max_delay; a max_delay <= 0 means no delay).
 //
 // Time is counted from the first conflict: `elapsed` (reported) and `max_elapsed`
 // (the bound) measure the time spent retrying, i.e. from the end of the first attempt
@@ -1314,8 +1336,9 @@ INTERLOCK_NAMESPACE_END
 // anyway, and a loop that never conflicts never reads the clock (an in-process
 // versioned<T>::update that commits at once costs no clock reads). Before each retry
 // the loop checks the time spent so far: a retry whose delay would end after
-// `max_elapsed` is not made, so no retry starts after the bound (the last attempt may
-// still run past it).
+// `max_elapsed` is not made, so no retry is scheduled to start after the bound (a
+// sleep that oversleeps may still start one a little late, and the last attempt may
+// run past it).
 //
 // Thread-safety: retry_policy is a plain value; retry_on_conflict holds no shared
 // state (the default environment's random engine is per thread).
@@ -1384,9 +1407,19 @@ struct retry_policy {
   }
 };
 
+/// A source of random bits: a callable returning a 64-bit unsigned integer. A
+/// narrower type (int from rand(), a uint32_t) is rejected: its top bits would always
+/// be 0, and jitter drawn from them would be no jitter at all. A 64-bit type carrying
+/// only 32 random bits (std::mt19937's result on LP64) is fine: see
+/// backoff_schedule::unit.
+template <class Random>
+concept random_bits_source = std::invocable<Random&> &&
+                             std::unsigned_integral<std::invoke_result_t<Random&>> &&
+                             sizeof(std::invoke_result_t<Random&>) == sizeof(std::uint64_t);
+
 /// The delays of one retry loop, in order. Not thread-safe (one per loop).
-/// next(random) takes a callable returning 64 uniformly distributed random bits,
-/// called only by the jitter kinds that need it.
+/// next(random) takes a random_bits_source, called only by the jitter kinds that need
+/// it (twice per delay).
 class backoff_schedule {
  public:
   explicit backoff_schedule(const retry_policy& policy) noexcept
@@ -1394,9 +1427,8 @@ class backoff_schedule {
 
   /// The delay before the next retry. Always within [0, policy.max_delay].
   /// Complexity O(1); never throws unless `random` does.
-  template <class Random>
-  requires std::is_invocable_r_v<std::uint64_t, Random&> std::chrono::nanoseconds next(
-      Random& random) {
+  template <random_bits_source Random>
+  std::chrono::nanoseconds next(Random& random) {
     const double cap = to_double(policy_.max_delay);
     if (!(cap > 0)) return std::chrono::nanoseconds{0};
     if (retry_ < std::numeric_limits<std::uint32_t>::max()) ++retry_;  // saturates
@@ -1454,10 +1486,16 @@ class backoff_schedule {
     return base;
   }
 
-  /// Uniform in [0, 1) from the top 53 bits.
+  /// Uniform in [0, 1) from the top 53 bits of two draws mixed: the second draw's low
+  /// half fills the top half, so a source with only 32 random bits per draw
+  /// (std::mt19937) still fills all 53, where one draw's top bits would always be 0
+  /// (full jitter would then always be 0). From a 64-bit source the mix is as uniform
+  /// as either draw.
   template <class Random>
   static double unit(Random& random) {
-    const auto bits = static_cast<std::uint64_t>(random());
+    const std::uint64_t first = random();
+    const std::uint64_t second = random();
+    const std::uint64_t bits = first ^ (second << 32) ^ (second >> 32);
     return static_cast<double>(bits >> 11) * 0x1.0p-53;
   }
 
@@ -1508,7 +1546,8 @@ template <class Env>
 concept retry_environment_like = requires(Env& env, std::chrono::nanoseconds d) {
   {env.now() - env.now()};
   env.sleep_for(d);
-  { env.random() } -> std::convertible_to<std::uint64_t>;
+  requires std::unsigned_integral<std::remove_cvref_t<decltype(env.random())>> &&
+      sizeof(std::remove_cvref_t<decltype(env.random())>) == sizeof(std::uint64_t);
 };
 
 /// Why a retry loop ended.
@@ -1535,10 +1574,11 @@ struct retry_outcome {
 /// Calls `attempt()` until it returns an engaged std::optional<R> (success) or the
 /// policy gives up, sleeping the policy's delay between attempts. Only an empty
 /// optional (a conflict) is retried; an exception from `attempt`, the environment
-/// or R's move passes through at once. Thread-safety: as safe as `attempt` and the
-/// environment (the default one is). Progress: blocking (it sleeps) when the policy
-/// has delays; otherwise as `attempt`. Returns the outcome; when it gave up, the
-/// result is empty and `status` says why.
+/// or R's move passes through at once, except the clock's after a successful
+/// attempt (its effect stands; `elapsed` then reports the time slept). Thread-safety: as safe as
+/// `attempt` and the environment (the default one is). Progress: blocking (it sleeps) when the
+/// policy has delays; otherwise as `attempt`. Returns the outcome; when it gave up, the result is
+/// empty and `status` says why.
 template <class Attempt, class Env = system_retry_environment>
 requires retry_environment_like<std::remove_reference_t<Env>> && requires(Attempt& a) {
   a().has_value();
@@ -1559,6 +1599,17 @@ auto retry_on_conflict(const retry_policy& policy, Attempt&& attempt, Env&& env 
         std::chrono::duration_cast<std::chrono::nanoseconds>(env.now() - *first_conflict);
     return elapsed > std::chrono::nanoseconds::zero() ? elapsed : std::chrono::nanoseconds{0};
   };
+  // After a success the attempt's effect stands (a commit was made): a clock that
+  // throws now must not turn it into an exception, on which a caller would repeat the
+  // update. The time slept since the first conflict stands in for the reading.
+  std::chrono::nanoseconds slept{0};
+  const auto elapsed_after_success = [&]() noexcept -> std::chrono::nanoseconds {
+    try {
+      return since_first_conflict();
+    } catch (...) {
+      return slept;
+    }
+  };
   const std::uint32_t max_attempts = policy.max_attempts == 0 ? 1 : policy.max_attempts;
   const bool time_bounded = policy.max_elapsed != retry_policy::unlimited_time;
   backoff_schedule schedule(policy);
@@ -1567,7 +1618,7 @@ auto retry_on_conflict(const retry_policy& policy, Attempt&& attempt, Env&& env 
   // Saturates at the maximum: an unlimited policy keeps retrying past 2^32 attempts.
   for (std::uint32_t attempts = 1;; attempts += attempts < UINT32_MAX ? 1 : 0) {
     if (optional_type result = attempt(); result.has_value()) {
-      return outcome{std::move(result), retry_status::succeeded, attempts, since_first_conflict()};
+      return outcome{std::move(result), retry_status::succeeded, attempts, elapsed_after_success()};
     }
     if (!first_conflict) first_conflict.emplace(env.now());
     if (max_attempts != retry_policy::unlimited_attempts && attempts >= max_attempts) {
@@ -1580,7 +1631,11 @@ auto retry_on_conflict(const retry_policy& policy, Attempt&& attempt, Env&& env 
         return outcome{std::nullopt, retry_status::out_of_time, attempts, elapsed};
       }
     }
-    if (delay.count() > 0) env.sleep_for(delay);
+    if (delay.count() > 0) {
+      env.sleep_for(delay);
+      slept = delay > std::chrono::nanoseconds::max() - slept ? std::chrono::nanoseconds::max()
+                                                              : slept + delay;
+    }
   }
 }
 
@@ -1630,9 +1685,13 @@ struct versioned_snapshot {
 namespace detail {
 
 /// True when versioned<T> uses the seqlock representation.
+/// Trivially copy-assignable too: a T with a const or reference member is trivially
+/// copyable, but writing new bytes over a live one (as a reader's copy does) or making
+/// one from zero bytes would be undefined; such a T takes the node path.
 template <class T>
-inline constexpr bool seqlock_eligible = std::is_trivially_copyable_v<T> && sizeof(T) <= 64 &&
-                                         alignof(T) <= 8;
+inline constexpr bool seqlock_eligible =
+    std::is_trivially_copyable_v<T>&& std::is_trivially_copy_assignable_v<T> && sizeof(T) <= 64 &&
+    alignof(T) <= 8;
 
 /// One step of a spin-wait: a CPU pause, and after a while, yielding the CPU to the
 /// (possibly descheduled) thread we wait for.
@@ -1682,7 +1741,8 @@ class seqlock_cell {
 
   [[nodiscard]] bool validate(version_type version) const noexcept {
     // (R4) as in version(); a write in progress on top of `version` already fails.
-    return version <= max_version && seq_.load(std::memory_order_acquire) == 2 * version;
+    // The last version a commit can make is max_version + 1; twice it still fits.
+    return version <= max_version + 1 && seq_.load(std::memory_order_acquire) == 2 * version;
   }
 
   /// Commits `desired` as version expected + 1 if the version is still `expected`.
@@ -1720,6 +1780,9 @@ class seqlock_cell {
   }
 
  private:
+  // The largest version a commit can start from: the seqlock path stops at version
+  // 2^63 - 1 (then every commit conflicts), which takes 2^63 commits: 292 years at a
+  // billion a second.
   static constexpr version_type max_version = std::numeric_limits<std::uint64_t>::max() / 2 - 1;
   /// Failed attempts in a row after which a reader asks writers to pause.
   static constexpr unsigned starvation_threshold = 16;
@@ -1771,7 +1834,9 @@ class seqlock_cell {
         }
       }
       // Relaxed: a progress hint (see let_starving_readers_through), ordered with nothing.
-      if (++failures == starvation_threshold)
+      // Counted up to the threshold only: a count that wrapped would announce this
+      // reader twice and withdraw it once, slowing every writer for good.
+      if (failures < starvation_threshold && ++failures == starvation_threshold)
         starving_readers_.fetch_add(1, std::memory_order_relaxed);
       spin_pause(spins);
     }

@@ -561,6 +561,30 @@ TEST_CASE("idempotency_guard: bounded waits, reject policy and forget", "[idempo
     CHECK(runs == 0);
   }
 
+  SECTION("run_until takes a deadline on any clock, and max() of any duration waits") {
+    // It used to take only a steady_clock::time_point: a system_clock deadline did not
+    // compile, and time_point<steady_clock, hours>::max() overflowed when converted to
+    // nanoseconds and gave up at once.
+    idempotency_guard<std::string, int> guard;
+    held_call held(guard, "slow", "r");
+    auto wall = guard.run_until(std::string("slow"), std::string("r"),
+                                std::chrono::system_clock::now() + 1ms, op);
+    CHECK(wall.status == run_status::in_progress);
+    std::atomic<bool> waiting{false};
+    std::thread releaser([&] {
+      while (!waiting.load()) std::this_thread::yield();
+      std::this_thread::sleep_for(50ms);  // the duplicate below is asleep by now
+      CHECK(held.finish());
+    });
+    waiting.store(true);
+    const auto forever =
+        std::chrono::time_point<std::chrono::steady_clock, std::chrono::hours>::max();
+    auto joined = guard.run_until(std::string("slow"), std::string("r"), forever, op);
+    releaser.join();
+    CHECK((joined.status == run_status::joined || joined.status == run_status::replayed));
+    CHECK(runs == 0);
+  }
+
   SECTION("run_for joins a call that finishes within the timeout") {
     // The call in flight finishes once the duplicate has returned, or after a grace
     // period that starts just before the duplicate calls run_for. A run_for that gave
@@ -894,6 +918,19 @@ TEST_CASE("unique_claims: owner, release, expiry and capacity", "[unique_claims]
     CHECK(claims.purge_expired() == 0);
   }
 
+  SECTION("options that set only a capacity or the shards keep claims forever too") {
+    // unique_claims used to take idempotency_options, whose time to live is 24 h:
+    // `claims({.capacity = N})` let the same nullifier be spent again a day later.
+    fake_clock clock;
+    unique_claims<std::string> bounded({.capacity = 1'000'000}, clock.now());
+    unique_claims<std::string> sharded({.shards = 4}, clock.now());
+    CHECK(bounded.try_claim(std::string("nullifier")));
+    CHECK(sharded.try_claim(std::string("nullifier")));
+    clock.advance(std::chrono::hours(25));
+    CHECK_FALSE(bounded.try_claim(std::string("nullifier")));
+    CHECK_FALSE(sharded.try_claim(std::string("nullifier")));
+  }
+
   SECTION("capacity evicts the oldest claims") {
     auto options = unique_claims<std::string>::default_options();
     options.capacity = 3;
@@ -1109,7 +1146,7 @@ TEST_CASE("retention: a time to live shorter than a clock tick is rounded up, no
 TEST_CASE("unique_claims: release(key, owner) frees only the owner's live claim",
           "[unique_claims]") {
   fake_clock clock;
-  idempotency_options options;
+  interlock::claim_options options;
   options.time_to_live = 10s;
   unique_claims<std::string> claims(options, clock.now());
   CHECK(claims.try_claim(std::string("seat"), std::string("alice")));
@@ -1129,7 +1166,7 @@ TEST_CASE("release and forget of an expired record report nothing released",
   // They used to return true, and count a release, for a record that had expired but
   // was not purged yet (is_claimed already said false).
   fake_clock clock;
-  idempotency_options options;
+  interlock::claim_options options;
   options.time_to_live = 10s;
   unique_claims<std::string> claims(options, clock.now());
   CHECK(claims.try_claim(std::string("n1")));
@@ -1140,7 +1177,9 @@ TEST_CASE("release and forget of an expired record report nothing released",
   CHECK(claims.stats().expirations == 1);
   CHECK(claims.size() == 0);
 
-  idempotency_guard<std::string, int> guard(options, clock.now());
+  idempotency_options guard_options;
+  guard_options.time_to_live = 10s;
+  idempotency_guard<std::string, int> guard(guard_options, clock.now());
   CHECK(guard.run(std::string("k"), 0, [] { return 1; }).status == run_status::executed);
   clock.advance(11s);
   CHECK_FALSE(guard.forget(std::string("k")));
@@ -1298,10 +1337,13 @@ TEST_CASE("the default coarse clock never expires a record before its time to li
 
 TEST_CASE("capacity 0 keeps one record per shard, so a claim is still granted once",
           "[unique_claims]") {
+  interlock::claim_options claim_retention;
+  claim_retention.capacity = 0;
+  claim_retention.shards = 1;
+  interlock::unique_claims<std::string> claims(claim_retention);
   interlock::idempotency_options options;
   options.capacity = 0;
   options.shards = 1;
-  interlock::unique_claims<std::string> claims(options);
   CHECK(claims.try_claim("nullifier:1"));
   CHECK_FALSE(claims.try_claim("nullifier:1"));  // used to be evicted as it was granted
   interlock::idempotency_guard<std::string, int> guard(options);

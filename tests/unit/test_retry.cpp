@@ -438,3 +438,69 @@ TEST_CASE("a loop that never conflicts reads no clock and draws no random number
   CHECK(sleeps == 1);
   CHECK(draws > 0);
 }
+
+namespace {
+struct int_random_env {
+  std::chrono::steady_clock::time_point now() const { return {}; }
+  void sleep_for(nanoseconds) const {}
+  int random() const { return 4; }  // rand()-like: 31 random bits at most
+};
+struct uint64_random_env {
+  std::chrono::steady_clock::time_point now() const { return {}; }
+  void sleep_for(nanoseconds) const {}
+  std::uint64_t random() const { return 4; }
+};
+}  // namespace
+
+TEST_CASE("retry: random sources narrower than 64 bits are rejected at compile time", "[retry]") {
+  STATIC_REQUIRE_FALSE(interlock::retry_environment_like<int_random_env>);
+  STATIC_REQUIRE(interlock::retry_environment_like<uint64_random_env>);
+  STATIC_REQUIRE(interlock::retry_environment_like<interlock::retry_environment>);
+  STATIC_REQUIRE_FALSE(interlock::random_bits_source<int (*)()>);
+  STATIC_REQUIRE_FALSE(interlock::random_bits_source<std::uint32_t (*)()>);
+  STATIC_REQUIRE(interlock::random_bits_source<std::uint64_t (*)()>);
+}
+
+TEST_CASE("retry: a 64-bit random type with 32 random bits (std::mt19937) still jitters",
+          "[retry]") {
+  // std::mt19937's result type is 64 bits wide on LP64, but only its low 32 bits are
+  // random. Jitter drawn from one draw's top bits used to be always 0 (full jitter: no
+  // delay at all) or always base / 2 (equal jitter).
+  std::mt19937 engine(3);
+  auto random = [&engine] { return engine(); };
+  for (auto kind : {jitter_kind::full, jitter_kind::equal}) {
+    backoff_schedule schedule(policy_of(kind, 10ms, 10ms));
+    std::size_t low = 0;
+    std::size_t high = 0;
+    for (int i = 0; i < 400; ++i) {
+      const nanoseconds d = schedule.next(random);
+      const nanoseconds middle = kind == jitter_kind::full ? 5ms : 7500us;
+      (d < middle ? low : high) += 1;
+    }
+    INFO("kind " << static_cast<int>(kind));
+    CHECK(low > 100);
+    CHECK(high > 100);
+  }
+}
+
+TEST_CASE("retry: a clock that throws after a successful attempt does not undo the success",
+          "[retry]") {
+  // The attempt's effect (a commit) stands: an exception here used to make a caller
+  // believe it had failed, and repeat it.
+  int reads = 0;
+  std::chrono::steady_clock::time_point fake_now{};
+  const interlock::retry_environment flaky{[&] {
+                                             if (++reads > 1) throw std::runtime_error("clock");
+                                             return fake_now;
+                                           },
+                                           [&](nanoseconds d) { fake_now += d; },
+                                           [] { return std::uint64_t{1} << 63; }};
+  int calls = 0;
+  const auto out = interlock::retry_on_conflict(
+      policy_of(jitter_kind::none, 2ms, 1s),
+      [&] { return ++calls < 3 ? std::nullopt : std::optional<int>(calls); }, flaky);
+  CHECK(out.status == retry_status::succeeded);
+  CHECK(out.result == std::optional<int>(3));
+  CHECK(out.attempts == 3);
+  CHECK(out.elapsed == 6ms);  // the time slept: 2 ms + 4 ms
+}

@@ -23,6 +23,8 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -63,6 +65,14 @@ struct alignas(16) over_aligned {
   std::uint64_t a, b;
 };
 static_assert(!versioned<over_aligned>::uses_seqlock);
+/// Trivially copyable, but a const member: copying bytes over a live one (what a
+/// seqlock reader does) would modify a const object, so it takes the node path.
+struct with_const_member {
+  const std::uint64_t id;
+  std::uint64_t count;
+};
+static_assert(std::is_trivially_copyable_v<with_const_member>);
+static_assert(!versioned<with_const_member>::uses_seqlock);
 
 std::uint64_t count_of(const counter& c) { return c.count; }
 std::uint64_t count_of(const profile& p) { return p.count; }
@@ -788,4 +798,46 @@ TEMPLATE_TEST_CASE(
   CHECK(published.load() == final_snapshot.version);
   CHECK(final_snapshot.value.version_copy == final_snapshot.version);
   CHECK(value.validate(final_snapshot.version));  // quiescent: the current version validates
+}
+
+TEST_CASE("versioned: a T with a const member works (node path)", "[versioned]") {
+  versioned<with_const_member> value{with_const_member{7, 0}};
+  const auto result = value.update([](const with_const_member& v) {
+    return with_const_member{v.id, v.count + 1};
+  });
+  CHECK(result.status == versioned<with_const_member>::update_status::committed);
+  const auto now = value.read();
+  CHECK(now.value.id == 7);
+  CHECK(now.value.count == 1);
+  CHECK(now.version == 2);
+}
+
+TEMPLATE_TEST_CASE("versioned: update does not throw after it committed, even if the clock does",
+                   "[versioned]", form, std::string) {
+  // After a conflict the retry loop reads the clock once more when an attempt
+  // succeeds; an injected clock that threw there used to turn a committed update into
+  // an exception (and a caller's retry into a second commit).
+  versioned<TestType> record{tabs<TestType>::initial()};
+  bool interfere = true;
+  auto fn = [&](const TestType& v) {
+    if (std::exchange(interfere, false)) {
+      const auto now = record.read();
+      (void)record.try_commit(now.version, tabs<TestType>::first_edit(now.value));
+    }
+    return tabs<TestType>::second_edit(v);
+  };
+  int reads = 0;
+  std::chrono::steady_clock::time_point fake_now{};
+  interlock::retry_environment env{[&] {
+                                     if (++reads > 1) throw std::runtime_error("clock");
+                                     return fake_now;
+                                   },
+                                   [&](std::chrono::nanoseconds d) { fake_now += d; },
+                                   [] { return std::uint64_t{12345}; }};
+  const auto policy = interlock::retry_policy::exponential(
+      std::chrono::milliseconds(1), std::chrono::milliseconds(8), interlock::jitter_kind::none, 5);
+  const auto result = record.update(fn, policy, env);
+  CHECK(result.status == versioned<TestType>::update_status::committed);
+  CHECK(result.attempts == 2);
+  CHECK(record.version() == 3);  // the interfering commit and ours, once
 }

@@ -150,11 +150,13 @@ class idempotency_guard {
                     ::interlock::detail::deadline_after(timeout));
   }
 
-  /// As run_for, with a deadline on the steady clock.
-  template <class Request, class Op>
+  /// As run_for, with a deadline on any clock (converted once to the time left,
+  /// saturating: time_point<C, hours>::max() waits as long as it takes).
+  template <class Request, class DeadlineClock, class Duration, class Op>
   outcome run_until(std::string_view key, const Request& request,
-                    std::chrono::steady_clock::time_point deadline, Op&& op) {
-    return run_impl(key, request_fingerprint(request), op, deadline);
+                    const std::chrono::time_point<DeadlineClock, Duration>& deadline, Op&& op) {
+    return run_impl(key, request_fingerprint(request), op,
+                    ::interlock::detail::steady_deadline_of(deadline));
   }
 
   /// Drops the completed (or failed) record of `key` so the next call runs; false when
