@@ -353,10 +353,19 @@ class one_shot_hasher {
   EVP_MD_CTX* work_;
 };
 
+/// Set when this thread's thread_hashing is destroyed. Trivially destructible, so it
+/// stays readable after every thread_local of the thread is gone.
+inline constinit thread_local bool thread_hashing_destroyed = false;
+
 /// One hasher per thread for the one-shot functions: created on a thread's first
 /// digest, reused after that (no context created on the hot path). `busy` while a digest
 /// is being computed with it.
 struct thread_hashing {
+  thread_hashing() = default;
+  thread_hashing(const thread_hashing&) = delete;
+  thread_hashing& operator=(const thread_hashing&) = delete;
+  ~thread_hashing() { thread_hashing_destroyed = true; }
+
   one_shot_hasher hasher;
   bool busy = false;
 };
@@ -367,18 +376,23 @@ inline thread_hashing& thread_hashing_state() {
 }
 
 /// The digest of what write(hasher) feeds a one-shot hasher: the thread's own
-/// hasher, or, when a digest is already being computed on this thread (a codec that
-/// hashes a field with content_digest inside an outer content_digest), a fresh one,
-/// so the outer message is not overwritten.
+/// hasher, or a fresh one when a digest is already being computed on this thread (a
+/// codec that hashes a field with content_digest inside an outer content_digest: the
+/// outer message must not be overwritten) or when the thread's hasher was already
+/// destroyed (a digest from a thread_local or static destructor at exit).
 template <class Write>
 digest one_shot_digest(Write&& write) {
+  const auto with_own_hasher = [&write] {
+    one_shot_hasher own;  // rare: allocates two OpenSSL contexts
+    own.begin();
+    write(own);
+    return own.finish();
+  };
+  // A digest from a thread_local (or, on the main thread, a static) destroyed after
+  // this thread's hasher: the hasher's contexts are freed, so use a hasher of its own.
+  if (thread_hashing_destroyed) return with_own_hasher();
   thread_hashing& state = thread_hashing_state();
-  if (state.busy) {
-    one_shot_hasher nested;  // rare: allocates two OpenSSL contexts
-    nested.begin();
-    write(nested);
-    return nested.finish();
-  }
+  if (state.busy) return with_own_hasher();
   struct in_use {
     bool& busy;
     explicit in_use(bool& flag) noexcept : busy(flag) { busy = true; }

@@ -348,9 +348,12 @@ INTERLOCK_NAMESPACE_END
 // Cost on the read path: one store and one re-load. The store-load ordering that
 // hazard pointers need is made asymmetric: readers issue only a compiler barrier and
 // the rare scanner issues membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), which runs a
-// full barrier on every CPU running this process. Where membarrier is unavailable, or
-// under ThreadSanitizer (which does not model it), both sides use seq_cst fences and
-// the protecting store is seq_cst.
+// full barrier on every CPU running this process. Where membarrier is unavailable,
+// both sides use seq_cst fences (the protecting store stays a release). Under
+// ThreadSanitizer, which models neither membarrier nor fences, there are no fences:
+// the protecting store, the reader's re-load, the writer's unpublishing store and the
+// scanner's record loads are seq_cst, and a seq_cst read-modify-write stands in for
+// the scanner's barrier (see barrier_load_order).
 //
 // Records are never freed while the process runs; they are reused by any thread.
 // Each thread caches a few free records and keeps its own retired list; at thread
@@ -406,6 +409,13 @@ inline bool asymmetric_barrier() noexcept {
 /// which the reader sees the old node while the scanner misses its hazard.
 inline constexpr std::memory_order barrier_load_order =
     INTERLOCK_TSAN ? std::memory_order_seq_cst : std::memory_order_acquire;
+
+/// The order of a writer's store that unpublishes a node (unlinks it, or replaces the
+/// array that names it) before retiring it: release, and seq_cst under
+/// ThreadSanitizer, where the argument above needs every one of those four operations
+/// seq_cst. (snapshot_cell's publishing CAS is seq_cst anyway.)
+inline constexpr std::memory_order unpublish_store_order =
+    INTERLOCK_TSAN ? std::memory_order_seq_cst : std::memory_order_release;
 
 /// The reader's half: orders its hazard store before its re-load of the source.
 inline void light_barrier() noexcept {
@@ -548,13 +558,7 @@ class hazard_domain {
     while (state.cached > 0) {
       state.cache[--state.cached]->in_use.store(false, std::memory_order_release);  // (2)
     }
-    if (state.retired != nullptr) {
-      retirable* tail = state.retired;
-      while (tail->next_retired != nullptr) tail = tail->next_retired;
-      push_orphans(state.retired, tail);
-    }
-    state.retired = nullptr;
-    state.retired_count = 0;
+    orphan_leftovers(state);
     state.exited = true;
   }
 
@@ -576,18 +580,41 @@ class hazard_domain {
 
   static void register_thread_flush(hazard_thread_state& state) noexcept;
 
-  /// Pushes `node` on this thread's retired list; false when the thread has exited
-  /// (the node went to the orphan list instead).
+  /// Pushes `node` on this thread's retired list; false when the thread has exited,
+  /// in which case the node was dealt with here (see retire_after_exit).
   bool push_retired(hazard_thread_state& state, retirable* node) noexcept {
-    if (state.exited) {
-      push_orphans(node, node);
-      return false;
-    }
-    register_thread_flush(state);
+    if (!state.exited) register_thread_flush(state);
     node->next_retired = state.retired;
     state.retired = node;
     ++state.retired_count;
-    return true;
+    if (!state.exited) return true;
+    // A retire nested in the reclaim below only pushes: that loop frees it too.
+    if (!state.reclaiming) retire_after_exit(state);
+    return false;
+  }
+
+  /// A retire after this thread's exit flush: a static cas_slot destroyed after main's
+  /// thread_locals, or a thread_local destroyed after the flusher. No later retire of
+  /// this thread will scan, so its node is freed now if no reader holds it, as the exit
+  /// flush would have done; what a reader still holds goes to the orphans, for the next
+  /// scan of a live thread. (Orphaning it at once left a static slot's last value
+  /// undestroyed at exit.) One scan, with its membarrier, per such retire.
+  void retire_after_exit(hazard_thread_state& state) noexcept {
+    const bool outer = std::exchange(state.reclaiming, true);
+    reclaim_everything(state);
+    state.reclaiming = outer;
+    orphan_leftovers(state);
+  }
+
+  /// Hands whatever this thread still has retired to the orphan list.
+  void orphan_leftovers(hazard_thread_state& state) noexcept {
+    if (state.retired != nullptr) {
+      retirable* tail = state.retired;
+      while (tail->next_retired != nullptr) tail = tail->next_retired;
+      push_orphans(state.retired, tail);
+    }
+    state.retired = nullptr;
+    state.retired_count = 0;
   }
 
   /// Scans and frees until a round frees nothing (or nothing retired is left).
@@ -1354,8 +1381,15 @@ class keyed_table {
         shards_(new shard[std::size_t{1} << shard_bits_]),
         hash_(std::move(hash)),
         equal_(std::move(equal)) {
-    for (std::size_t i = 0; i < shard_count_(); ++i) {
-      shards_[i].buckets.store(new bucket_array(initial_buckets), std::memory_order_relaxed);
+    std::size_t made = 0;
+    try {
+      for (; made < shard_count_(); ++made) {
+        shards_[made].buckets.store(new bucket_array(initial_buckets), std::memory_order_relaxed);
+      }
+    } catch (...) {  // std::bad_alloc: no destructor runs, so free what was made
+      for (std::size_t i = 0; i < made; ++i)
+        delete shards_[i].buckets.load(std::memory_order_relaxed);
+      throw;
     }
   }
 
@@ -1489,10 +1523,10 @@ class keyed_table {
       while (source->load(std::memory_order_relaxed) != entry) {
         source = &source->load(std::memory_order_relaxed)->next;
       }
-      // (2) release: pairs with (3).
-      entry->linked.store(false, std::memory_order_release);
+      // (2) release: pairs with (3) (seq_cst under TSan: unpublish_store_order).
+      entry->linked.store(false, unpublish_store_order);
       // (6) release: readers that load the new link see a consistent successor.
-      source->store(entry->next.load(std::memory_order_relaxed), std::memory_order_release);
+      source->store(entry->next.load(std::memory_order_relaxed), unpublish_store_order);
       --s_->size;
     }
 
@@ -1525,8 +1559,8 @@ class keyed_table {
           e = next;
         }
       }
-      // (5) release: pairs with (4).
-      s_->buckets.store(fresh, std::memory_order_release);
+      // (5) release: pairs with (4) (seq_cst under TSan: unpublish_store_order).
+      s_->buckets.store(fresh, unpublish_store_order);
       // Readers may still walk the old array (they notice it was replaced and
       // restart): kept until the table is destroyed, see the design note.
       old_array->replaced_before = s_->replaced;
@@ -2443,10 +2477,19 @@ class one_shot_hasher {
   EVP_MD_CTX* work_;
 };
 
+/// Set when this thread's thread_hashing is destroyed. Trivially destructible, so it
+/// stays readable after every thread_local of the thread is gone.
+inline constinit thread_local bool thread_hashing_destroyed = false;
+
 /// One hasher per thread for the one-shot functions: created on a thread's first
 /// digest, reused after that (no context created on the hot path). `busy` while a digest
 /// is being computed with it.
 struct thread_hashing {
+  thread_hashing() = default;
+  thread_hashing(const thread_hashing&) = delete;
+  thread_hashing& operator=(const thread_hashing&) = delete;
+  ~thread_hashing() { thread_hashing_destroyed = true; }
+
   one_shot_hasher hasher;
   bool busy = false;
 };
@@ -2457,18 +2500,23 @@ inline thread_hashing& thread_hashing_state() {
 }
 
 /// The digest of what write(hasher) feeds a one-shot hasher: the thread's own
-/// hasher, or, when a digest is already being computed on this thread (a codec that
-/// hashes a field with content_digest inside an outer content_digest), a fresh one,
-/// so the outer message is not overwritten.
+/// hasher, or a fresh one when a digest is already being computed on this thread (a
+/// codec that hashes a field with content_digest inside an outer content_digest: the
+/// outer message must not be overwritten) or when the thread's hasher was already
+/// destroyed (a digest from a thread_local or static destructor at exit).
 template <class Write>
 digest one_shot_digest(Write&& write) {
+  const auto with_own_hasher = [&write] {
+    one_shot_hasher own;  // rare: allocates two OpenSSL contexts
+    own.begin();
+    write(own);
+    return own.finish();
+  };
+  // A digest from a thread_local (or, on the main thread, a static) destroyed after
+  // this thread's hasher: the hasher's contexts are freed, so use a hasher of its own.
+  if (thread_hashing_destroyed) return with_own_hasher();
   thread_hashing& state = thread_hashing_state();
-  if (state.busy) {
-    one_shot_hasher nested;  // rare: allocates two OpenSSL contexts
-    nested.begin();
-    write(nested);
-    return nested.finish();
-  }
+  if (state.busy) return with_own_hasher();
   struct in_use {
     bool& busy;
     explicit in_use(bool& flag) noexcept : busy(flag) { busy = true; }

@@ -8,7 +8,9 @@
 
 #include <pthread.h>
 
+#include <atomic>
 #include <cstddef>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -138,4 +140,42 @@ TEST_CASE("frees that retire more nodes do not nest on the stack", "[hazard][mem
   REQUIRE(started == 0);
   REQUIRE(pthread_join(thread, nullptr) == 0);
   CHECK(result.freed == result.retired);
+}
+
+namespace {
+/// A retirable node that counts its frees in an atomic (freed on any thread).
+struct shared_counted_node : retirable {
+  static inline std::atomic<int> freed{0};
+  shared_counted_node() {
+    reclaim = [](retirable* self) noexcept {
+      freed.fetch_add(1);
+      delete static_cast<shared_counted_node*>(self);
+    };
+  }
+};
+
+/// A thread_local whose destructor retires a node. Constructed before the thread's
+/// first retire, it is destroyed after the hazard state's exit flush (thread_locals
+/// are destroyed in reverse order of construction), like a static cas_slot destroyed
+/// after main's thread_locals at exit.
+struct retires_when_destroyed {
+  shared_counted_node* node = nullptr;
+  ~retires_when_destroyed() {
+    if (node != nullptr) hazard_domain::instance().retire(node);
+  }
+};
+}  // namespace
+
+TEST_CASE("a node retired after its thread's exit flush is freed then, not orphaned",
+          "[hazard][memory]") {
+  // It used to go straight to the orphan list, which only a later scan of another
+  // thread empties: a static cas_slot's last value was never destroyed at exit.
+  shared_counted_node::freed = 0;
+  std::thread worker([] {
+    static thread_local retires_when_destroyed late;  // constructed first: destroyed last
+    late.node = new shared_counted_node;
+    hazard_domain::instance().retire(new shared_counted_node);  // registers the exit flush
+  });
+  worker.join();
+  CHECK(shared_counted_node::freed.load() == 2);
 }

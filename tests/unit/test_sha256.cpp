@@ -462,3 +462,30 @@ TEST_CASE("long double hashes its value, not its padding", "[sha256][codec]") {
   CHECK(interlock::content_digest(from_dirty) == interlock::content_digest(from_clean));
   CHECK(interlock::content_digest(3.0L) != interlock::content_digest(4.0L));
 }
+
+namespace {
+/// A thread_local that hashes in its destructor. Constructed before the thread's
+/// first digest, it is destroyed after the thread's hasher (reverse order).
+struct hashes_when_destroyed {
+  std::atomic<bool>* matched = nullptr;
+  ~hashes_when_destroyed() {
+    if (matched != nullptr) {
+      matched->store(interlock::content_digest(std::string("abc")).to_hex() ==
+                     "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+  }
+};
+}  // namespace
+
+TEST_CASE("a digest from a thread_local destroyed after the thread's hasher is correct",
+          "[sha256]") {
+  // It used the hasher's freed OpenSSL contexts: a crash, or a wrong digest.
+  std::atomic<bool> matched{false};
+  std::thread worker([&matched] {
+    static thread_local hashes_when_destroyed late;  // constructed first: destroyed last
+    late.matched = &matched;
+    (void)interlock::content_digest(std::string("warm up"));  // creates the thread's hasher
+  });
+  worker.join();
+  CHECK(matched.load());
+}

@@ -12,9 +12,12 @@
 // Cost on the read path: one store and one re-load. The store-load ordering that
 // hazard pointers need is made asymmetric: readers issue only a compiler barrier and
 // the rare scanner issues membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), which runs a
-// full barrier on every CPU running this process. Where membarrier is unavailable, or
-// under ThreadSanitizer (which does not model it), both sides use seq_cst fences and
-// the protecting store is seq_cst.
+// full barrier on every CPU running this process. Where membarrier is unavailable,
+// both sides use seq_cst fences (the protecting store stays a release). Under
+// ThreadSanitizer, which models neither membarrier nor fences, there are no fences:
+// the protecting store, the reader's re-load, the writer's unpublishing store and the
+// scanner's record loads are seq_cst, and a seq_cst read-modify-write stands in for
+// the scanner's barrier (see barrier_load_order).
 //
 // Records are never freed while the process runs; they are reused by any thread.
 // Each thread caches a few free records and keeps its own retired list; at thread
@@ -71,6 +74,13 @@ inline bool asymmetric_barrier() noexcept {
 /// which the reader sees the old node while the scanner misses its hazard.
 inline constexpr std::memory_order barrier_load_order =
     INTERLOCK_TSAN ? std::memory_order_seq_cst : std::memory_order_acquire;
+
+/// The order of a writer's store that unpublishes a node (unlinks it, or replaces the
+/// array that names it) before retiring it: release, and seq_cst under
+/// ThreadSanitizer, where the argument above needs every one of those four operations
+/// seq_cst. (snapshot_cell's publishing CAS is seq_cst anyway.)
+inline constexpr std::memory_order unpublish_store_order =
+    INTERLOCK_TSAN ? std::memory_order_seq_cst : std::memory_order_release;
 
 /// The reader's half: orders its hazard store before its re-load of the source.
 inline void light_barrier() noexcept {
@@ -213,13 +223,7 @@ class hazard_domain {
     while (state.cached > 0) {
       state.cache[--state.cached]->in_use.store(false, std::memory_order_release);  // (2)
     }
-    if (state.retired != nullptr) {
-      retirable* tail = state.retired;
-      while (tail->next_retired != nullptr) tail = tail->next_retired;
-      push_orphans(state.retired, tail);
-    }
-    state.retired = nullptr;
-    state.retired_count = 0;
+    orphan_leftovers(state);
     state.exited = true;
   }
 
@@ -241,18 +245,41 @@ class hazard_domain {
 
   static void register_thread_flush(hazard_thread_state& state) noexcept;
 
-  /// Pushes `node` on this thread's retired list; false when the thread has exited
-  /// (the node went to the orphan list instead).
+  /// Pushes `node` on this thread's retired list; false when the thread has exited,
+  /// in which case the node was dealt with here (see retire_after_exit).
   bool push_retired(hazard_thread_state& state, retirable* node) noexcept {
-    if (state.exited) {
-      push_orphans(node, node);
-      return false;
-    }
-    register_thread_flush(state);
+    if (!state.exited) register_thread_flush(state);
     node->next_retired = state.retired;
     state.retired = node;
     ++state.retired_count;
-    return true;
+    if (!state.exited) return true;
+    // A retire nested in the reclaim below only pushes: that loop frees it too.
+    if (!state.reclaiming) retire_after_exit(state);
+    return false;
+  }
+
+  /// A retire after this thread's exit flush: a static cas_slot destroyed after main's
+  /// thread_locals, or a thread_local destroyed after the flusher. No later retire of
+  /// this thread will scan, so its node is freed now if no reader holds it, as the exit
+  /// flush would have done; what a reader still holds goes to the orphans, for the next
+  /// scan of a live thread. (Orphaning it at once left a static slot's last value
+  /// undestroyed at exit.) One scan, with its membarrier, per such retire.
+  void retire_after_exit(hazard_thread_state& state) noexcept {
+    const bool outer = std::exchange(state.reclaiming, true);
+    reclaim_everything(state);
+    state.reclaiming = outer;
+    orphan_leftovers(state);
+  }
+
+  /// Hands whatever this thread still has retired to the orphan list.
+  void orphan_leftovers(hazard_thread_state& state) noexcept {
+    if (state.retired != nullptr) {
+      retirable* tail = state.retired;
+      while (tail->next_retired != nullptr) tail = tail->next_retired;
+      push_orphans(state.retired, tail);
+    }
+    state.retired = nullptr;
+    state.retired_count = 0;
   }
 
   /// Scans and frees until a round frees nothing (or nothing retired is left).

@@ -165,8 +165,15 @@ class keyed_table {
         shards_(new shard[std::size_t{1} << shard_bits_]),
         hash_(std::move(hash)),
         equal_(std::move(equal)) {
-    for (std::size_t i = 0; i < shard_count_(); ++i) {
-      shards_[i].buckets.store(new bucket_array(initial_buckets), std::memory_order_relaxed);
+    std::size_t made = 0;
+    try {
+      for (; made < shard_count_(); ++made) {
+        shards_[made].buckets.store(new bucket_array(initial_buckets), std::memory_order_relaxed);
+      }
+    } catch (...) {  // std::bad_alloc: no destructor runs, so free what was made
+      for (std::size_t i = 0; i < made; ++i)
+        delete shards_[i].buckets.load(std::memory_order_relaxed);
+      throw;
     }
   }
 
@@ -300,10 +307,10 @@ class keyed_table {
       while (source->load(std::memory_order_relaxed) != entry) {
         source = &source->load(std::memory_order_relaxed)->next;
       }
-      // (2) release: pairs with (3).
-      entry->linked.store(false, std::memory_order_release);
+      // (2) release: pairs with (3) (seq_cst under TSan: unpublish_store_order).
+      entry->linked.store(false, unpublish_store_order);
       // (6) release: readers that load the new link see a consistent successor.
-      source->store(entry->next.load(std::memory_order_relaxed), std::memory_order_release);
+      source->store(entry->next.load(std::memory_order_relaxed), unpublish_store_order);
       --s_->size;
     }
 
@@ -336,8 +343,8 @@ class keyed_table {
           e = next;
         }
       }
-      // (5) release: pairs with (4).
-      s_->buckets.store(fresh, std::memory_order_release);
+      // (5) release: pairs with (4) (seq_cst under TSan: unpublish_store_order).
+      s_->buckets.store(fresh, unpublish_store_order);
       // Readers may still walk the old array (they notice it was replaced and
       // restart): kept until the table is destroyed, see the design note.
       old_array->replaced_before = s_->replaced;
