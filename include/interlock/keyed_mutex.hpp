@@ -48,6 +48,8 @@
 // take them from exclusive holders.
 //
 // Hash and Equal must not throw: lookups are noexcept (a throw there terminates).
+// Copying a Key, Hash and Equal run under a shard's internal lock: they must not call
+// into the same keyed_mutex.
 //
 // Multi-key locking. lock_many takes references on every key's entry first, then
 // locks the entries in address order, duplicates collapsed. While a reference is

@@ -35,7 +35,12 @@
 // Requirements: Hash and Equal must not throw (lookups are noexcept), nor Result's
 // destructor (records are reclaimed in noexcept code). An operation must not call run
 // on its own guard with its own key: the inner call joins the outer one and waits for
-// it for ever (as a thread that locks a std::mutex it holds).
+// it for ever (as a thread that locks a std::mutex it holds). Copying a Key (or an
+// Owner), Hash, Equal and an injected clock run under a shard's internal lock: they
+// must not call into the same guard. Result's destructor may run on any thread that
+// uses the guard (records are reclaimed by later calls), never while a shard lock is
+// held and never before the waiters of a call are woken; it should not block on
+// another thread that uses the guard.
 //
 // Memory ordering: everything the executing call did before it published the outcome
 // (the operation's effects and the stored result) is visible to every caller that
@@ -3414,8 +3419,11 @@ class idempotency_guard {
         // Pinned while the lock is held: it can only be unlinked under this lock.
         guards.found.protect_stable(existing != nullptr ? existing : mine);
       }
-      retired.retire_all();
+      // Our record is linked in progress, and duplicates may already wait for it:
+      // what we purged is retired (which may run a ~Result, user code) only once op's
+      // outcome is published and they are woken, when `retired` goes out of scope.
       if (mine != nullptr) return execute(*mine, op);
+      retired.retire_all();
       if (auto answered = answer(*existing, fingerprint, deadline)) return std::move(*answered);
       // It expired or a forgotten failure was removed meanwhile: try again.
     }

@@ -1353,3 +1353,57 @@ TEST_CASE("capacity 0 keeps one record per shard, so a claim is still granted on
   CHECK(guard.run("pay:1", std::string("req"), op).status == interlock::run_status::replayed);
   CHECK(runs == 1);
 }
+
+namespace {
+/// A node of the shared hazard domain whose reclamation (standing in for a Result
+/// destructor run by a later retire on this thread) calls `on_reclaim` once armed.
+struct reclaim_probe : interlock::detail::retirable {
+  static inline std::atomic<bool> armed{false};
+  static inline std::atomic<int> freed{0};
+  static inline std::function<void()> on_reclaim;
+  reclaim_probe() {
+    reclaim = [](interlock::detail::retirable* self) noexcept {
+      freed.fetch_add(1);
+      if (armed.exchange(false)) on_reclaim();
+      delete static_cast<reclaim_probe*>(self);
+    };
+  }
+};
+}  // namespace
+
+TEST_CASE("a new record's purged neighbours are reclaimed only after its waiters are woken",
+          "[idempotency_guard]") {
+  // Creating a record purges expired ones, and retiring them may free older nodes,
+  // running user destructors. That used to happen after the new record was linked in
+  // progress but before its operation ran: a destructor that waited on a thread
+  // calling run with the same key deadlocked (here: that thread's run_for gives up
+  // after 3 s with in_progress).
+  fake_clock clock;
+  idempotency_options options;
+  options.time_to_live = 1s;
+  options.shards = 1;
+  idempotency_guard<std::string, int> guard(options, clock.now());
+  (void)guard.run(std::string("x"), 0, [] { return 1; });
+  clock.advance(2s);  // "x" expires: the next record created purges it
+
+  // Retire probes until a scan has run: from then on every retire frees one of them.
+  interlock::reclaim_retired();
+  reclaim_probe::freed = 0;
+  for (int i = 0; i < 1'000'000 && reclaim_probe::freed.load() == 0; ++i) {
+    interlock::detail::hazard_domain::instance().retire(new reclaim_probe);
+  }
+  REQUIRE(reclaim_probe::freed.load() > 0);
+  std::optional<run_status> duplicate;
+  reclaim_probe::on_reclaim = [&] {
+    std::thread([&] {
+      duplicate = guard.run_for(std::string("k"), 0, 3s, [] { return 3; }).status;
+    }).join();
+  };
+  reclaim_probe::armed = true;
+  CHECK(guard.run(std::string("k"), 0, [] { return 2; }).status == run_status::executed);
+  REQUIRE(duplicate.has_value());  // the retire of "x" freed a probe
+  CHECK(*duplicate == run_status::replayed);
+  reclaim_probe::armed = false;
+  reclaim_probe::on_reclaim = nullptr;
+  interlock::reclaim_retired();
+}

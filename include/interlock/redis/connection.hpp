@@ -287,6 +287,16 @@ class script {
   std::string sha1_;
 };
 
+namespace detail {
+/// A script that is never destroyed, for the stores' function-local statics. A static
+/// script would be destroyed at exit in reverse order of its first use, which may come
+/// before a guard with static storage duration that still releases through it (a
+/// process-wide lease released at exit read the freed SHA-1 and left the lease held).
+inline const script& lasting_script(const char* source) {
+  return *new script(source);  // reachable through the caller's static reference
+}
+}  // namespace detail
+
 /// One connection to one server. Connects on first use (and again after an I/O
 /// error), not in the constructor, so constructing never fails on the network.
 /// Thread-safety: one thread at a time. Progress: every call blocks for at most about
@@ -589,7 +599,7 @@ inline std::uint64_t to_u64(std::string_view text) {
 /// still its own: KEYS[1] is deleted when its value equals ARGV[1]. Returns 1 when it
 /// deleted, 0 otherwise.
 inline const script& compare_and_delete_script() {
-  static const script s(
+  static const script& s = detail::lasting_script(
       "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
       "  return redis.call('DEL', KEYS[1])\n"
       "end\n"

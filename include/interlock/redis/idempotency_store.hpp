@@ -178,7 +178,7 @@ class idempotency_guard {
   static constexpr std::size_t header = 1 + 64;  // state byte + fingerprint hex
 
   static const script& claim_script() {
-    static const script s(
+    static const script& s = detail::lasting_script(
         "local v = redis.call('GET', KEYS[1])\n"
         "if v and v ~= ARGV[1] then return v end\n"
         "if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end\n"
@@ -186,7 +186,7 @@ class idempotency_guard {
     return s;
   }
   static const script& complete_script() {
-    static const script s(
+    static const script& s = detail::lasting_script(
         "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
         "  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])\n"
         "  return 1\n"
@@ -195,7 +195,7 @@ class idempotency_guard {
     return s;
   }
   static const script& forget_script() {
-    static const script s(
+    static const script& s = detail::lasting_script(
         "local v = redis.call('GET', KEYS[1])\n"
         "if v and string.sub(v, 1, 1) ~= 'P' then return redis.call('DEL', KEYS[1]) end\n"
         "return 0\n");

@@ -392,7 +392,7 @@ class keyed_mutex {
 
  private:
   static const script& acquire_script() {
-    static const script s(
+    static const script& s = detail::lasting_script(
         "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then\n"
         "  return redis.call('INCR', KEYS[2])\n"
         "end\n"
@@ -400,7 +400,7 @@ class keyed_mutex {
     return s;
   }
   static const script& renew_script() {
-    static const script s(
+    static const script& s = detail::lasting_script(
         "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
         "  return redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
         "end\n"

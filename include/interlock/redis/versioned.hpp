@@ -103,7 +103,7 @@ class versioned {
   /// Commits `desired` as expected_version + 1 if the current version is
   /// expected_version (atomically, see the design note). Thread-safe; one round trip.
   [[nodiscard]] commit_result try_commit(version_type expected_version, const T& desired) {
-    static const script s(
+    static const script& s = detail::lasting_script(
         "local cur = redis.call('HMGET', KEYS[1], 'ver', 'v')\n"
         "local ver = tonumber(cur[1]) or 1\n"
         "if ver == tonumber(ARGV[1]) then\n"
