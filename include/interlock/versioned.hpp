@@ -127,8 +127,8 @@ namespace detail {
 /// one from zero bytes would be undefined; such a T takes the node path.
 template <class T>
 inline constexpr bool seqlock_eligible =
-    std::is_trivially_copyable_v<T>&& std::is_trivially_copy_assignable_v<T> && sizeof(T) <= 64 &&
-    alignof(T) <= 8;
+    sizeof(T) <= 64 && alignof(T) <= 8 &&
+    std::conjunction_v<std::is_trivially_copyable<T>, std::is_trivially_copy_assignable<T>>;
 
 /// One step of a spin-wait: a CPU pause, and after a while, yielding the CPU to the
 /// (possibly descheduled) thread we wait for.
